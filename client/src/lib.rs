@@ -1,0 +1,1 @@
+//! vmpriv client

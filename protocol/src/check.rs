@@ -1,0 +1,200 @@
+//! Property checks shared by the fuzz targets (`fuzz/`) and by `cargo test`, which replays every
+//! committed corpus file through them. Each panics when a property fails; that is their whole job.
+#![allow(
+    clippy::panic,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing
+)]
+
+use crate::addr::{local_inet, local_inet6};
+use crate::policy::{self, Caller, Policy};
+use crate::validate::{ValidOp, validate};
+use crate::wire::{self, IfConfig, Request};
+
+/// The policy every request check runs against unless the input carries its own.
+pub const CHECK_POLICY: &str = "\
+ifgroup vms 42
+rdomain 1 vrf-blue
+local prefix 100.64.0.0/10
+allow user alice switch br0
+allow user alice switch secretbridge123
+allow group kvm switch br1
+deny user mallory switch secretbridge123
+allow user * ifgroup vms
+allow group kvm rdomain 1
+quota user alice 2
+";
+
+/// Callers the request check picks from by the input's first byte.
+pub fn check_callers() -> Vec<Caller> {
+    vec![
+        Caller {
+            uid: 1000,
+            user: Some("alice".into()),
+            gids: vec![1000],
+            groups: vec!["alice".into()],
+        },
+        Caller {
+            uid: 1001,
+            user: Some("mallory".into()),
+            gids: vec![36],
+            groups: vec!["kvm".into()],
+        },
+        Caller {
+            uid: 4242,
+            user: None,
+            gids: vec![],
+            groups: vec![],
+        },
+    ]
+}
+
+/// Decode + validate arbitrary bytes. Input: byte 0 picks the caller, byte 1 the fd count (0..=3),
+/// then either `policy text, 0xFF, frame` (when byte 2 is `P`) or just the frame against
+/// [`CHECK_POLICY`]. Properties: no panic; an accepted request names exactly the bytes the policy
+/// checked; every granted switch, group and rdomain is granted by the policy; every address is the one
+/// the address plan computes and lies inside the policy's prefix.
+pub fn check_request(data: &[u8]) {
+    let [who, nfds, rest @ ..] = data else { return };
+    let callers = check_callers();
+    let caller = &callers[usize::from(*who) % callers.len()];
+    let (policy, frame) = match rest {
+        [b'P', tail @ ..] => {
+            let Some(split) = tail.iter().position(|&b| b == 0xFF) else {
+                return;
+            };
+            let Ok(text) = std::str::from_utf8(&tail[..split]) else {
+                return;
+            };
+            let Ok(policy) = policy::parse_str("fuzz", text) else {
+                return;
+            };
+            (policy, &tail[split + 1..])
+        }
+        _ => (policy::parse_str("fuzz", CHECK_POLICY).unwrap(), rest),
+    };
+    let Ok(req) = wire::decode::<Request>(frame) else {
+        return;
+    };
+    // Re-encoding a decoded request must decode to the same value (postcard is not canonical, so
+    // values are compared, not bytes).
+    let again = wire::encode(&req).expect("a decoded request re-encodes");
+    assert_eq!(wire::decode::<Request>(&again).as_ref(), Ok(&req));
+    let nfds = usize::from(nfds % 4);
+    let Ok(valid) = validate(&req, nfds, caller, &policy) else {
+        return;
+    };
+    assert_eq!(nfds, req.fds_expected());
+    match (valid.op(), &req) {
+        (ValidOp::CreateTap { config, .. }, Request::CreateTap { config: asked, .. })
+        | (ValidOp::Configure { config, .. }, Request::Configure { config: asked, .. }) => {
+            check_config(config, asked, caller, &policy);
+        }
+        (ValidOp::SwitchExists { switch }, Request::SwitchExists { switch: asked }) => {
+            assert_eq!(switch.as_str().as_bytes(), asked.as_bytes());
+            assert!(policy.permits_switch(caller, switch));
+        }
+        (ValidOp::Configure { config, .. }, Request::AttachToSwitch { switch, .. }) => {
+            let asked = IfConfig {
+                switch: Some(switch.clone()),
+                ..IfConfig::default()
+            };
+            check_config(config, &asked, caller, &policy);
+        }
+        (ValidOp::Configure { config, .. }, Request::AddLocalInet { vm, nic, .. }) => {
+            assert_eq!(config.inet, local_inet(policy.inet, *vm, *nic).ok());
+            assert!(config.inet.is_some_and(|p| policy.inet.contains(p.host)));
+        }
+        (ValidOp::Configure { config, .. }, Request::AddLocalInet6 { vm, nic, .. }) => {
+            assert_eq!(
+                config.inet6,
+                local_inet6(policy.inet, policy.inet6, *vm, *nic).ok()
+            );
+            assert!(config.inet6.is_some_and(|p| policy.inet6.contains(p.host)));
+        }
+        _ => {}
+    }
+}
+
+fn check_config(config: &crate::ValidConfig, asked: &IfConfig, caller: &Caller, policy: &Policy) {
+    assert_eq!(
+        config.switch.as_ref().map(|s| s.as_str().as_bytes()),
+        asked.switch.as_deref().map(str::as_bytes)
+    );
+    if let Some(s) = &config.switch {
+        assert!(
+            policy.permits_switch(caller, s),
+            "granted a switch the policy does not grant"
+        );
+        assert!(s.as_str().len() <= 15);
+    }
+    assert_eq!(
+        config.description.as_ref().map(crate::name::Description::as_str),
+        asked.description.as_deref()
+    );
+    assert_eq!(
+        config.group.as_ref().map(|g| g.name.as_str()),
+        asked.group.as_deref()
+    );
+    if let Some(g) = &config.group {
+        assert!(policy.permits_ifgroup(caller, &g.name));
+        assert_eq!(policy.ifgroup_number(&g.name), Some(g.number));
+    }
+    if let Some(v) = &config.vrf {
+        assert_eq!(Some(v.rdomain), asked.rdomain);
+        assert!(policy.permits_rdomain(caller, v.rdomain));
+        assert!(config.switch.is_none());
+    }
+    match asked.local {
+        None => assert!(config.inet.is_none() && config.inet6.is_none()),
+        Some(l) => {
+            let inet = config.inet.expect("local asked, inet computed");
+            assert_eq!(Ok(inet), local_inet(policy.inet, l.vm, l.nic));
+            assert!(policy.inet.contains(inet.host) && policy.inet.contains(inet.vm));
+            if l.inet6 {
+                let inet6 = config.inet6.expect("inet6 asked, computed");
+                assert_eq!(Ok(inet6), local_inet6(policy.inet, policy.inet6, l.vm, l.nic));
+                assert!(policy.inet6.contains(inet6.host));
+            } else {
+                assert!(config.inet6.is_none());
+            }
+        }
+    }
+}
+
+/// Parse arbitrary text as a policy. Properties: no panic; a policy that parses prints (as
+/// `check-policy` shows it) to text that parses to the same policy.
+pub fn check_policy(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let Ok(p) = policy::parse_str("fuzz", text) else {
+        return;
+    };
+    let shown = p.to_string();
+    assert_eq!(policy::parse_str("shown", &shown).as_ref(), Ok(&p), "{shown}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn check_request_accepts_its_own_examples() {
+        let mut input = vec![0, 0];
+        input.extend(
+            wire::encode(&Request::CreateTap {
+                queues: 1,
+                vnet_hdr: false,
+                config: IfConfig {
+                    switch: Some("br0".into()),
+                    ..IfConfig::default()
+                },
+            })
+            .unwrap(),
+        );
+        check_request(&input);
+        check_policy(CHECK_POLICY.as_bytes());
+    }
+}

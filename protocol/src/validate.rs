@@ -1,0 +1,684 @@
+//! The validator: a pure function from (decoded request, fds carried, caller, policy) to a
+//! [`ValidRequest`] or the error to reply. Syntax is checked first (so a malformed name is `Invalid`
+//! whatever the policy says), then policy (`Denied`). The helper never acts on anything else.
+
+use crate::addr::{Inet4Pair, Inet6Pair, local_inet, local_inet6};
+use crate::name::{Description, GroupName, IfName};
+use crate::policy::{Caller, Policy, RDOMAIN_MAX};
+use crate::wire::{Error, FdIndex, IfConfig, Invalid, MAX_QUEUES, Request, STATUS_RULES_MAX};
+
+/// A routing domain the caller may use, and the VRF device that implements it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Vrf {
+    /// vmd's rdomain number, 1..=255.
+    pub rdomain: u32,
+    /// The admin-created VRF device the policy maps it to.
+    pub device: IfName,
+}
+
+/// An interface group the caller may use, and its `IFLA_GROUP` number.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IfGroup {
+    /// The policy's name for it.
+    pub name: GroupName,
+    /// The kernel's number for it.
+    pub number: u32,
+}
+
+/// A validated [`IfConfig`]: every name checked, every grant checked, addresses computed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ValidConfig {
+    /// Description to set.
+    pub description: Option<Description>,
+    /// Granted switch to attach to.
+    pub switch: Option<IfName>,
+    /// Granted VRF to enslave to (never set together with `switch`).
+    pub vrf: Option<Vrf>,
+    /// Granted interface group.
+    pub group: Option<IfGroup>,
+    /// Up or down.
+    pub up: Option<bool>,
+    /// Host side of the (vm, nic) /31, computed from the policy's prefix.
+    pub inet: Option<Inet4Pair>,
+    /// Host side of the (vm, nic) /96, computed from the policy's prefixes.
+    pub inet6: Option<Inet6Pair>,
+}
+
+/// What the helper may do, once validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ValidOp {
+    /// Answer the handshake.
+    Hello,
+    /// Report grants and quota.
+    Status {
+        /// The caller's live-tap limit.
+        quota: u32,
+        /// The policy lines naming the caller, at most `STATUS_RULES_MAX`.
+        rules: Vec<String>,
+        /// Whether more lines matched.
+        more_rules: bool,
+    },
+    /// Create a tap, check the quota, configure it.
+    CreateTap {
+        /// 1..=8.
+        queues: u8,
+        /// `IFF_VNET_HDR`.
+        vnet_hdr: bool,
+        /// The caller's live-tap limit, checked against the kernel's count before creating.
+        quota: u32,
+        /// Applied before the fds are handed over.
+        config: ValidConfig,
+    },
+    /// Configure the passed tap.
+    Configure {
+        /// Which fd of the message.
+        tap: FdIndex,
+        /// What to set.
+        config: ValidConfig,
+    },
+    /// Report a granted switch.
+    SwitchExists {
+        /// The granted name.
+        switch: IfName,
+    },
+    /// Report the passed tap's name, index and MAC.
+    LinkAddr {
+        /// Which fd of the message.
+        tap: FdIndex,
+    },
+    /// Undo configuration on the passed tap.
+    Reset {
+        /// Which fd of the message.
+        tap: FdIndex,
+        /// The local prefixes whose addresses are removed.
+        policy_prefixes: (crate::addr::Inet4Prefix, crate::addr::Inet6Prefix),
+    },
+}
+
+/// A request that passed validation. Only [`validate`] builds one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidRequest(ValidOp);
+
+impl ValidRequest {
+    /// What to do.
+    pub fn op(&self) -> &ValidOp {
+        &self.0
+    }
+}
+
+/// Checks `req`, which arrived with `nfds` fds, from `caller`, against `policy`.
+pub fn validate(req: &Request, nfds: usize, caller: &Caller, policy: &Policy) -> Result<ValidRequest, Error> {
+    let invalid = Error::Invalid;
+    let expected = req.fds_expected();
+    if nfds != expected {
+        let got = u8::try_from(nfds).unwrap_or(u8::MAX);
+        return Err(invalid(Invalid::FdCount {
+            expected: u8::from(expected == 1),
+            got,
+        }));
+    }
+    if let Some(FdIndex(i)) = req.tap()
+        && usize::from(i) >= nfds
+    {
+        return Err(invalid(Invalid::FdIndex));
+    }
+    let op = match req {
+        Request::Hello => ValidOp::Hello,
+        Request::Status => {
+            let mut rules = policy.rules_for(caller);
+            let more_rules = rules.len() > STATUS_RULES_MAX;
+            rules.truncate(STATUS_RULES_MAX);
+            ValidOp::Status {
+                quota: policy.quota_for(caller),
+                rules,
+                more_rules,
+            }
+        }
+        Request::CreateTap {
+            queues,
+            vnet_hdr,
+            config,
+        } => {
+            if !(1..=MAX_QUEUES).contains(queues) {
+                return Err(invalid(Invalid::Queues));
+            }
+            let config = config_of(config, caller, policy)?;
+            ValidOp::CreateTap {
+                queues: *queues,
+                vnet_hdr: *vnet_hdr,
+                quota: policy.quota_for(caller),
+                config,
+            }
+        }
+        Request::Configure { tap, config } => ValidOp::Configure {
+            tap: *tap,
+            config: config_of(config, caller, policy)?,
+        },
+        Request::SwitchExists { switch } => {
+            let switch = IfName::new(switch).map_err(|e| invalid(Invalid::SwitchName(e)))?;
+            if !policy.permits_switch(caller, &switch) {
+                return Err(Error::Denied);
+            }
+            ValidOp::SwitchExists { switch }
+        }
+        Request::AttachToSwitch { tap, switch } => {
+            let config = IfConfig {
+                switch: Some(switch.clone()),
+                ..IfConfig::default()
+            };
+            ValidOp::Configure {
+                tap: *tap,
+                config: config_of(&config, caller, policy)?,
+            }
+        }
+        Request::SetDescription { tap, description } => {
+            let config = IfConfig {
+                description: Some(description.clone()),
+                ..IfConfig::default()
+            };
+            ValidOp::Configure {
+                tap: *tap,
+                config: config_of(&config, caller, policy)?,
+            }
+        }
+        Request::SetRdomain { tap, rdomain } => {
+            let config = IfConfig {
+                rdomain: Some(*rdomain),
+                ..IfConfig::default()
+            };
+            ValidOp::Configure {
+                tap: *tap,
+                config: config_of(&config, caller, policy)?,
+            }
+        }
+        Request::SetUp { tap, up } => ValidOp::Configure {
+            tap: *tap,
+            config: ValidConfig {
+                up: Some(*up),
+                ..ValidConfig::default()
+            },
+        },
+        Request::SetGroup { tap, group } => {
+            let config = IfConfig {
+                group: Some(group.clone()),
+                ..IfConfig::default()
+            };
+            ValidOp::Configure {
+                tap: *tap,
+                config: config_of(&config, caller, policy)?,
+            }
+        }
+        Request::AddLocalInet { tap, vm, nic } => {
+            let inet = local_inet(policy.inet, *vm, *nic).map_err(|e| invalid(Invalid::Address(e)))?;
+            ValidOp::Configure {
+                tap: *tap,
+                config: ValidConfig {
+                    inet: Some(inet),
+                    ..ValidConfig::default()
+                },
+            }
+        }
+        Request::AddLocalInet6 { tap, vm, nic } => {
+            let inet6 = local_inet6(policy.inet, policy.inet6, *vm, *nic)
+                .map_err(|e| invalid(Invalid::Address(e)))?;
+            ValidOp::Configure {
+                tap: *tap,
+                config: ValidConfig {
+                    inet6: Some(inet6),
+                    ..ValidConfig::default()
+                },
+            }
+        }
+        Request::GetLinkAddr { tap } => ValidOp::LinkAddr { tap: *tap },
+        Request::Reset { tap } => ValidOp::Reset {
+            tap: *tap,
+            policy_prefixes: (policy.inet, policy.inet6),
+        },
+    };
+    Ok(ValidRequest(op))
+}
+
+/// Syntax of every field first, then the grants, so that the error a caller sees for a malformed name
+/// never depends on the policy.
+fn config_of(config: &IfConfig, caller: &Caller, policy: &Policy) -> Result<ValidConfig, Error> {
+    let invalid = Error::Invalid;
+    let description = config
+        .description
+        .as_deref()
+        .map(Description::new)
+        .transpose()
+        .map_err(|e| invalid(Invalid::Description(e)))?;
+    let switch = config
+        .switch
+        .as_deref()
+        .map(IfName::new)
+        .transpose()
+        .map_err(|e| invalid(Invalid::SwitchName(e)))?;
+    let group = config
+        .group
+        .as_deref()
+        .map(GroupName::new)
+        .transpose()
+        .map_err(|e| invalid(Invalid::Group(e)))?;
+    let rdomain = match config.rdomain {
+        Some(n) if n > RDOMAIN_MAX => return Err(invalid(Invalid::Rdomain)),
+        // rdomain 0 is the default table: nothing to do (and never IFLA_MASTER=0, which would detach
+        // the tap from its switch).
+        Some(0) | None => None,
+        Some(n) => Some(n),
+    };
+    if rdomain.is_some() && switch.is_some() {
+        return Err(invalid(Invalid::RdomainOnSwitchedTap));
+    }
+    let (inet, inet6) = match config.local {
+        None => (None, None),
+        Some(l) => {
+            let inet = local_inet(policy.inet, l.vm, l.nic).map_err(|e| invalid(Invalid::Address(e)))?;
+            let inet6 = if l.inet6 {
+                Some(
+                    local_inet6(policy.inet, policy.inet6, l.vm, l.nic)
+                        .map_err(|e| invalid(Invalid::Address(e)))?,
+                )
+            } else {
+                None
+            };
+            (Some(inet), inet6)
+        }
+    };
+
+    if let Some(s) = &switch
+        && !policy.permits_switch(caller, s)
+    {
+        return Err(Error::Denied);
+    }
+    let group = match group {
+        None => None,
+        Some(name) => match policy.ifgroup_number(&name) {
+            Some(number) if policy.permits_ifgroup(caller, &name) => Some(IfGroup { name, number }),
+            _ => return Err(Error::Denied),
+        },
+    };
+    let vrf = match rdomain {
+        None => None,
+        Some(rdomain) => match policy.rdomain_vrf(rdomain) {
+            Some(device) if policy.permits_rdomain(caller, rdomain) => Some(Vrf {
+                rdomain,
+                device: device.clone(),
+            }),
+            _ => return Err(Error::Denied),
+        },
+    };
+    Ok(ValidConfig {
+        description,
+        switch,
+        vrf,
+        group,
+        up: config.up,
+        inet,
+        inet6,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::addr::AddrError;
+    use crate::name::NameError;
+    use crate::policy::parse_str;
+    use crate::wire::LocalRequest;
+
+    const POLICY: &str = "\
+ifgroup vms 42
+ifgroup dmz 7
+rdomain 1 vrf-blue
+allow user alice switch br0
+allow user alice switch secretbridge123
+allow group kvm switch br1
+deny user mallory switch *
+allow user * ifgroup vms
+allow user alice rdomain 1
+quota user alice 2
+";
+
+    fn policy() -> Policy {
+        parse_str("test", POLICY).unwrap()
+    }
+
+    fn alice() -> Caller {
+        Caller {
+            uid: 1000,
+            user: Some("alice".into()),
+            gids: vec![1000],
+            groups: vec!["alice".into()],
+        }
+    }
+
+    fn mallory() -> Caller {
+        Caller {
+            uid: 1001,
+            user: Some("mallory".into()),
+            gids: vec![1001, 36],
+            groups: vec!["kvm".into()],
+        }
+    }
+
+    fn check(req: &Request, caller: &Caller) -> Result<ValidOp, Error> {
+        validate(req, req.fds_expected(), caller, &policy()).map(|v| v.op().clone())
+    }
+
+    fn create(config: IfConfig) -> Request {
+        Request::CreateTap {
+            queues: 1,
+            vnet_hdr: false,
+            config,
+        }
+    }
+
+    fn sw(s: &str) -> IfConfig {
+        IfConfig {
+            switch: Some(s.into()),
+            ..IfConfig::default()
+        }
+    }
+
+    #[test]
+    fn create_tap_on_a_granted_switch() {
+        let op = check(&create(sw("br0")), &alice()).unwrap();
+        let ValidOp::CreateTap {
+            queues: 1,
+            vnet_hdr: false,
+            quota: 2,
+            config,
+        } = op
+        else {
+            panic!("{op:?}")
+        };
+        assert_eq!(config.switch.unwrap().as_str(), "br0");
+    }
+
+    #[test]
+    fn switch_not_granted_and_switch_absent_are_the_same_denied() {
+        assert_eq!(check(&create(sw("br1")), &alice()), Err(Error::Denied));
+        assert_eq!(check(&create(sw("nosuchbr")), &alice()), Err(Error::Denied));
+        assert_eq!(
+            check(&Request::SwitchExists { switch: "br1".into() }, &alice()),
+            Err(Error::Denied)
+        );
+        assert_eq!(
+            check(
+                &Request::SwitchExists {
+                    switch: "nosuchbr".into()
+                },
+                &alice()
+            ),
+            Err(Error::Denied)
+        );
+    }
+
+    #[test]
+    fn deny_beats_a_group_allow() {
+        assert_eq!(check(&create(sw("br1")), &mallory()), Err(Error::Denied));
+    }
+
+    /// CVE-2019-13164: 16+ bytes whose first 15 match an allowed or denied switch.
+    #[test]
+    fn long_switch_name_is_rejected_not_truncated() {
+        for name in [
+            "secretbridge123X",
+            "secretbridge123secretbridge123",
+            &"b".repeat(200),
+        ] {
+            let e = Err(Error::Invalid(Invalid::SwitchName(NameError::TooLong)));
+            assert_eq!(check(&create(sw(name)), &alice()), e);
+            assert_eq!(check(&Request::SwitchExists { switch: name.into() }, &alice()), e);
+            let attach = Request::AttachToSwitch {
+                tap: FdIndex(0),
+                switch: name.into(),
+            };
+            assert_eq!(check(&attach, &alice()), e);
+        }
+    }
+
+    #[test]
+    fn bad_names_are_invalid_before_any_policy_lookup() {
+        for (name, err) in [
+            ("", NameError::Empty),
+            ("..", NameError::Dot),
+            ("a/b", NameError::BadChar),
+        ] {
+            // mallory is denied every switch, yet the syntax error comes first.
+            assert_eq!(
+                check(&create(sw(name)), &mallory()),
+                Err(Error::Invalid(Invalid::SwitchName(err)))
+            );
+        }
+    }
+
+    #[test]
+    fn groups_come_from_the_policy_only() {
+        let g = |name: &str| {
+            create(IfConfig {
+                group: Some(name.into()),
+                ..IfConfig::default()
+            })
+        };
+        let op = check(&g("vms"), &mallory()).unwrap();
+        let ValidOp::CreateTap { config, .. } = op else {
+            panic!()
+        };
+        assert_eq!(config.group.map(|g| g.number), Some(42));
+        assert_eq!(check(&g("dmz"), &alice()), Err(Error::Denied));
+        assert_eq!(check(&g("nosuch"), &alice()), Err(Error::Denied));
+        assert_eq!(
+            check(&g("vms1"), &alice()),
+            Err(Error::Invalid(Invalid::Group(NameError::GroupEndsInDigit)))
+        );
+        assert_eq!(
+            check(&g("averylonggroupname"), &alice()),
+            Err(Error::Invalid(Invalid::Group(NameError::TooLong)))
+        );
+        let set = Request::SetGroup {
+            tap: FdIndex(0),
+            group: "dmz".into(),
+        };
+        assert_eq!(check(&set, &alice()), Err(Error::Denied));
+    }
+
+    #[test]
+    fn rdomains_come_from_the_policy_only() {
+        let r = |n: u32| Request::SetRdomain {
+            tap: FdIndex(0),
+            rdomain: n,
+        };
+        let op = check(&r(1), &alice()).unwrap();
+        let ValidOp::Configure { config, .. } = op else {
+            panic!()
+        };
+        assert_eq!(
+            config.vrf.map(|v| v.device.as_str().to_owned()),
+            Some("vrf-blue".into())
+        );
+        assert_eq!(check(&r(1), &mallory()), Err(Error::Denied));
+        assert_eq!(check(&r(2), &alice()), Err(Error::Denied));
+        assert_eq!(check(&r(256), &alice()), Err(Error::Invalid(Invalid::Rdomain)));
+        // rdomain 0: the default table, nothing to do.
+        let ValidOp::Configure { config, .. } = check(&r(0), &mallory()).unwrap() else {
+            panic!()
+        };
+        assert_eq!(config, ValidConfig::default());
+    }
+
+    #[test]
+    fn rdomain_with_a_switch_is_refused() {
+        let c = IfConfig {
+            switch: Some("br0".into()),
+            rdomain: Some(1),
+            ..IfConfig::default()
+        };
+        assert_eq!(
+            check(&create(c), &alice()),
+            Err(Error::Invalid(Invalid::RdomainOnSwitchedTap))
+        );
+    }
+
+    #[test]
+    fn addresses_are_computed_never_taken() {
+        let local = |vm, nic, inet6| IfConfig {
+            local: Some(LocalRequest { vm, nic, inet6 }),
+            ..IfConfig::default()
+        };
+        let ValidOp::CreateTap { config, .. } = check(&create(local(2, 1, true)), &mallory()).unwrap() else {
+            panic!()
+        };
+        assert_eq!(config.inet.unwrap().host.to_string(), "100.64.2.4");
+        assert_eq!(config.inet6.unwrap().host.to_string(), "fd00::6440:205:0:1");
+        let ValidOp::CreateTap { config, .. } = check(&create(local(2, 1, false)), &mallory()).unwrap()
+        else {
+            panic!()
+        };
+        assert!(config.inet6.is_none());
+        let e = |a| Err(Error::Invalid(Invalid::Address(a)));
+        assert_eq!(
+            check(&create(local(1, 127, false)), &alice()),
+            e(AddrError::NicOutOfRange)
+        );
+        assert_eq!(
+            check(&create(local(16385, 0, false)), &alice()),
+            e(AddrError::VmOutOfRange)
+        );
+        let single = Request::AddLocalInet6 {
+            tap: FdIndex(0),
+            vm: 16384,
+            nic: 0,
+        };
+        assert_eq!(check(&single, &alice()), e(AddrError::VmOutOfRange));
+        let single = Request::AddLocalInet {
+            tap: FdIndex(0),
+            vm: 1,
+            nic: 0,
+        };
+        let ValidOp::Configure { config, .. } = check(&single, &alice()).unwrap() else {
+            panic!()
+        };
+        assert_eq!(config.inet.unwrap().host.to_string(), "100.64.1.2");
+    }
+
+    #[test]
+    fn descriptions_are_checked() {
+        let d = |t: &str| Request::SetDescription {
+            tap: FdIndex(0),
+            description: t.into(),
+        };
+        assert!(check(&d("vm1-if0-web"), &alice()).is_ok());
+        assert_eq!(
+            check(&d(&"x".repeat(64)), &alice()),
+            Err(Error::Invalid(Invalid::Description(
+                NameError::DescriptionTooLong
+            )))
+        );
+        assert_eq!(
+            check(&d("esc\x1b[2J"), &alice()),
+            Err(Error::Invalid(Invalid::Description(
+                NameError::DescriptionNotPrintable
+            )))
+        );
+    }
+
+    #[test]
+    fn queue_counts() {
+        for (q, ok) in [(0, false), (1, true), (8, true), (9, false), (255, false)] {
+            let req = Request::CreateTap {
+                queues: q,
+                vnet_hdr: true,
+                config: IfConfig::default(),
+            };
+            assert_eq!(check(&req, &alice()).is_ok(), ok, "queues {q}");
+        }
+    }
+
+    #[test]
+    fn fd_counts_and_indices() {
+        let p = policy();
+        let tap_req = Request::SetUp {
+            tap: FdIndex(0),
+            up: true,
+        };
+        for n in [0, 2, 250] {
+            let got = u8::try_from(n).unwrap();
+            assert_eq!(
+                validate(&tap_req, n, &alice(), &p),
+                Err(Error::Invalid(Invalid::FdCount { expected: 1, got }))
+            );
+        }
+        assert_eq!(
+            validate(&Request::Status, 1, &alice(), &p),
+            Err(Error::Invalid(Invalid::FdCount { expected: 0, got: 1 }))
+        );
+        assert_eq!(
+            validate(
+                &Request::SetUp {
+                    tap: FdIndex(1),
+                    up: true
+                },
+                1,
+                &alice(),
+                &p
+            ),
+            Err(Error::Invalid(Invalid::FdIndex))
+        );
+        assert_eq!(
+            validate(&create(IfConfig::default()), 1000, &alice(), &p),
+            Err(Error::Invalid(Invalid::FdCount {
+                expected: 0,
+                got: 255
+            }))
+        );
+    }
+
+    #[test]
+    fn every_single_operation_validates() {
+        let t = FdIndex(0);
+        let reqs = [
+            Request::Hello,
+            Request::Status,
+            Request::Configure {
+                tap: t,
+                config: sw("br0"),
+            },
+            Request::AttachToSwitch {
+                tap: t,
+                switch: "br0".into(),
+            },
+            Request::SetUp { tap: t, up: true },
+            Request::GetLinkAddr { tap: t },
+            Request::Reset { tap: t },
+            Request::SwitchExists { switch: "br0".into() },
+        ];
+        for r in reqs {
+            assert!(check(&r, &alice()).is_ok(), "{r:?}");
+        }
+    }
+
+    #[test]
+    fn status_lists_the_callers_rules_and_quota() {
+        let ValidOp::Status {
+            quota,
+            rules,
+            more_rules,
+        } = check(&Request::Status, &alice()).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(quota, 2);
+        assert!(!more_rules);
+        assert_eq!(
+            rules,
+            [
+                "allow user alice switch br0",
+                "allow user alice switch secretbridge123",
+                "allow user * ifgroup vms",
+                "allow user alice rdomain 1"
+            ]
+        );
+    }
+}
