@@ -250,6 +250,11 @@ pub enum Unsupported {
     VnetHdr,
     #[error("IPv6 is disabled on this interface")]
     Inet6,
+    #[error(
+        "this session has used every /dev/net/tun fd it opened at start-up (/dev/net/tun is not open to \
+         the caller here); start a new session"
+    )]
+    TunFds,
 }
 
 /// Why a frame could not be encoded or decoded.

@@ -1,0 +1,226 @@
+//! The command line, parsed strictly: the caller writes argv, so anything unknown, repeated or
+//! conflicting is refused before anything else happens.
+
+use std::ffi::OsString;
+
+/// What the helper was asked to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mode {
+    /// `--session --fd=N [--policy PATH]`: serve requests on the SOCK_SEQPACKET socket N until EOF.
+    Session { fd: i32, policy: Option<String> },
+    /// `--use-vnet --br=BR --fd=N` (any order): qemu-bridge-helper's contract.
+    Qemu {
+        fd: i32,
+        bridge: String,
+        vnet_hdr: bool,
+        policy: Option<String>,
+    },
+    /// `--help`
+    Help,
+    /// `--version`
+    Version,
+}
+
+/// Why the command line was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ArgError {
+    #[error("unknown argument `{0}`")]
+    Unknown(String),
+    #[error("`{0}` given twice")]
+    Repeated(&'static str),
+    #[error("argument is not valid UTF-8")]
+    NotUtf8,
+    #[error("--fd needs a decimal fd number of 3 or more")]
+    BadFd,
+    #[error("--br needs a bridge name of 1 to 15 bytes")]
+    BadBridge,
+    #[error("--policy needs a path")]
+    BadPolicy,
+    #[error("--fd is required")]
+    NoFd,
+    #[error("--session and --br/--use-vnet do not go together")]
+    Conflict,
+    #[error("--br is required (or --session)")]
+    NoMode,
+}
+
+/// The usage text for `--help` and for errors.
+pub const USAGE: &str = "\
+usage: vmpriv-helper --session --fd=N [--policy PATH]
+       vmpriv-helper [--use-vnet] --br=BRIDGE --fd=N     (QEMU/libvirt helper= contract)
+       vmpriv-helper --help | --version
+
+vmpriv-helper creates and configures taps for unprivileged VM processes, as the policy in
+/etc/vmpriv/policy.conf allows. It is started by the vmpriv client library (--session) or by QEMU
+and libvirt as their bridge helper. --policy is accepted only when the real uid is root.";
+
+/// Parses argv (without argv[0]).
+pub fn parse(args: &[OsString]) -> Result<Mode, ArgError> {
+    let mut session = false;
+    let mut use_vnet = 0u32;
+    let mut fd = None;
+    let mut bridge = None;
+    let mut policy = None;
+    let mut iter = args.iter();
+    while let Some(arg) = iter.next() {
+        let arg = arg.to_str().ok_or(ArgError::NotUtf8)?;
+        match arg {
+            "--help" | "-h" if args.len() == 1 => return Ok(Mode::Help),
+            "--version" | "-V" if args.len() == 1 => return Ok(Mode::Version),
+            "--session" => {
+                if std::mem::replace(&mut session, true) {
+                    return Err(ArgError::Repeated("--session"));
+                }
+            }
+            // QEMU's shell form appends --use-vnet even when the configured helper string has it.
+            "--use-vnet" => {
+                use_vnet += 1;
+                if use_vnet > 2 {
+                    return Err(ArgError::Repeated("--use-vnet"));
+                }
+            }
+            "--policy" => {
+                let p = iter.next().and_then(|p| p.to_str()).ok_or(ArgError::BadPolicy)?;
+                set_policy(&mut policy, p)?;
+            }
+            _ => {
+                if let Some(v) = arg.strip_prefix("--fd=") {
+                    if fd.replace(parse_fd(v)?).is_some() {
+                        return Err(ArgError::Repeated("--fd"));
+                    }
+                } else if let Some(v) = arg.strip_prefix("--br=") {
+                    if v.is_empty() || v.len() > 15 {
+                        return Err(ArgError::BadBridge);
+                    }
+                    if bridge.replace(v.to_owned()).is_some() {
+                        return Err(ArgError::Repeated("--br"));
+                    }
+                } else if let Some(v) = arg.strip_prefix("--policy=") {
+                    set_policy(&mut policy, v)?;
+                } else {
+                    return Err(ArgError::Unknown(arg.chars().take(64).collect()));
+                }
+            }
+        }
+    }
+    let fd = fd.ok_or(ArgError::NoFd)?;
+    match (session, bridge) {
+        (true, None) if use_vnet == 0 => Ok(Mode::Session { fd, policy }),
+        (true, _) => Err(ArgError::Conflict),
+        (false, Some(bridge)) => Ok(Mode::Qemu {
+            fd,
+            bridge,
+            vnet_hdr: use_vnet > 0,
+            policy,
+        }),
+        (false, None) => Err(ArgError::NoMode),
+    }
+}
+
+fn set_policy(policy: &mut Option<String>, p: &str) -> Result<(), ArgError> {
+    if p.is_empty() {
+        return Err(ArgError::BadPolicy);
+    }
+    if policy.replace(p.to_owned()).is_some() {
+        return Err(ArgError::Repeated("--policy"));
+    }
+    Ok(())
+}
+
+fn parse_fd(v: &str) -> Result<i32, ArgError> {
+    // Plain decimal only ("+3", " 3", "0x3" are refused); 0–2 are stdio, never the socket.
+    if v.is_empty() || v.len() > 9 || !v.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(ArgError::BadFd);
+    }
+    match v.parse::<i32>() {
+        Ok(n) if n >= 3 => Ok(n),
+        _ => Err(ArgError::BadFd),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(args: &[&str]) -> Result<Mode, ArgError> {
+        parse(&args.iter().map(OsString::from).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn session_mode() {
+        assert_eq!(
+            p(&["--session", "--fd=3"]),
+            Ok(Mode::Session { fd: 3, policy: None })
+        );
+        assert_eq!(
+            p(&["--fd=9", "--session", "--policy", "/tmp/p"]),
+            Ok(Mode::Session {
+                fd: 9,
+                policy: Some("/tmp/p".into())
+            })
+        );
+    }
+
+    #[test]
+    fn qemu_and_libvirt_orders() {
+        let want = Ok(Mode::Qemu {
+            fd: 20,
+            bridge: "br0".into(),
+            vnet_hdr: true,
+            policy: None,
+        });
+        assert_eq!(p(&["--use-vnet", "--fd=20", "--br=br0"]), want); // QEMU
+        assert_eq!(p(&["--use-vnet", "--br=br0", "--fd=20"]), want); // libvirt
+        assert_eq!(p(&["--br=br0", "--fd=20", "--use-vnet", "--use-vnet"]), want); // QEMU's sh -c form
+        assert_eq!(
+            p(&["--br=br0", "--fd=20"]),
+            Ok(Mode::Qemu {
+                fd: 20,
+                bridge: "br0".into(),
+                vnet_hdr: false,
+                policy: None
+            })
+        );
+    }
+
+    #[test]
+    fn strictness() {
+        assert_eq!(p(&["--session"]), Err(ArgError::NoFd));
+        assert_eq!(p(&["--fd=3"]), Err(ArgError::NoMode));
+        assert_eq!(
+            p(&["--session", "--fd=3", "--fd=4"]),
+            Err(ArgError::Repeated("--fd"))
+        );
+        assert_eq!(
+            p(&["--br=a", "--br=b", "--fd=3"]),
+            Err(ArgError::Repeated("--br"))
+        );
+        assert_eq!(p(&["--use-vnet"; 3]), Err(ArgError::Repeated("--use-vnet")));
+        assert_eq!(p(&["--session", "--br=br0", "--fd=3"]), Err(ArgError::Conflict));
+        assert_eq!(p(&["--br=", "--fd=3"]), Err(ArgError::BadBridge));
+        // CVE-2019-13164: 16+ bytes is refused, never cut to 15.
+        assert_eq!(p(&["--br=secretbridge123X", "--fd=3"]), Err(ArgError::BadBridge));
+        for bad in [
+            "--fd=",
+            "--fd=2",
+            "--fd=-1",
+            "--fd=+3",
+            "--fd=0x3",
+            "--fd= 3",
+            "--fd=99999999999",
+        ] {
+            assert_eq!(p(&["--session", bad]), Err(ArgError::BadFd), "{bad}");
+        }
+        assert_eq!(
+            p(&["--session", "--fd=3", "--verbose"]),
+            Err(ArgError::Unknown("--verbose".into()))
+        );
+        assert_eq!(
+            p(&["--help", "--session"]),
+            Err(ArgError::Unknown("--help".into()))
+        );
+        assert_eq!(p(&["--help"]), Ok(Mode::Help));
+        assert_eq!(p(&["--version"]), Ok(Mode::Version));
+        assert_eq!(p(&["--session", "--fd=3", "--policy"]), Err(ArgError::BadPolicy));
+    }
+}

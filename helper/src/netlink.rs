@@ -1,0 +1,618 @@
+//! Hand-written rtnetlink: the few messages the helper sends, and a parser for the replies it reads.
+//!
+//! Encoding is an append-only builder; parsing never trusts a length it has not checked against the
+//! buffer (the parser is fuzzed: `fuzz/fuzz_targets/netlink.rs`). Every link write is `RTM_SETLINK`
+//! with a non-zero ifindex that came from the kernel: `ifi_index == 0` plus `IFLA_GROUP` would change
+//! every link in that group, and `RTM_NEWLINK` could create one.
+
+use std::io;
+use std::net::IpAddr;
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use nix::errno::Errno;
+use nix::sys::socket::{self, AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType};
+
+pub const RTM_GETLINK: u16 = 18;
+pub const RTM_SETLINK: u16 = 19;
+pub const RTM_NEWLINK: u16 = 16;
+pub const RTM_NEWADDR: u16 = 20;
+pub const RTM_DELADDR: u16 = 21;
+pub const RTM_GETADDR: u16 = 22;
+const NLMSG_ERROR: u16 = 2;
+const NLMSG_DONE: u16 = 3;
+
+pub const NLM_F_REQUEST: u16 = 0x1;
+const NLM_F_MULTI: u16 = 0x2;
+pub const NLM_F_ACK: u16 = 0x4;
+pub const NLM_F_DUMP: u16 = 0x300;
+pub const NLM_F_REPLACE: u16 = 0x100;
+pub const NLM_F_EXCL: u16 = 0x200;
+pub const NLM_F_CREATE: u16 = 0x400;
+
+pub const IFLA_ADDRESS: u16 = 1;
+pub const IFLA_IFNAME: u16 = 3;
+pub const IFLA_MTU: u16 = 4;
+pub const IFLA_MASTER: u16 = 10;
+pub const IFLA_LINKINFO: u16 = 18;
+pub const IFLA_IFALIAS: u16 = 20;
+pub const IFLA_GROUP: u16 = 27;
+pub const IFLA_EXT_MASK: u16 = 29;
+const IFLA_INFO_KIND: u16 = 1;
+const IFLA_INFO_DATA: u16 = 2;
+const IFLA_TUN_OWNER: u16 = 1;
+const IFLA_TUN_TYPE: u16 = 3;
+const IFLA_TUN_PERSIST: u16 = 6;
+pub const IFA_ADDRESS: u16 = 1;
+pub const IFA_LOCAL: u16 = 2;
+/// Skip statistics in link replies: a third of their size, and we never read them.
+pub const RTEXT_FILTER_SKIP_STATS: u32 = 1 << 3;
+pub const IFF_UP: u32 = 0x1;
+const NLA_TYPE_MASK: u16 = !(0x8000 | 0x4000);
+const NLA_F_NESTED: u16 = 0x8000;
+const HDR_LEN: usize = 16;
+const IFINFOMSG_LEN: usize = 16;
+const IFADDRMSG_LEN: usize = 8;
+
+/// Why a reply could not be parsed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    #[error("netlink message shorter than its header or its declared length")]
+    Short,
+    #[error("netlink attribute length out of bounds")]
+    BadAttr,
+}
+
+fn align4(n: usize) -> usize {
+    n.saturating_add(3) & !3
+}
+
+/// An append-only netlink request.
+pub struct Msg {
+    buf: Vec<u8>,
+    overflow: bool,
+}
+
+impl Msg {
+    /// A request header; the length is filled in by [`Msg::finish`].
+    pub fn new(ty: u16, flags: u16, seq: u32) -> Self {
+        let mut buf = Vec::with_capacity(128);
+        buf.extend_from_slice(&0u32.to_ne_bytes());
+        buf.extend_from_slice(&ty.to_ne_bytes());
+        buf.extend_from_slice(&(flags | NLM_F_REQUEST).to_ne_bytes());
+        buf.extend_from_slice(&seq.to_ne_bytes());
+        buf.extend_from_slice(&0u32.to_ne_bytes());
+        Msg { buf, overflow: false }
+    }
+
+    /// `struct ifinfomsg`, AF_UNSPEC.
+    pub fn ifinfomsg(mut self, index: u32, flags: u32, change: u32) -> Self {
+        self.buf.extend_from_slice(&[0, 0, 0, 0]); // family, pad, type
+        self.buf.extend_from_slice(&index.to_ne_bytes());
+        self.buf.extend_from_slice(&flags.to_ne_bytes());
+        self.buf.extend_from_slice(&change.to_ne_bytes());
+        self
+    }
+
+    /// `struct ifaddrmsg`.
+    pub fn ifaddrmsg(mut self, family: u8, prefixlen: u8, index: u32) -> Self {
+        self.buf.extend_from_slice(&[family, prefixlen, 0, 0]); // family, prefixlen, flags, scope
+        self.buf.extend_from_slice(&index.to_ne_bytes());
+        self
+    }
+
+    /// One attribute with its payload, padded to 4 bytes.
+    pub fn attr(mut self, ty: u16, data: &[u8]) -> Self {
+        self.push_attr(ty, data);
+        self
+    }
+
+    fn push_attr(&mut self, ty: u16, data: &[u8]) {
+        let Ok(len) = u16::try_from(4 + data.len()) else {
+            self.overflow = true;
+            return;
+        };
+        self.buf.extend_from_slice(&len.to_ne_bytes());
+        self.buf.extend_from_slice(&ty.to_ne_bytes());
+        self.buf.extend_from_slice(data);
+        self.buf.resize(align4(self.buf.len()), 0);
+    }
+
+    /// A NUL-terminated string attribute (`NLA_STRING` wants the NUL for names).
+    pub fn attr_str(self, ty: u16, s: &str) -> Self {
+        let mut data = Vec::with_capacity(s.len() + 1);
+        data.extend_from_slice(s.as_bytes());
+        data.push(0);
+        self.attr(ty, &data)
+    }
+
+    /// A u32 attribute.
+    pub fn attr_u32(self, ty: u16, v: u32) -> Self {
+        self.attr(ty, &v.to_ne_bytes())
+    }
+
+    /// An IP address attribute (4 or 16 bytes).
+    pub fn attr_ip(self, ty: u16, ip: IpAddr) -> Self {
+        match ip {
+            IpAddr::V4(a) => self.attr(ty, &a.octets()),
+            IpAddr::V6(a) => self.attr(ty, &a.octets()),
+        }
+    }
+
+    /// `IFLA_LINKINFO { IFLA_INFO_KIND = kind }`, used only as a dump filter.
+    pub fn attr_kind(self, kind: &str) -> Self {
+        let inner = Msg {
+            buf: Vec::new(),
+            overflow: false,
+        }
+        .attr_str(IFLA_INFO_KIND, kind);
+        let overflow = inner.overflow;
+        let mut m = self.attr(IFLA_LINKINFO | NLA_F_NESTED, &inner.buf);
+        m.overflow |= overflow;
+        m
+    }
+
+    /// The finished message, or `None` if it would not fit netlink's length fields.
+    pub fn finish(mut self) -> Option<Vec<u8>> {
+        let len = u32::try_from(self.buf.len()).ok()?;
+        if self.overflow {
+            return None;
+        }
+        self.buf.get_mut(..4)?.copy_from_slice(&len.to_ne_bytes());
+        Some(self.buf)
+    }
+}
+
+/// A netlink message header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    pub ty: u16,
+    pub flags: u16,
+    pub seq: u32,
+}
+
+fn u16_at(b: &[u8], at: usize) -> Option<u16> {
+    Some(u16::from_ne_bytes(b.get(at..at + 2)?.try_into().ok()?))
+}
+
+fn u32_at(b: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_ne_bytes(b.get(at..at + 4)?.try_into().ok()?))
+}
+
+/// Splits a receive buffer into messages: (header, payload).
+pub fn messages(mut buf: &[u8]) -> impl Iterator<Item = Result<(Header, &[u8]), ParseError>> {
+    std::iter::from_fn(move || {
+        if buf.is_empty() {
+            return None;
+        }
+        let item = (|| {
+            let len =
+                usize::try_from(u32_at(buf, 0).ok_or(ParseError::Short)?).map_err(|_| ParseError::Short)?;
+            if len < HDR_LEN || len > buf.len() {
+                return Err(ParseError::Short);
+            }
+            let hdr = Header {
+                ty: u16_at(buf, 4).ok_or(ParseError::Short)?,
+                flags: u16_at(buf, 6).ok_or(ParseError::Short)?,
+                seq: u32_at(buf, 8).ok_or(ParseError::Short)?,
+            };
+            let payload = buf.get(HDR_LEN..len).ok_or(ParseError::Short)?;
+            buf = buf.get(align4(len).min(buf.len())..).unwrap_or_default();
+            Ok((hdr, payload))
+        })();
+        if item.is_err() {
+            buf = &[];
+        }
+        Some(item)
+    })
+}
+
+/// Splits an attribute area into (type without flag bits, payload).
+pub fn attrs(mut buf: &[u8]) -> impl Iterator<Item = Result<(u16, &[u8]), ParseError>> {
+    std::iter::from_fn(move || {
+        if buf.len() < 4 {
+            return None;
+        }
+        let item = (|| {
+            let len = usize::from(u16_at(buf, 0).ok_or(ParseError::BadAttr)?);
+            let ty = u16_at(buf, 2).ok_or(ParseError::BadAttr)? & NLA_TYPE_MASK;
+            if len < 4 || len > buf.len() {
+                return Err(ParseError::BadAttr);
+            }
+            let data = buf.get(4..len).ok_or(ParseError::BadAttr)?;
+            buf = buf.get(align4(len).min(buf.len())..).unwrap_or_default();
+            Ok((ty, data))
+        })();
+        if item.is_err() {
+            buf = &[];
+        }
+        Some(item)
+    })
+}
+
+/// The errno of an `NLMSG_ERROR` payload: 0 for an ACK.
+pub fn parse_error(payload: &[u8]) -> Result<i32, ParseError> {
+    let raw = u32_at(payload, 0).ok_or(ParseError::Short)?;
+    Ok(i32::from_ne_bytes(raw.to_ne_bytes()).saturating_neg())
+}
+
+/// What the helper reads of a tun device's link info.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TunInfo {
+    /// 1 = tun, 2 = tap.
+    pub dev_type: u8,
+    /// The owner uid, if one is set.
+    pub owner: Option<u32>,
+    /// Whether it outlives its fds.
+    pub persist: bool,
+}
+
+/// What the helper reads of a link.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Link {
+    pub index: u32,
+    pub flags: u32,
+    pub name: Option<String>,
+    pub mtu: Option<u32>,
+    pub master: Option<u32>,
+    pub group: u32,
+    pub alias: Option<String>,
+    pub mac: Option<[u8; 6]>,
+    pub kind: Option<String>,
+    pub tun: Option<TunInfo>,
+}
+
+impl Link {
+    /// Whether this link is a tap (kind `tun`, type tap).
+    pub fn is_tap(&self) -> bool {
+        self.kind.as_deref() == Some("tun") && self.tun.as_ref().is_some_and(|t| t.dev_type == 2)
+    }
+}
+
+fn string(data: &[u8]) -> Option<String> {
+    let end = data.iter().position(|&b| b == 0).unwrap_or(data.len());
+    String::from_utf8(data.get(..end)?.to_vec()).ok()
+}
+
+fn u32_of(data: &[u8]) -> Option<u32> {
+    Some(u32::from_ne_bytes(data.get(..4)?.try_into().ok()?))
+}
+
+/// Parses an `RTM_NEWLINK` payload (`ifinfomsg` + attributes).
+pub fn parse_link(payload: &[u8]) -> Result<Link, ParseError> {
+    let mut link = Link {
+        index: u32_at(payload, 4).ok_or(ParseError::Short)?,
+        flags: u32_at(payload, 8).ok_or(ParseError::Short)?,
+        ..Link::default()
+    };
+    for a in attrs(payload.get(IFINFOMSG_LEN..).ok_or(ParseError::Short)?) {
+        let (ty, data) = a?;
+        match ty {
+            IFLA_IFNAME => link.name = string(data),
+            IFLA_MTU => link.mtu = u32_of(data),
+            IFLA_MASTER => link.master = u32_of(data).filter(|&m| m != 0),
+            IFLA_GROUP => link.group = u32_of(data).unwrap_or(0),
+            IFLA_IFALIAS => link.alias = string(data),
+            IFLA_ADDRESS => link.mac = data.try_into().ok(),
+            IFLA_LINKINFO => {
+                for b in attrs(data) {
+                    let (ty, data) = b?;
+                    match ty {
+                        IFLA_INFO_KIND => link.kind = string(data),
+                        IFLA_INFO_DATA => link.tun = Some(parse_tun(data)?),
+                        _ => {}
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    // IFLA_INFO_DATA means tun data only for kind "tun".
+    if link.kind.as_deref() != Some("tun") {
+        link.tun = None;
+    }
+    Ok(link)
+}
+
+fn parse_tun(data: &[u8]) -> Result<TunInfo, ParseError> {
+    let mut tun = TunInfo::default();
+    for a in attrs(data) {
+        let (ty, data) = a?;
+        match ty {
+            IFLA_TUN_TYPE => tun.dev_type = data.first().copied().unwrap_or(0),
+            IFLA_TUN_OWNER => tun.owner = u32_of(data),
+            IFLA_TUN_PERSIST => tun.persist = data.first().is_some_and(|&b| b != 0),
+            _ => {}
+        }
+    }
+    Ok(tun)
+}
+
+/// What the helper reads of an address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Addr {
+    pub index: u32,
+    pub prefixlen: u8,
+    pub address: IpAddr,
+}
+
+/// Parses an `RTM_NEWADDR` payload; `None` for an address without `IFA_ADDRESS`/`IFA_LOCAL`.
+pub fn parse_addr(payload: &[u8]) -> Result<Option<Addr>, ParseError> {
+    let family = *payload.first().ok_or(ParseError::Short)?;
+    let prefixlen = *payload.get(1).ok_or(ParseError::Short)?;
+    let index = u32_at(payload, 4).ok_or(ParseError::Short)?;
+    let mut address = None;
+    let mut local = None;
+    for a in attrs(payload.get(IFADDRMSG_LEN..).ok_or(ParseError::Short)?) {
+        let (ty, data) = a?;
+        let ip = match (family, data.len()) {
+            (2, 4) => <[u8; 4]>::try_from(data).ok().map(IpAddr::from),
+            (10, 16) => <[u8; 16]>::try_from(data).ok().map(IpAddr::from),
+            _ => None,
+        };
+        match ty {
+            IFA_ADDRESS => address = ip,
+            IFA_LOCAL => local = ip,
+            _ => {}
+        }
+    }
+    // For IPv4 IFA_LOCAL is the interface's own address (IFA_ADDRESS is the peer on point-to-point).
+    Ok(local.or(address).map(|address| Addr {
+        index,
+        prefixlen,
+        address,
+    }))
+}
+
+/// Parses a whole reply buffer, as the fuzzer does: every message, every attribute.
+pub fn parse_reply(buf: &[u8]) -> Result<Vec<Reply>, ParseError> {
+    let mut out = Vec::new();
+    for m in messages(buf) {
+        let (hdr, payload) = m?;
+        out.push(match hdr.ty {
+            NLMSG_ERROR => Reply::Error(parse_error(payload)?),
+            NLMSG_DONE => Reply::Done,
+            RTM_NEWLINK => Reply::Link(parse_link(payload)?),
+            RTM_NEWADDR => Reply::Addr(parse_addr(payload)?),
+            _ => Reply::Other,
+        });
+    }
+    Ok(out)
+}
+
+/// One parsed reply message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    Error(i32),
+    Done,
+    Link(Link),
+    Addr(Option<Addr>),
+    Other,
+}
+
+/// A route netlink socket with its sequence counter and receive buffer.
+pub struct Netlink {
+    fd: OwnedFd,
+    seq: u32,
+    buf: Vec<u8>,
+}
+
+/// A netlink failure: the kernel's errno, or a reply we could not make sense of (reported as EPROTO).
+pub type NlResult<T> = Result<T, Errno>;
+
+impl Netlink {
+    /// Opens and binds a `NETLINK_ROUTE` socket.
+    pub fn open() -> io::Result<Self> {
+        let fd = socket::socket(
+            AddressFamily::Netlink,
+            SockType::Raw,
+            SockFlag::SOCK_CLOEXEC,
+            SockProtocol::NetlinkRoute,
+        )?;
+        socket::bind(fd.as_raw_fd(), &NetlinkAddr::new(0, 0))?;
+        Ok(Netlink {
+            fd,
+            seq: 1,
+            buf: vec![0; 64 * 1024],
+        })
+    }
+
+    fn next_seq(&mut self) -> u32 {
+        self.seq = self.seq.wrapping_add(1).max(1);
+        self.seq
+    }
+
+    fn send(&mut self, msg: Option<Vec<u8>>) -> NlResult<()> {
+        let msg = msg.ok_or(Errno::EMSGSIZE)?;
+        let n = socket::send(self.fd.as_raw_fd(), &msg, MsgFlags::empty())?;
+        if n == msg.len() {
+            Ok(())
+        } else {
+            Err(Errno::EMSGSIZE)
+        }
+    }
+
+    /// Receives replies to `seq`, handing each to `each`, until the ACK/error (or `NLMSG_DONE` for a dump).
+    fn receive(&mut self, seq: u32, each: &mut dyn FnMut(&Header, &[u8]) -> NlResult<()>) -> NlResult<()> {
+        loop {
+            let n = socket::recv(self.fd.as_raw_fd(), &mut self.buf, MsgFlags::MSG_TRUNC)?;
+            let buf = self.buf.get(..n).ok_or(Errno::EMSGSIZE)?; // MSG_TRUNC: n > len means truncated
+            for m in messages(buf) {
+                let (hdr, payload) = m.map_err(|_| Errno::EPROTO)?;
+                if hdr.seq != seq {
+                    continue; // a late reply to an earlier request
+                }
+                match hdr.ty {
+                    NLMSG_ERROR => {
+                        return match parse_error(payload).map_err(|_| Errno::EPROTO)? {
+                            0 => Ok(()),
+                            e => Err(Errno::from_raw(e)),
+                        };
+                    }
+                    NLMSG_DONE => return Ok(()),
+                    _ => each(&hdr, payload)?,
+                }
+                if hdr.flags & NLM_F_MULTI == 0 {
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    /// Sends a request built by `build(seq)` and waits for its ACK.
+    pub fn request(&mut self, build: impl FnOnce(u32) -> Msg) -> NlResult<()> {
+        let seq = self.next_seq();
+        self.send(build(seq).finish())?;
+        self.receive(seq, &mut |_, _| Ok(()))
+    }
+
+    /// `RTM_GETLINK` by index or by name; `ENODEV` if there is none.
+    pub fn get_link(&mut self, index: u32, name: Option<&str>) -> NlResult<Link> {
+        let seq = self.next_seq();
+        let mut msg = Msg::new(RTM_GETLINK, 0, seq)
+            .ifinfomsg(index, 0, 0)
+            .attr_u32(IFLA_EXT_MASK, RTEXT_FILTER_SKIP_STATS);
+        if let Some(name) = name {
+            msg = msg.attr_str(IFLA_IFNAME, name);
+        }
+        self.send(msg.finish())?;
+        let mut found = None;
+        self.receive(seq, &mut |hdr, payload| {
+            if hdr.ty == RTM_NEWLINK {
+                found = Some(parse_link(payload).map_err(|_| Errno::EPROTO)?);
+            }
+            Ok(())
+        })?;
+        found.ok_or(Errno::ENODEV)
+    }
+
+    /// Dumps links of one kind (the kernel filters by `IFLA_INFO_KIND`), calling `each` on every one.
+    pub fn dump_links(&mut self, kind: &str, each: &mut dyn FnMut(&Link)) -> NlResult<()> {
+        let seq = self.next_seq();
+        let msg = Msg::new(RTM_GETLINK, NLM_F_DUMP, seq)
+            .ifinfomsg(0, 0, 0)
+            .attr_u32(IFLA_EXT_MASK, RTEXT_FILTER_SKIP_STATS)
+            .attr_kind(kind);
+        self.send(msg.finish())?;
+        self.receive(seq, &mut |hdr, payload| {
+            if hdr.ty == RTM_NEWLINK {
+                let link = parse_link(payload).map_err(|_| Errno::EPROTO)?;
+                // Older kernels ignore the filter: check the kind ourselves too.
+                if link.kind.as_deref() == Some(kind) {
+                    each(&link);
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// Dumps addresses of one family (2 = IPv4, 10 = IPv6).
+    pub fn dump_addrs(&mut self, family: u8, each: &mut dyn FnMut(&Addr)) -> NlResult<()> {
+        let seq = self.next_seq();
+        self.send(
+            Msg::new(RTM_GETADDR, NLM_F_DUMP, seq)
+                .ifaddrmsg(family, 0, 0)
+                .finish(),
+        )?;
+        self.receive(seq, &mut |hdr, payload| {
+            if hdr.ty == RTM_NEWADDR
+                && let Some(a) = parse_addr(payload).map_err(|_| Errno::EPROTO)?
+            {
+                each(&a);
+            }
+            Ok(())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builder_lays_out_header_and_aligned_attrs() {
+        let m = Msg::new(RTM_SETLINK, NLM_F_ACK, 7)
+            .ifinfomsg(5, IFF_UP, IFF_UP)
+            .attr_str(IFLA_IFALIAS, "abc");
+        let b = m.finish().unwrap();
+        assert_eq!(b.len(), 16 + 16 + 8);
+        assert_eq!(u32_at(&b, 0), Some(40));
+        assert_eq!(u16_at(&b, 4), Some(RTM_SETLINK));
+        assert_eq!(u16_at(&b, 6), Some(NLM_F_ACK | NLM_F_REQUEST));
+        assert_eq!(u32_at(&b, 8), Some(7));
+        assert_eq!(u32_at(&b, 20), Some(5));
+        assert_eq!(u16_at(&b, 32), Some(8)); // 4 + "abc\0"
+        assert_eq!(&b[36..40], b"abc\0");
+    }
+
+    #[test]
+    fn oversized_attribute_is_refused_not_wrapped() {
+        assert!(
+            Msg::new(RTM_SETLINK, 0, 1)
+                .attr(IFLA_IFALIAS, &vec![b'a'; 70_000])
+                .finish()
+                .is_none()
+        );
+    }
+
+    fn link_msg() -> Vec<u8> {
+        let tun = Msg {
+            buf: Vec::new(),
+            overflow: false,
+        }
+        .attr(IFLA_TUN_TYPE, &[2])
+        .attr_u32(IFLA_TUN_OWNER, 65534)
+        .attr(IFLA_TUN_PERSIST, &[0]);
+        let info = Msg {
+            buf: Vec::new(),
+            overflow: false,
+        }
+        .attr_str(IFLA_INFO_KIND, "tun")
+        .attr(IFLA_INFO_DATA, &tun.buf);
+        Msg::new(RTM_NEWLINK, 0, 3)
+            .ifinfomsg(9, IFF_UP, 0)
+            .attr_str(IFLA_IFNAME, "tap0")
+            .attr_u32(IFLA_MTU, 1500)
+            .attr_u32(IFLA_MASTER, 4)
+            .attr_u32(IFLA_GROUP, 42)
+            .attr(IFLA_ADDRESS, &[0xfe, 1, 2, 3, 4, 5])
+            .attr(IFLA_LINKINFO | NLA_F_NESTED, &info.buf)
+            .finish()
+            .unwrap()
+    }
+
+    #[test]
+    fn parses_a_tap_link() {
+        let replies = parse_reply(&link_msg()).unwrap();
+        let [Reply::Link(link)] = replies.as_slice() else {
+            panic!("{replies:?}")
+        };
+        assert_eq!(link.index, 9);
+        assert_eq!(link.name.as_deref(), Some("tap0"));
+        assert_eq!((link.mtu, link.master, link.group), (Some(1500), Some(4), 42));
+        assert_eq!(link.mac, Some([0xfe, 1, 2, 3, 4, 5]));
+        assert!(link.is_tap());
+        assert_eq!(link.tun.as_ref().unwrap().owner, Some(65534));
+    }
+
+    #[test]
+    fn truncated_replies_are_errors_not_panics() {
+        let full = link_msg();
+        for cut in 0..full.len() {
+            let _ = parse_reply(&full[..cut]);
+        }
+        let mut bad = full.clone();
+        bad[32] = 0xff; // first attribute claims 255+ bytes
+        bad[33] = 0xff;
+        assert_eq!(parse_reply(&bad), Err(ParseError::BadAttr));
+        assert_eq!(parse_reply(&[20, 0, 0, 0]), Err(ParseError::Short));
+    }
+
+    #[test]
+    fn error_payloads() {
+        let mut b = Msg::new(NLMSG_ERROR, 0, 1).finish().unwrap();
+        b.extend_from_slice(&(-19i32).to_ne_bytes());
+        let len = u32::try_from(b.len()).unwrap();
+        b[..4].copy_from_slice(&len.to_ne_bytes());
+        assert_eq!(parse_reply(&b).unwrap(), vec![Reply::Error(19)]);
+    }
+}

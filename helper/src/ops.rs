@@ -1,0 +1,625 @@
+//! One function per operation: a validated request in, the kernel's state changed, a reply out. Every
+//! operation first checks everything it can (kinds, ownership, masters, addresses in use) and only then
+//! changes anything; a failure part-way undoes what this request changed.
+
+use std::net::IpAddr;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
+
+use nix::errno::Errno;
+use vmpriv_protocol::validate::{ValidConfig, ValidOp};
+use vmpriv_protocol::wire::{Status, Unsupported};
+use vmpriv_protocol::{
+    Caller, Error, Inet4Pair, Inet6Pair, Invalid, Policy, Response, TapInfo, ValidRequest,
+};
+
+use crate::netlink::{
+    IFA_ADDRESS, IFA_LOCAL, IFF_UP, IFLA_GROUP, IFLA_IFALIAS, IFLA_MASTER, IFLA_MTU, Link, Msg, NLM_F_ACK,
+    NLM_F_CREATE, NLM_F_REPLACE, Netlink, RTM_DELADDR, RTM_NEWADDR, RTM_SETLINK,
+};
+use crate::sys;
+
+const IFF_TAP: u16 = 0x0002;
+const TUN_TYPE_MASK: u16 = 0x000f;
+const TUN_MAJOR: u64 = 10;
+const TUN_MINOR: u64 = 200;
+
+/// What a session works with: who asks, what the policy says, the kernel's sockets and fds.
+pub struct Ctx {
+    /// The caller, identified at start-up.
+    pub caller: Caller,
+    /// The policy, read at start-up.
+    pub policy: Policy,
+    /// The route netlink socket.
+    pub nl: Netlink,
+    /// `/dev/net/tun` fds opened while the helper could (the device may be mode 0600).
+    pub tun_pool: Vec<OwnedFd>,
+    /// (st_dev, st_ino) of the helper's own network namespace.
+    pub netns: (u64, u64),
+}
+
+/// A reply and the fds that go with it.
+pub struct Outcome {
+    /// The reply.
+    pub response: Response,
+    /// Tap queue fds (after `CreateTap`).
+    pub fds: Vec<OwnedFd>,
+    /// What the audit line names.
+    pub target: String,
+}
+
+fn kernel(e: Errno) -> Error {
+    Error::Kernel { errno: e as i32 }
+}
+
+fn kernel_io(e: &std::io::Error) -> Error {
+    Error::Kernel {
+        errno: sys::errno_of(e),
+    }
+}
+
+/// Runs a validated request. `fds` are the fds its datagram carried (already counted by the validator).
+pub fn execute(ctx: &mut Ctx, valid: &ValidRequest, fds: &[OwnedFd]) -> Result<Outcome, Error> {
+    let tap_fd =
+        |i: vmpriv_protocol::FdIndex| fds.get(usize::from(i.0)).ok_or(Error::Invalid(Invalid::FdIndex));
+    match valid.op() {
+        ValidOp::Hello => Ok(plain(
+            Response::Hello {
+                version: vmpriv_protocol::wire::VERSION,
+            },
+            "-",
+        )),
+        ValidOp::Status {
+            quota,
+            rules,
+            more_rules,
+        } => {
+            let in_use = count_taps(ctx)?;
+            let status = Status {
+                uid: ctx.caller.uid,
+                user: ctx.caller.user.clone(),
+                quota: *quota,
+                in_use,
+                rules: rules.clone(),
+                more_rules: *more_rules,
+            };
+            Ok(plain(Response::Status(status), "-"))
+        }
+        ValidOp::SwitchExists { switch } => {
+            let bridge = find_bridge(ctx, switch.as_str())?;
+            let response = Response::Switch {
+                name: switch.to_string(),
+                ifindex: bridge.index,
+                mtu: bridge.mtu.unwrap_or(0),
+            };
+            Ok(plain(response, switch.as_str()))
+        }
+        ValidOp::CreateTap {
+            queues,
+            vnet_hdr,
+            quota,
+            config,
+        } => create_tap(ctx, *queues, *vnet_hdr, *quota, config),
+        ValidOp::Configure { tap, config } => {
+            let fd = tap_fd(*tap)?;
+            let link = resolve_tap(ctx, fd.as_fd())?;
+            let info = configure(ctx, &link, config)?;
+            Ok(plain(Response::Tap(info), &link_name(&link)))
+        }
+        ValidOp::LinkAddr { tap } => {
+            let fd = tap_fd(*tap)?;
+            let link = resolve_tap(ctx, fd.as_fd())?;
+            let mac = sys::tun_get_mac(fd.as_fd()).map_err(|e| kernel_io(&e))?;
+            let info = TapInfo {
+                mac,
+                ..tap_info(&link)
+            };
+            Ok(plain(Response::Tap(info), &link_name(&link)))
+        }
+        ValidOp::Reset { tap, policy_prefixes } => {
+            let fd = tap_fd(*tap)?;
+            let link = resolve_tap(ctx, fd.as_fd())?;
+            reset(ctx, &link, *policy_prefixes)?;
+            Ok(plain(Response::Tap(tap_info(&link)), &link_name(&link)))
+        }
+    }
+}
+
+fn plain(response: Response, target: &str) -> Outcome {
+    Outcome {
+        response,
+        fds: Vec::new(),
+        target: target.to_owned(),
+    }
+}
+
+fn link_name(link: &Link) -> String {
+    link.name
+        .clone()
+        .unwrap_or_else(|| format!("ifindex {}", link.index))
+}
+
+fn tap_info(link: &Link) -> TapInfo {
+    TapInfo {
+        ifname: link_name(link),
+        ifindex: link.index,
+        mac: link.mac.unwrap_or_default(),
+        mtu: link.mtu.unwrap_or(0),
+        switch: None,
+        inet: None,
+        inet6: None,
+    }
+}
+
+/// Live taps the caller owns, counted from the kernel: no database to fall out of step, and a tap the
+/// caller made persistent with its fd (which needs no privilege) still counts.
+fn count_taps(ctx: &mut Ctx) -> Result<u32, Error> {
+    let uid = ctx.caller.uid;
+    let mut n = 0u32;
+    ctx.nl
+        .dump_links("tun", &mut |l| {
+            if l.is_tap() && l.tun.as_ref().and_then(|t| t.owner) == Some(uid) {
+                n = n.saturating_add(1);
+            }
+        })
+        .map_err(kernel)?;
+    Ok(n)
+}
+
+/// A switch is a granted name (checked by the validator) that is a bridge. Absent or not a bridge:
+/// `Denied`, the same answer as "not granted".
+fn find_bridge(ctx: &mut Ctx, name: &str) -> Result<Link, Error> {
+    match ctx.nl.get_link(0, Some(name)) {
+        Ok(l) if l.kind.as_deref() == Some("bridge") => Ok(l),
+        Ok(l) => {
+            log::info!(
+                "uid={} switch {name} is not a bridge (kind {:?})",
+                ctx.caller.uid,
+                l.kind
+            );
+            Err(Error::Denied)
+        }
+        Err(Errno::ENODEV) => {
+            log::info!("uid={} switch {name} does not exist", ctx.caller.uid);
+            Err(Error::Denied)
+        }
+        Err(e) => Err(kernel(e)),
+    }
+}
+
+/// A passed fd names a tap only if it is the tun character device, attached in tap mode, to a device in
+/// our network namespace, owned by the caller. Its name comes from the fd (TUNGETIFF), its ifindex from
+/// the kernel's reply; the caller's words name nothing.
+fn resolve_tap(ctx: &mut Ctx, fd: BorrowedFd<'_>) -> Result<Link, Error> {
+    let not_a_tap = Error::Invalid(Invalid::NotATap);
+    let meta = std::fs::File::from(fd.try_clone_to_owned().map_err(|e| kernel_io(&e))?)
+        .metadata()
+        .map_err(|e| kernel_io(&e))?;
+    // Never issue a tun ioctl on an unverified fd: the same numbers mean other things to other drivers.
+    let rdev = meta.rdev();
+    let is_tun = meta.mode() & libc::S_IFMT == libc::S_IFCHR
+        && u64::from(libc::major(rdev)) == TUN_MAJOR
+        && u64::from(libc::minor(rdev)) == TUN_MINOR;
+    if !is_tun {
+        return Err(not_a_tap);
+    }
+    let (name, flags) = sys::tun_get_iff(fd).map_err(|_| not_a_tap)?; // EBADFD: not attached
+    if flags & TUN_TYPE_MASK != IFF_TAP {
+        return Err(not_a_tap);
+    }
+    // TUNGETIFF gives a name, which means something only in the tap's own namespace.
+    let ns = sys::tun_get_netns(fd).map_err(|e| kernel_io(&e))?;
+    let ns = std::fs::File::from(ns).metadata().map_err(|e| kernel_io(&e))?;
+    if (ns.dev(), ns.ino()) != ctx.netns {
+        log::info!(
+            "uid={} tap {name} lives in another network namespace",
+            ctx.caller.uid
+        );
+        return Err(Error::Denied);
+    }
+    let link = match ctx.nl.get_link(0, Some(&name)) {
+        Ok(l) => l,
+        Err(Errno::ENODEV) => return Err(Error::Denied),
+        Err(e) => return Err(kernel(e)),
+    };
+    let owner = link.tun.as_ref().and_then(|t| t.owner);
+    if !link.is_tap() || owner != Some(ctx.caller.uid) {
+        log::info!(
+            "uid={} tap {name} is owned by {owner:?}, not the caller",
+            ctx.caller.uid
+        );
+        return Err(Error::Denied);
+    }
+    Ok(link)
+}
+
+/// What phase 1 found: the objects phase 2 will act on.
+struct Plan {
+    bridge: Option<Link>,
+    vrf: Option<Link>,
+}
+
+/// Phase 1: every check, no change. `link` is `None` for a tap not created yet.
+fn check_config(ctx: &mut Ctx, link: Option<&Link>, config: &ValidConfig) -> Result<Plan, Error> {
+    let master = link.and_then(|l| l.master);
+    let bridge = match &config.switch {
+        None => None,
+        Some(s) => {
+            let b = find_bridge(ctx, s.as_str())?;
+            if master.is_some_and(|m| m != b.index) {
+                return Err(Error::Invalid(Invalid::OtherMaster));
+            }
+            Some(b)
+        }
+    };
+    let vrf = match &config.vrf {
+        None => None,
+        Some(v) => {
+            let dev = match ctx.nl.get_link(0, Some(v.device.as_str())) {
+                Ok(d) if d.kind.as_deref() == Some("vrf") => d,
+                Ok(_) | Err(Errno::ENODEV) => {
+                    log::warn!(
+                        "rdomain {} maps to {}, which is not a VRF device here",
+                        v.rdomain,
+                        v.device
+                    );
+                    return Err(Error::Unsupported(Unsupported::Vrf));
+                }
+                Err(e) => return Err(kernel(e)),
+            };
+            if let Some(m) = master
+                && m != dev.index
+            {
+                // A bridge port cannot also be a VRF slave: IFLA_MASTER is one slot.
+                return Err(Error::Invalid(Invalid::RdomainOnSwitchedTap));
+            }
+            Some(dev)
+        }
+    };
+    let index = link.map_or(0, |l| l.index);
+    if let Some(p) = config.inet {
+        check_free(
+            ctx,
+            index,
+            2,
+            |a| matches!(a, IpAddr::V4(v) if u32::from(v) >> 1 == u32::from(p.host) >> 1),
+        )?;
+    }
+    if let Some(p) = config.inet6 {
+        check_free(
+            ctx,
+            index,
+            10,
+            |a| matches!(a, IpAddr::V6(v) if u128::from(v) >> 32 == u128::from(p.host) >> 32),
+        )?;
+    }
+    Ok(Plan { bridge, vrf })
+}
+
+/// Refuses when an interface other than `index` holds an address for which `inside` is true.
+fn check_free(ctx: &mut Ctx, index: u32, family: u8, inside: impl Fn(IpAddr) -> bool) -> Result<(), Error> {
+    let mut taken = false;
+    ctx.nl
+        .dump_addrs(family, &mut |a| taken |= a.index != index && inside(a.address))
+        .map_err(kernel)?;
+    if taken {
+        Err(Error::Invalid(Invalid::AddressInUse))
+    } else {
+        Ok(())
+    }
+}
+
+/// Phase 2 bookkeeping: each change made, so a failure can undo them in reverse.
+enum Undo {
+    Alias(String),
+    Master,
+    Mtu(u32),
+    Group(u32),
+    Up(bool),
+    Addr(IpAddr, u8),
+}
+
+fn setlink(
+    nl: &mut Netlink,
+    index: u32,
+    flags: u32,
+    change: u32,
+    attr: Option<(u16, &[u8])>,
+) -> Result<(), Errno> {
+    nl.request(|seq| {
+        let m = Msg::new(RTM_SETLINK, NLM_F_ACK, seq).ifinfomsg(index, flags, change);
+        match attr {
+            Some((ty, data)) => m.attr(ty, data),
+            None => m,
+        }
+    })
+}
+
+fn alias_bytes(s: &str) -> Vec<u8> {
+    s.as_bytes().to_vec()
+}
+
+fn addr_msg(ty: u16, flags: u16, seq: u32, index: u32, ip: IpAddr, prefixlen: u8) -> Msg {
+    let family = if ip.is_ipv4() { 2 } else { 10 };
+    let m = Msg::new(ty, NLM_F_ACK | flags, seq).ifaddrmsg(family, prefixlen, index);
+    // IPv4 wants IFA_LOCAL (the interface's address) and IFA_ADDRESS; IPv6 only IFA_ADDRESS.
+    if ip.is_ipv4() {
+        m.attr_ip(IFA_LOCAL, ip).attr_ip(IFA_ADDRESS, ip)
+    } else {
+        m.attr_ip(IFA_ADDRESS, ip)
+    }
+}
+
+/// Applies `config` to `link` in vmd's order (description, switch, rdomain, group, up/down, addresses),
+/// all or nothing.
+fn configure(ctx: &mut Ctx, link: &Link, config: &ValidConfig) -> Result<TapInfo, Error> {
+    let plan = check_config(ctx, Some(link), config)?;
+    let mut undo = Vec::new();
+    let result = apply(ctx, link, config, &plan, &mut undo);
+    if let Err(e) = &result {
+        log::warn!(
+            "uid={} configure {} failed ({e}); rolling back {} change(s)",
+            ctx.caller.uid,
+            link_name(link),
+            undo.len()
+        );
+        rollback(&mut ctx.nl, link.index, undo);
+    }
+    result
+}
+
+fn apply(
+    ctx: &mut Ctx,
+    link: &Link,
+    config: &ValidConfig,
+    plan: &Plan,
+    undo: &mut Vec<Undo>,
+) -> Result<TapInfo, Error> {
+    let nl = &mut ctx.nl;
+    let index = link.index;
+    let mut info = tap_info(link);
+    if let Some(d) = &config.description {
+        setlink(nl, index, 0, 0, Some((IFLA_IFALIAS, &alias_bytes(d.as_str())))).map_err(kernel)?;
+        undo.push(Undo::Alias(link.alias.clone().unwrap_or_default()));
+    }
+    if let (Some(bridge), Some(name)) = (&plan.bridge, &config.switch) {
+        if let Some(mtu) = bridge.mtu.filter(|&m| Some(m) != link.mtu) {
+            setlink(nl, index, 0, 0, Some((IFLA_MTU, &mtu.to_ne_bytes()))).map_err(kernel)?;
+            undo.push(Undo::Mtu(link.mtu.unwrap_or(mtu)));
+            info.mtu = mtu;
+        }
+        if link.master != Some(bridge.index) {
+            setlink(nl, index, 0, 0, Some((IFLA_MASTER, &bridge.index.to_ne_bytes()))).map_err(kernel)?;
+            undo.push(Undo::Master);
+        }
+        info.switch = Some(name.to_string());
+    }
+    if let Some(vrf) = &plan.vrf
+        && link.master != Some(vrf.index)
+    {
+        setlink(nl, index, 0, 0, Some((IFLA_MASTER, &vrf.index.to_ne_bytes()))).map_err(kernel)?;
+        undo.push(Undo::Master);
+    }
+    if let Some(g) = &config.group {
+        setlink(nl, index, 0, 0, Some((IFLA_GROUP, &g.number.to_ne_bytes()))).map_err(kernel)?;
+        undo.push(Undo::Group(link.group));
+    }
+    if let Some(up) = config.up {
+        setlink(nl, index, if up { IFF_UP } else { 0 }, IFF_UP, None).map_err(kernel)?;
+        undo.push(Undo::Up(link.flags & IFF_UP != 0));
+    }
+    if let Some(p) = config.inet {
+        add_inet(nl, index, p, undo)?;
+        info.inet = Some(p);
+    }
+    if let Some(p) = config.inet6 {
+        add_inet6(nl, index, p, undo)?;
+        info.inet6 = Some(p);
+    }
+    Ok(info)
+}
+
+fn add_inet(nl: &mut Netlink, index: u32, p: Inet4Pair, undo: &mut Vec<Undo>) -> Result<(), Error> {
+    let ip = IpAddr::V4(p.host);
+    nl.request(|seq| {
+        addr_msg(
+            RTM_NEWADDR,
+            NLM_F_CREATE | NLM_F_REPLACE,
+            seq,
+            index,
+            ip,
+            Inet4Pair::PREFIX_LEN,
+        )
+    })
+    .map_err(kernel)?;
+    undo.push(Undo::Addr(ip, Inet4Pair::PREFIX_LEN));
+    Ok(())
+}
+
+/// vmd deletes then adds the IPv6 address; a missing one (EADDRNOTAVAIL) is fine.
+fn add_inet6(nl: &mut Netlink, index: u32, p: Inet6Pair, undo: &mut Vec<Undo>) -> Result<(), Error> {
+    let ip = IpAddr::V6(p.host);
+    match nl.request(|seq| addr_msg(RTM_DELADDR, 0, seq, index, ip, Inet6Pair::PREFIX_LEN)) {
+        Ok(()) | Err(Errno::EADDRNOTAVAIL) => {}
+        Err(Errno::EACCES) => return Err(Error::Unsupported(Unsupported::Inet6)),
+        Err(e) => return Err(kernel(e)),
+    }
+    match nl.request(|seq| {
+        addr_msg(
+            RTM_NEWADDR,
+            NLM_F_CREATE | NLM_F_REPLACE,
+            seq,
+            index,
+            ip,
+            Inet6Pair::PREFIX_LEN,
+        )
+    }) {
+        Ok(()) => {}
+        Err(Errno::EACCES) => return Err(Error::Unsupported(Unsupported::Inet6)),
+        Err(e) => return Err(kernel(e)),
+    }
+    undo.push(Undo::Addr(ip, Inet6Pair::PREFIX_LEN));
+    Ok(())
+}
+
+fn rollback(nl: &mut Netlink, index: u32, undo: Vec<Undo>) {
+    for u in undo.into_iter().rev() {
+        let r = match u {
+            Undo::Alias(a) => setlink(nl, index, 0, 0, Some((IFLA_IFALIAS, &alias_bytes(&a)))),
+            Undo::Master => setlink(nl, index, 0, 0, Some((IFLA_MASTER, &0u32.to_ne_bytes()))),
+            Undo::Mtu(m) => setlink(nl, index, 0, 0, Some((IFLA_MTU, &m.to_ne_bytes()))),
+            Undo::Group(g) => setlink(nl, index, 0, 0, Some((IFLA_GROUP, &g.to_ne_bytes()))),
+            Undo::Up(up) => setlink(nl, index, if up { IFF_UP } else { 0 }, IFF_UP, None),
+            Undo::Addr(ip, len) => nl.request(|seq| addr_msg(RTM_DELADDR, 0, seq, index, ip, len)),
+        };
+        if let Err(e) = r {
+            log::error!("rollback on ifindex {index} failed: {e}");
+        }
+    }
+}
+
+/// Undo everything vmpriv configures: detach, down, no description, group 0, the local addresses (those
+/// inside the policy's prefixes) removed.
+fn reset(
+    ctx: &mut Ctx,
+    link: &Link,
+    (inet, inet6): (vmpriv_protocol::Inet4Prefix, vmpriv_protocol::Inet6Prefix),
+) -> Result<(), Error> {
+    let nl = &mut ctx.nl;
+    let index = link.index;
+    if link.master.is_some() {
+        setlink(nl, index, 0, 0, Some((IFLA_MASTER, &0u32.to_ne_bytes()))).map_err(kernel)?;
+    }
+    setlink(nl, index, 0, IFF_UP, Some((IFLA_IFALIAS, &[]))).map_err(kernel)?;
+    setlink(nl, index, 0, 0, Some((IFLA_GROUP, &0u32.to_ne_bytes()))).map_err(kernel)?;
+    let mut ours = Vec::new();
+    for family in [2, 10] {
+        nl.dump_addrs(family, &mut |a| {
+            let local = match a.address {
+                IpAddr::V4(v) => inet.contains(v),
+                IpAddr::V6(v) => inet6.contains(v),
+            };
+            if a.index == index && local {
+                ours.push(*a);
+            }
+        })
+        .map_err(kernel)?;
+    }
+    for a in ours {
+        match nl.request(|seq| addr_msg(RTM_DELADDR, 0, seq, index, a.address, a.prefixlen)) {
+            Ok(()) | Err(Errno::EADDRNOTAVAIL) => {}
+            Err(e) => return Err(kernel(e)),
+        }
+    }
+    Ok(())
+}
+
+const IFF_NO_PI: i32 = 0x1000;
+const IFF_VNET_HDR: i32 = 0x4000;
+const IFF_MULTI_QUEUE: i32 = 0x0100;
+const IFF_TUN_EXCL: i32 = 0x8000;
+
+/// A new, non-persistent tap owned by the caller, with a 0xFE MAC and the switch's MTU, configured as
+/// asked; its fds go back to the caller. If anything fails, dropping the fds removes the tap.
+fn create_tap(
+    ctx: &mut Ctx,
+    queues: u8,
+    vnet_hdr: bool,
+    quota: u32,
+    config: &ValidConfig,
+) -> Result<Outcome, Error> {
+    // Authorization before the first kernel object: quota, switch, VRF, addresses.
+    let in_use = count_taps(ctx)?;
+    if in_use >= quota {
+        log::info!("uid={} owns {in_use} taps, quota {quota}", ctx.caller.uid);
+        return Err(Error::Quota { limit: quota });
+    }
+    check_config(ctx, None, config)?;
+    let mut fds = take_tun_fds(ctx, usize::from(queues))?;
+    let features = fds
+        .first()
+        .map(sys::tun_get_features)
+        .transpose()
+        .map_err(|e| kernel_io(&e))?
+        .unwrap_or(0);
+    let mut flags = i32::from(IFF_TAP) | IFF_NO_PI | IFF_TUN_EXCL;
+    if vnet_hdr {
+        if features & 0x4000 == 0 {
+            return Err(Error::Unsupported(Unsupported::VnetHdr));
+        }
+        flags |= IFF_VNET_HDR;
+    }
+    if queues > 1 {
+        if features & 0x0100 == 0 {
+            return Err(Error::Unsupported(Unsupported::MultiQueue));
+        }
+        flags |= IFF_MULTI_QUEUE;
+    }
+    let (first, rest) = fds.split_first_mut().ok_or(Error::Invalid(Invalid::Queues))?;
+    // Empty name: the kernel picks a free tapN, so we can never attach to an existing device;
+    // IFF_TUN_EXCL makes that explicit (without it TUNSETIFF attaches to an existing tap).
+    let name = sys::tun_set_iff(first, flags).map_err(|e| kernel_io(&e))?;
+    // Owner first: from here on only the caller (and CAP_NET_ADMIN) may attach queues to it.
+    sys::tun_set_owner(first, ctx.caller.uid).map_err(|e| kernel_io(&e))?;
+    for q in rest.iter_mut() {
+        let got = sys::tun_set_iff_named(q, &name, flags & !IFF_TUN_EXCL).map_err(|e| kernel_io(&e))?;
+        if got != name {
+            return Err(Error::Kernel { errno: libc::EIO });
+        }
+    }
+    // 0xFE: qemu-bridge-helper's convention, so the bridge keeps a lower (host) MAC as its own.
+    let mut mac = sys::tun_get_mac(first.as_fd()).map_err(|e| kernel_io(&e))?;
+    mac[0] = 0xfe;
+    sys::tun_set_mac(first, mac).map_err(|e| kernel_io(&e))?;
+    let link = ctx.nl.get_link(0, Some(&name)).map_err(kernel)?;
+    let mut info = configure(ctx, &link, config)?;
+    info.mac = mac;
+    // Another session of the same user may have raced us past the quota: count again, ours included.
+    let now = count_taps(ctx)?;
+    if now > quota {
+        log::info!(
+            "uid={} raced past quota {quota} ({now} taps); dropping {name}",
+            ctx.caller.uid
+        );
+        return Err(Error::Quota { limit: quota });
+    }
+    Ok(Outcome {
+        response: Response::Tap(info),
+        fds: std::mem::take(&mut fds),
+        target: name,
+    })
+}
+
+/// `/dev/net/tun` fds: from the start-up pool, else opened now (works where the device is 0666).
+fn take_tun_fds(ctx: &mut Ctx, n: usize) -> Result<Vec<OwnedFd>, Error> {
+    let mut fds = Vec::with_capacity(n);
+    while fds.len() < n {
+        if let Some(fd) = ctx.tun_pool.pop() {
+            fds.push(fd);
+            continue;
+        }
+        match std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/net/tun")
+        {
+            Ok(f) => fds.push(f.into()),
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                return Err(Error::Unsupported(Unsupported::TunFds));
+            }
+            Err(e) => return Err(kernel_io(&e)),
+        }
+    }
+    Ok(fds)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn inet_overlap_is_by_31() {
+        let p = vmpriv_protocol::addr::local_inet(vmpriv_protocol::Inet4Prefix::DEFAULT, 1, 0).unwrap();
+        let same31 = |v: std::net::Ipv4Addr| u32::from(v) >> 1 == u32::from(p.host) >> 1;
+        assert!(same31(p.host) && same31(p.vm));
+        assert!(!same31(std::net::Ipv4Addr::new(100, 64, 1, 4)));
+    }
+}

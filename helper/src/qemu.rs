@@ -1,0 +1,68 @@
+//! QEMU and libvirt `helper=` mode (qemu-bridge-helper's contract): create a tap, attach it to the
+//! bridge the policy grants, set it up, send exactly one byte with exactly one SCM_RIGHTS fd on the
+//! stream socket, exit 0. Any failure sends nothing and exits non-zero: QEMU treats exit 0 without an
+//! fd as success and would then use its own stdin as the tap.
+
+use std::io::IoSlice;
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
+use vmpriv_protocol::wire::Unsupported;
+use vmpriv_protocol::{Error, IfConfig, Request, Response, validate};
+
+use crate::ops::{self, Ctx};
+use crate::startup::StartError;
+use crate::sys;
+
+/// Creates the tap for `bridge` and hands its fd to QEMU on `sock`.
+pub fn serve(ctx: &mut Ctx, sock: &OwnedFd, bridge: &str, vnet_hdr: bool) -> Result<(), StartError> {
+    let uid = ctx.caller.uid;
+    let outcome = create(ctx, bridge, vnet_hdr).or_else(|e| match e {
+        // "vnet_hdr when asked and supported": QEMU works without it, only slower.
+        Error::Unsupported(Unsupported::VnetHdr) if vnet_hdr => create(ctx, bridge, false),
+        e => Err(e),
+    });
+    let (name, fd) = match outcome {
+        Ok(v) => v,
+        Err(e) => {
+            log::info!("uid={uid} op=qemu-bridge target={bridge} decision=refused ({e})");
+            return Err(StartError::PolicyFile(format!(
+                "cannot give a tap on bridge {bridge}: {e}"
+            )));
+        }
+    };
+    let raw = [fd.as_raw_fd()];
+    sendmsg::<()>(
+        sock.as_raw_fd(),
+        &[IoSlice::new(&[0])],
+        &[ControlMessage::ScmRights(&raw)],
+        MsgFlags::MSG_NOSIGNAL,
+        None,
+    )
+    .map_err(|e| StartError::Drop(sys::errno_io(e)))?;
+    log::info!("uid={uid} op=qemu-bridge target={name} bridge={bridge} decision=done");
+    Ok(())
+}
+
+fn create(ctx: &mut Ctx, bridge: &str, vnet_hdr: bool) -> Result<(String, OwnedFd), Error> {
+    let req = Request::CreateTap {
+        queues: 1,
+        vnet_hdr,
+        config: IfConfig {
+            switch: Some(bridge.to_owned()),
+            up: Some(true),
+            ..IfConfig::default()
+        },
+    };
+    let valid = validate(&req, 0, &ctx.caller, &ctx.policy)?;
+    let out = ops::execute(ctx, &valid, &[])?;
+    let Response::Tap(info) = out.response else {
+        return Err(Error::Kernel { errno: libc::EPROTO });
+    };
+    let fd = out
+        .fds
+        .into_iter()
+        .next()
+        .ok_or(Error::Kernel { errno: libc::EPROTO })?;
+    Ok((info.ifname, fd))
+}

@@ -1,0 +1,96 @@
+//! Session mode: one request per SOCK_SEQPACKET datagram, one reply each, until EOF.
+//!
+//! Every fd a message carried is closed when the request is done, whatever happened; truncated data or
+//! control messages, and control messages other than SCM_RIGHTS, end the session after a reply.
+
+use std::io::IoSlice;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+
+use nix::errno::Errno;
+use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
+use vmpriv_protocol::wire::{self, FrameError, MAX_FRAME};
+use vmpriv_protocol::{Error, Invalid, Request, Response, validate};
+
+use crate::ops::{self, Ctx};
+use crate::sys;
+
+pub use crate::sys::Datagram;
+
+/// Receives one datagram (see [`sys::recv_datagram`]).
+pub fn receive(sock: &OwnedFd) -> Result<Datagram, Errno> {
+    sys::recv_datagram(sock, MAX_FRAME)
+}
+
+/// Sends one reply with its fds.
+pub fn send(sock: &OwnedFd, response: &Response, fds: &[OwnedFd]) -> Result<(), Errno> {
+    let frame = wire::encode(response).map_err(|_| Errno::EMSGSIZE)?;
+    let raw: Vec<RawFd> = fds.iter().map(AsRawFd::as_raw_fd).collect();
+    let cmsg = [ControlMessage::ScmRights(&raw)];
+    let cmsgs: &[ControlMessage<'_>] = if raw.is_empty() { &[] } else { &cmsg };
+    sendmsg::<()>(
+        sock.as_raw_fd(),
+        &[IoSlice::new(&frame)],
+        cmsgs,
+        MsgFlags::MSG_NOSIGNAL,
+        None,
+    )?;
+    Ok(())
+}
+
+/// Serves requests until EOF or a malformed frame (which gets a reply first).
+pub fn serve(ctx: &mut Ctx, sock: &OwnedFd) -> Result<(), Errno> {
+    let mut greeted = false;
+    loop {
+        let dgram = receive(sock)?;
+        if dgram.bytes.is_empty() && dgram.fds.is_empty() && !dgram.malformed {
+            return Ok(()); // EOF
+        }
+        let uid = ctx.caller.uid;
+        let req = match (dgram.malformed, wire::decode::<Request>(&dgram.bytes)) {
+            (false, Ok(req)) => req,
+            (_, Err(FrameError::Version(v))) => {
+                log::info!("uid={uid} op=? decision=refused (protocol version {v})");
+                send(
+                    sock,
+                    &Response::Error(Error::Version {
+                        supported: wire::VERSION,
+                    }),
+                    &[],
+                )?;
+                return Ok(());
+            }
+            (malformed, decoded) => {
+                log::info!(
+                    "uid={uid} op=? decision=refused (malformed frame: {}, {} fd(s))",
+                    if malformed {
+                        "truncated or foreign control data".to_owned()
+                    } else {
+                        format!("{:?}", decoded.err())
+                    },
+                    dgram.fds.len()
+                );
+                send(sock, &Response::Error(Error::Invalid(Invalid::Malformed)), &[])?;
+                return Ok(());
+            }
+        };
+        if !greeted && req != Request::Hello {
+            log::info!("uid={uid} op={} decision=refused (no Hello first)", req.op());
+            send(sock, &Response::Error(Error::Invalid(Invalid::NoHello)), &[])?;
+            return Ok(());
+        }
+        greeted = true;
+        let outcome = validate(&req, dgram.fds.len(), &ctx.caller, &ctx.policy)
+            .and_then(|valid| ops::execute(ctx, &valid, &dgram.fds));
+        match outcome {
+            Ok(out) => {
+                log::info!("uid={uid} op={} target={} decision=done", req.op(), out.target);
+                send(sock, &out.response, &out.fds)?;
+            }
+            Err(e) => {
+                log::info!("uid={uid} op={} decision=refused ({e})", req.op());
+                send(sock, &Response::Error(e), &[])?;
+            }
+        }
+        // dgram.fds and the outcome's fds close here: the caller has its own copies.
+    }
+}

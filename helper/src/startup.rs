@@ -1,0 +1,239 @@
+//! Start-up steps, in the order `main` runs them: process hygiene, caller identity, trusted policy
+//! file, privilege drop. Each is one function, testable alone.
+
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+use caps::{CapSet, Capability, CapsHashSet};
+use nix::fcntl::{OFlag, openat};
+use nix::sys::resource::{Resource, setrlimit};
+use nix::sys::stat::{Mode, umask};
+use nix::unistd::{Gid, Group, Uid, User, getgroups, getresgid, getresuid, setgroups, setresgid, setresuid};
+use vmpriv_protocol::Caller;
+use vmpriv_protocol::policy::{self, Policy};
+
+use crate::sys;
+
+/// Why the helper refuses to start. Each says what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot reset the process state: {0}")]
+    Hygiene(io::Error),
+    #[error(
+        "no CAP_NET_ADMIN: install the helper setuid root (chown root:root, chmod 4755) or with \
+         `setcap cap_net_admin+ep`, on a filesystem not mounted nosuid, and do not run it under no_new_privs"
+    )]
+    NoNetAdmin,
+    #[error("cannot read the caller's identity: {0}")]
+    Identity(io::Error),
+    #[error("{0}")]
+    PolicyFile(String),
+    #[error("policy error (every request is refused until it is fixed): {0}")]
+    Policy(#[from] vmpriv_protocol::PolicyError),
+    #[error("--policy is for root only (a setuid caller cannot choose the policy file)")]
+    PolicyNotRoot,
+    #[error("cannot open /dev/net/tun: {0}")]
+    Tun(io::Error),
+    #[error("cannot drop privileges: {0}")]
+    Drop(io::Error),
+}
+
+fn io_err(e: nix::errno::Errno) -> io::Error {
+    sys::errno_io(e)
+}
+
+/// Step 1: fds 0–2 open, every other fd closed (except `keep`), empty environment, default signals,
+/// umask 077, not dumpable, rlimits the caller cannot have shrunk to make us fail half-way.
+pub fn sanitize_process(keep: Option<i32>) -> Result<(), StartError> {
+    sys::ensure_std_fds_open().map_err(StartError::Hygiene)?;
+    sys::close_fds_except(keep).map_err(StartError::Hygiene)?;
+    sys::clear_environment();
+    sys::reset_signals().map_err(StartError::Hygiene)?;
+    umask(Mode::from_bits_truncate(0o077));
+    // Not dumpable: the caller (same real uid) can neither ptrace us nor read /proc/PID/mem.
+    nix::sys::prctl::set_dumpable(false).map_err(|e| StartError::Hygiene(io_err(e)))?;
+    reset_rlimits();
+    Ok(())
+}
+
+/// The caller picks our rlimits. With RLIMIT_FSIZE 0 or RLIMIT_NOFILE 4 a half-finished request could
+/// fail where it cannot roll back; as root we can restore sane values. Without privilege (file-capability
+/// install) raising may fail: then the limits stay and requests fail cleanly up front.
+fn reset_rlimits() {
+    const INF: u64 = libc::RLIM_INFINITY;
+    let _ = setrlimit(Resource::RLIMIT_CORE, 0, 0);
+    let _ = setrlimit(Resource::RLIMIT_FSIZE, INF, INF);
+    let _ = setrlimit(Resource::RLIMIT_NOFILE, 1024, 1024);
+    let _ = setrlimit(Resource::RLIMIT_AS, INF, INF);
+    let _ = setrlimit(Resource::RLIMIT_DATA, INF, INF);
+    let _ = setrlimit(Resource::RLIMIT_CPU, INF, INF);
+}
+
+/// Step 2: the caller is our real uid and gid and supplementary groups, with names for policy matching.
+pub fn identify_caller() -> Result<Caller, StartError> {
+    let uid = getresuid().map_err(|e| StartError::Identity(io_err(e)))?.real;
+    let gid = getresgid().map_err(|e| StartError::Identity(io_err(e)))?.real;
+    let mut gids = vec![gid.as_raw()];
+    for g in getgroups().map_err(|e| StartError::Identity(io_err(e)))? {
+        if !gids.contains(&g.as_raw()) {
+            gids.push(g.as_raw());
+        }
+    }
+    let user = User::from_uid(uid).ok().flatten().map(|u| u.name);
+    let groups = gids
+        .iter()
+        .filter_map(|&g| Group::from_gid(Gid::from_raw(g)).ok().flatten())
+        .map(|g| g.name)
+        .collect();
+    Ok(Caller {
+        uid: uid.as_raw(),
+        user,
+        gids,
+        groups,
+    })
+}
+
+/// Whether this process can act as CAP_NET_ADMIN at all (setuid root, file capability, or root).
+pub fn check_privilege() -> Result<(), StartError> {
+    match caps::has_cap(None, CapSet::Permitted, Capability::CAP_NET_ADMIN) {
+        Ok(true) => Ok(()),
+        _ => Err(StartError::NoNetAdmin),
+    }
+}
+
+/// Step 3: the policy, from the fixed path, or from `--policy` when the real uid is root.
+pub fn load_policy(caller: &Caller, path: Option<&str>) -> Result<Policy, StartError> {
+    if path.is_some() && caller.uid != 0 {
+        return Err(StartError::PolicyNotRoot);
+    }
+    let path = path.unwrap_or(policy::POLICY_PATH);
+    let text = read_trusted(path).map_err(|e| StartError::PolicyFile(format!("{path}: {e}")))?;
+    let mut include = |p: &str| read_trusted(p);
+    Ok(policy::parse(path, &text, &mut include)?)
+}
+
+/// The largest policy file we read: a policy is a few hundred lines.
+const POLICY_MAX: u64 = 1 << 20;
+
+/// Opens `path` component by component from `/`, without following symlinks, and refuses it unless the
+/// file and every directory on the way are owned by root and not writable by group or others (checked
+/// with fstat on the opened fds, as sudo does, so nothing can be swapped between check and read).
+pub fn read_trusted(path: &str) -> Result<String, String> {
+    if !path.starts_with('/') {
+        return Err("not an absolute path".to_owned());
+    }
+    let root = File::open("/").map_err(|e| format!("cannot open /: {e}"))?;
+    check_owner(&root, "/")?;
+    let mut dir: OwnedFd = root.into();
+    let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
+    let Some((last, dirs)) = parts.split_last() else {
+        return Err("is a directory".to_owned());
+    };
+    for part in dirs {
+        if *part == ".." || *part == "." {
+            return Err("contains `.` or `..`".to_owned());
+        }
+        let next = openat(
+            dir.as_fd(),
+            *part,
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| format!("{part}: {e}"))?;
+        let next = File::from(next);
+        check_owner(&next, part)?;
+        dir = next.into();
+    }
+    let file = openat(
+        dir.as_fd(),
+        *last,
+        OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK,
+        Mode::empty(),
+    )
+    .map_err(|e| e.desc().to_owned())?;
+    let mut file = File::from(file);
+    let meta = file.metadata().map_err(|e| e.to_string())?;
+    if !meta.is_file() {
+        return Err("not a regular file".to_owned());
+    }
+    check_owner(&file, last)?;
+    let mut text = String::new();
+    file.by_ref()
+        .take(POLICY_MAX + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| e.to_string())?;
+    if text.len() as u64 > POLICY_MAX {
+        return Err("larger than 1 MiB".to_owned());
+    }
+    Ok(text)
+}
+
+fn check_owner(f: &File, what: &str) -> Result<(), String> {
+    let meta = f.metadata().map_err(|e| e.to_string())?;
+    if meta.uid() != 0 {
+        return Err(format!("{what} is not owned by root"));
+    }
+    if meta.permissions().mode() & 0o022 != 0 {
+        return Err(format!("{what} is writable by group or others"));
+    }
+    Ok(())
+}
+
+/// Opens `count` fds on `/dev/net/tun` while we may still (it is mode 0600 on some systems).
+pub fn open_tun_fds(count: usize) -> Result<Vec<OwnedFd>, StartError> {
+    (0..count)
+        .map(|_| {
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open("/dev/net/tun")
+                .map(OwnedFd::from)
+                .map_err(StartError::Tun)
+        })
+        .collect()
+}
+
+/// Step 4: become the caller (uid, gid, groups) holding CAP_NET_ADMIN and nothing else, in every set;
+/// then no_new_privs. Order matters: keep capabilities across setresuid, re-raise, then shrink the
+/// bounding set (needs CAP_SETPCAP), then effective before permitted.
+pub fn drop_to_caller(caller: &Caller) -> Result<(), StartError> {
+    let d = StartError::Drop;
+    let c = |e: caps::errors::CapsError| StartError::Drop(io::Error::other(e.to_string()));
+    let uid = Uid::from_raw(caller.uid);
+    let gid = Gid::from_raw(caller.gids.first().copied().unwrap_or(u32::MAX));
+    let res = getresuid().map_err(|e| d(io_err(e)))?;
+    if res.effective != uid || res.saved != uid || getresgid().map_err(|e| d(io_err(e)))?.effective != gid {
+        nix::sys::prctl::set_keepcaps(true).map_err(|e| d(io_err(e)))?;
+        let groups: Vec<Gid> = caller.gids.iter().skip(1).map(|&g| Gid::from_raw(g)).collect();
+        setgroups(&groups).map_err(|e| d(io_err(e)))?;
+        setresgid(gid, gid, gid).map_err(|e| d(io_err(e)))?;
+        setresuid(uid, uid, uid).map_err(|e| d(io_err(e)))?;
+        nix::sys::prctl::set_keepcaps(false).map_err(|e| d(io_err(e)))?;
+        let permitted = caps::read(None, CapSet::Permitted).map_err(c)?;
+        caps::set(None, CapSet::Effective, &permitted).map_err(c)?;
+    }
+    let keep: CapsHashSet = std::iter::once(Capability::CAP_NET_ADMIN).collect();
+    // Shrinking the bounding set needs CAP_SETPCAP, which a file-capability install (cap_net_admin+ep)
+    // never has; there no_new_privs alone keeps exec from granting anything.
+    if caps::has_cap(None, CapSet::Effective, Capability::CAP_SETPCAP).unwrap_or(false) {
+        for cap in caps::all() {
+            if cap != Capability::CAP_NET_ADMIN && caps::has_cap(None, CapSet::Bounding, cap).unwrap_or(false)
+            {
+                caps::drop(None, CapSet::Bounding, cap).map_err(c)?;
+            }
+        }
+    }
+    caps::clear(None, CapSet::Inheritable).map_err(c)?;
+    caps::clear(None, CapSet::Ambient).map_err(c)?;
+    caps::set(None, CapSet::Effective, &keep).map_err(c)?;
+    caps::set(None, CapSet::Permitted, &keep).map_err(c)?;
+    nix::sys::prctl::set_no_new_privs().map_err(|e| d(io_err(e)))?;
+    // Setting uids resets the dumpable flag: set it again.
+    nix::sys::prctl::set_dumpable(false).map_err(|e| d(io_err(e)))?;
+    if getresuid().map_err(|e| d(io_err(e)))?.effective != uid {
+        return Err(d(io::Error::other("still not the caller's uid")));
+    }
+    Ok(())
+}

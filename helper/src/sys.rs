@@ -1,0 +1,413 @@
+//! Every `unsafe` block of the helper: raw syscalls, ioctls and libc calls, each one small, each with a
+//! `// SAFETY:` line naming the invariant it relies on. Everything else in the helper is safe code.
+#![allow(unsafe_code)]
+
+use std::ffi::CStr;
+use std::io::{self, IoSliceMut};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+
+use nix::errno::Errno;
+use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, SigmaskHow, Signal, sigaction, sigprocmask};
+use nix::sys::socket::{
+    AddressFamily, ControlMessageOwned, MsgFlags, SockType, SockaddrLike, SockaddrStorage, getsockname,
+    getsockopt, recvmsg, sockopt,
+};
+
+/// `IFNAMSIZ`.
+pub const IFNAMSIZ: usize = 16;
+const SIOCSIFHWADDR: libc::Ioctl = 0x8924;
+const SIOCGIFHWADDR: libc::Ioctl = 0x8927;
+const ARPHRD_ETHER: u16 = 1;
+
+/// Makes sure fds 0, 1 and 2 are open, on `/dev/null` if not, so that no fd the helper opens later can
+/// become stderr (Rust's `eprintln!` would then write into a tap).
+pub fn ensure_std_fds_open() -> io::Result<()> {
+    for fd in 0..=2 {
+        // SAFETY: F_GETFD only reads the fd table entry; any integer is a valid argument.
+        if unsafe { libc::fcntl(fd, libc::F_GETFD) } == -1 {
+            // SAFETY: the path is a NUL-terminated literal; open returns the lowest free fd, which is `fd`
+            // because all lower ones are open.
+            let got = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDWR) };
+            if got != fd {
+                return Err(io::Error::last_os_error());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Closes every fd above 2 except `keep`.
+pub fn close_fds_except(keep: Option<RawFd>) -> io::Result<()> {
+    let close = |first: u32, last: u32| -> io::Result<()> {
+        if first > last {
+            return Ok(());
+        }
+        // SAFETY: close_range takes plain integers and only closes fds; no Rust object owns fds above 2
+        // yet (this runs before anything is opened), so nothing is left dangling.
+        let r = unsafe { libc::syscall(libc::SYS_close_range, first, last, 0u32) };
+        if r == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    };
+    match keep.and_then(|k| u32::try_from(k).ok()).filter(|&k| k > 2) {
+        None => close(3, u32::MAX),
+        Some(k) => {
+            close(3, k - 1)?;
+            close(k.saturating_add(1), u32::MAX)
+        }
+    }
+}
+
+/// Empties the environment: nothing the caller set (`RUST_LOG`, `RUST_BACKTRACE`, `LD_*`, locale) is
+/// ever read.
+pub fn clear_environment() {
+    // SAFETY: called while the process is single-threaded, before anything reads the environment.
+    unsafe { libc::clearenv() };
+}
+
+/// Every signal back to its default disposition, SIGPIPE ignored (a vanished peer is an error return,
+/// not death), and nothing blocked: the caller chose the mask and dispositions it exec'd us with.
+pub fn reset_signals() -> io::Result<()> {
+    let default = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
+    for sig in Signal::iterator() {
+        if matches!(sig, Signal::SIGKILL | Signal::SIGSTOP) {
+            continue;
+        }
+        let action = if sig == Signal::SIGPIPE {
+            SigAction::new(SigHandler::SigIgn, SaFlags::empty(), SigSet::empty())
+        } else {
+            default
+        };
+        // SAFETY: installs SIG_DFL or SIG_IGN, no handler function, so no async-signal-safety concerns.
+        unsafe { sigaction(sig, &action) }?;
+    }
+    sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)?;
+    Ok(())
+}
+
+/// Takes ownership of the socket fd that argv named, if it is open and an AF_UNIX socket of `ty`.
+/// Call once, right after [`close_fds_except`] kept it: nothing else in the process owns it then.
+pub fn take_argv_socket(fd: RawFd, ty: SockType) -> Option<OwnedFd> {
+    let ok = with_raw_fd(fd, |b| {
+        getsockname::<SockaddrStorage>(b.as_raw_fd()).is_ok_and(|a| a.family() == Some(AddressFamily::Unix))
+            && getsockopt(&b, sockopt::SockType).is_ok_and(|t| t == ty)
+    });
+    if ok != Some(true) {
+        return None;
+    }
+    // SAFETY: the fd is open (checked) and no Rust object owns it: every other inherited fd was closed
+    // and this function is called once, for the fd argv named.
+    Some(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// `SCM_MAX_FD`: the most fds one message can carry.
+const SCM_MAX_FD: usize = 253;
+
+/// One received datagram.
+pub struct Datagram {
+    /// The frame bytes (empty at EOF).
+    pub bytes: Vec<u8>,
+    /// The fds it carried, now owned (and closed on drop).
+    pub fds: Vec<OwnedFd>,
+    /// Data or control truncated, or a control message other than SCM_RIGHTS.
+    pub malformed: bool,
+}
+
+/// Receives one datagram of at most `max` bytes with `MSG_CMSG_CLOEXEC` and room for the largest fd
+/// batch the kernel can pass, so that every fd that arrives is ours to close.
+pub fn recv_datagram(sock: &OwnedFd, max: usize) -> Result<Datagram, Errno> {
+    let mut buf = vec![0u8; max + 1];
+    let mut cmsg = nix::cmsg_space!([RawFd; SCM_MAX_FD], libc::ucred);
+    let mut iov = [IoSliceMut::new(&mut buf)];
+    let msg = loop {
+        match recvmsg::<()>(
+            sock.as_raw_fd(),
+            &mut iov,
+            Some(&mut cmsg),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        ) {
+            Err(Errno::EINTR) => {}
+            other => break other?,
+        }
+    };
+    let mut fds = Vec::new();
+    let mut malformed = msg.flags.intersects(MsgFlags::MSG_TRUNC | MsgFlags::MSG_CTRUNC) || msg.bytes > max;
+    let bytes = msg.bytes;
+    match msg.cmsgs() {
+        Ok(cmsgs) => {
+            for c in cmsgs {
+                match c {
+                    ControlMessageOwned::ScmRights(raw) => {
+                        // SAFETY: this recvmsg just installed each fd in our table; nothing else owns it.
+                        fds.extend(raw.into_iter().map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }));
+                    }
+                    // SCM_CREDENTIALS or anything else: not part of the protocol.
+                    _ => malformed = true,
+                }
+            }
+        }
+        Err(_) => malformed = true,
+    }
+    buf.truncate(bytes.min(max));
+    Ok(Datagram {
+        bytes: buf,
+        fds,
+        malformed,
+    })
+}
+
+/// Borrows an fd number for a check without taking ownership; `None` if it is not open.
+pub fn with_raw_fd<T>(fd: RawFd, f: impl FnOnce(BorrowedFd<'_>) -> T) -> Option<T> {
+    // SAFETY: F_GETFD only reads the fd table entry.
+    if fd < 0 || unsafe { libc::fcntl(fd, libc::F_GETFD) } == -1 {
+        return None;
+    }
+    // SAFETY: the fd is open (checked above) and stays open for the duration of `f`: this process is
+    // single-threaded and `f` receives only a borrow.
+    Some(f(unsafe { BorrowedFd::borrow_raw(fd) }))
+}
+
+fn ifreq() -> libc::ifreq {
+    // SAFETY: `ifreq` is a plain C struct (arrays and a union of integers); all zeroes is a valid value.
+    unsafe { std::mem::zeroed() }
+}
+
+fn ifr_name(ifr: &libc::ifreq) -> String {
+    let bytes: Vec<u8> = ifr
+        .ifr_name
+        .iter()
+        .take_while(|&&c| c != 0)
+        .map(|&c| c.cast_unsigned())
+        .collect();
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+/// `TUNSETIFF` with an empty name (the kernel picks a free `tapN`) and `flags`; returns the chosen name.
+pub fn tun_set_iff(tun: &OwnedFd, flags: i32) -> io::Result<String> {
+    tun_set_iff_named(tun, "", flags)
+}
+
+/// `TUNSETIFF` on `name` (at most 15 bytes; longer is refused, never cut) with `flags`.
+pub fn tun_set_iff_named(tun: &OwnedFd, name: &str, flags: i32) -> io::Result<String> {
+    let mut ifr = ifreq();
+    if name.len() >= IFNAMSIZ {
+        return Err(io::Error::from_raw_os_error(libc::ENAMETOOLONG));
+    }
+    for (d, s) in ifr.ifr_name.iter_mut().zip(name.bytes()) {
+        *d = s.cast_signed();
+    }
+    // ifr_flags is a C `short`: IFF_TUN_EXCL (0x8000) is its sign bit.
+    ifr.ifr_ifru.ifru_flags = u16::try_from(flags & 0xffff).unwrap_or(0).cast_signed();
+    // SAFETY: `ifr` is a `libc::ifreq`, the struct TUNSETIFF reads and writes back, and it lives across
+    // the call; `tun` is an open /dev/net/tun fd.
+    let r = unsafe { libc::ioctl(tun.as_raw_fd(), libc::TUNSETIFF, &raw mut ifr) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(ifr_name(&ifr))
+}
+
+/// `TUNGETIFF`: the name and flags of the device a tun fd is attached to.
+pub fn tun_get_iff(tun: BorrowedFd<'_>) -> io::Result<(String, u16)> {
+    let mut ifr = ifreq();
+    // SAFETY: TUNGETIFF writes a `struct ifreq` into `ifr`, which lives across the call. The caller has
+    // checked that `tun` is the tun character device, so the ioctl number means TUNGETIFF.
+    let r = unsafe { libc::ioctl(tun.as_raw_fd(), libc::TUNGETIFF, &raw mut ifr) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: TUNGETIFF fills the `ifru_flags` member of the union.
+    let flags = unsafe { ifr.ifr_ifru.ifru_flags };
+    Ok((ifr_name(&ifr), flags.cast_unsigned()))
+}
+
+/// `TUNSETOWNER`: only this uid (or CAP_NET_ADMIN) may attach further queues.
+pub fn tun_set_owner(tun: &OwnedFd, uid: u32) -> io::Result<()> {
+    // SAFETY: TUNSETOWNER takes the uid by value; `tun` is an open tun fd.
+    let r = unsafe { libc::ioctl(tun.as_raw_fd(), libc::TUNSETOWNER, libc::c_ulong::from(uid)) };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// `TUNGETFEATURES`: the `IFF_*` flags this kernel's tun driver supports.
+pub fn tun_get_features(tun: &OwnedFd) -> io::Result<u32> {
+    let mut features: libc::c_uint = 0;
+    // SAFETY: TUNGETFEATURES writes one `unsigned int` to the pointer, which points at `features`.
+    let r = unsafe { libc::ioctl(tun.as_raw_fd(), libc::TUNGETFEATURES, &raw mut features) };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(features)
+    }
+}
+
+/// `TUNGETDEVNETNS`: an fd on the network namespace the tap lives in.
+pub fn tun_get_netns(tun: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    // SAFETY: TUNGETDEVNETNS takes no argument and returns a new fd; `tun` was checked to be a tun fd.
+    let r = unsafe { libc::ioctl(tun.as_raw_fd(), libc::TUNGETDEVNETNS) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: on success the ioctl returned a new fd that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(r) })
+}
+
+/// `SIOCGIFHWADDR` on the tap fd itself (the tun driver answers it): no name lookup, no race.
+pub fn tun_get_mac(tun: BorrowedFd<'_>) -> io::Result<[u8; 6]> {
+    let mut ifr = ifreq();
+    // SAFETY: the tun driver copies a `struct ifreq` in and out for SIOCGIFHWADDR; `ifr` lives across the
+    // call; `tun` was checked to be a tun fd.
+    let r = unsafe { libc::ioctl(tun.as_raw_fd(), SIOCGIFHWADDR, &raw mut ifr) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: SIOCGIFHWADDR fills the `ifru_hwaddr` member of the union.
+    let sa = unsafe { ifr.ifr_ifru.ifru_hwaddr };
+    if sa.sa_family != ARPHRD_ETHER {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    let mut mac = [0u8; 6];
+    for (m, d) in mac.iter_mut().zip(sa.sa_data.iter()) {
+        *m = d.cast_unsigned();
+    }
+    Ok(mac)
+}
+
+/// `SIOCSIFHWADDR` on the tap fd: setting the MAC ourselves makes `addr_assign_type` "set", so udev's
+/// `MACAddressPolicy=persistent` does not rewrite it after we reported it.
+pub fn tun_set_mac(tun: &OwnedFd, mac: [u8; 6]) -> io::Result<()> {
+    let mut ifr = ifreq();
+    ifr.ifr_ifru.ifru_hwaddr.sa_family = ARPHRD_ETHER;
+    // SAFETY: writing plain integers into the `ifru_hwaddr` member we just initialised.
+    let data = unsafe { &mut ifr.ifr_ifru.ifru_hwaddr.sa_data };
+    for (d, m) in data.iter_mut().zip(mac) {
+        *d = m.cast_signed();
+    }
+    // SAFETY: the tun driver reads a `struct ifreq` for SIOCSIFHWADDR; `ifr` lives across the call.
+    let r = unsafe { libc::ioctl(tun.as_raw_fd(), SIOCSIFHWADDR, &raw mut ifr) };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// Opens the syslog connection now (`LOG_NDELAY`), before Landlock closes the filesystem.
+pub fn open_syslog() {
+    // SAFETY: the ident is a `'static` NUL-terminated string, as openlog requires (it keeps the pointer).
+    unsafe {
+        libc::openlog(
+            c"vmpriv-helper".as_ptr(),
+            libc::LOG_PID | libc::LOG_NDELAY,
+            libc::LOG_AUTHPRIV,
+        );
+    }
+}
+
+/// One syslog record.
+pub fn syslog(priority: libc::c_int, msg: &CStr) {
+    // SAFETY: a constant "%s" format with one NUL-terminated string argument.
+    unsafe { libc::syslog(priority, c"%s".as_ptr(), msg.as_ptr()) };
+}
+
+const LANDLOCK_CREATE_RULESET_VERSION: u32 = 1;
+
+#[repr(C)]
+struct LandlockRulesetAttr {
+    handled_access_fs: u64,
+}
+
+#[repr(C, packed)]
+struct LandlockPathBeneathAttr {
+    allowed_access: u64,
+    parent_fd: i32,
+}
+
+const LANDLOCK_RULE_PATH_BENEATH: u32 = 1;
+const ACCESS_FS_WRITE_FILE: u64 = 1 << 1;
+const ACCESS_FS_READ_FILE: u64 = 1 << 2;
+const ACCESS_FS_IOCTL_DEV: u64 = 1 << 15;
+
+/// Landlock: no further filesystem access except opening `/dev/net/tun` (`tun`, an `O_PATH` fd on it)
+/// read-write. Returns `Ok(false)` where the kernel lacks Landlock.
+pub fn landlock_deny_filesystem(tun: Option<BorrowedFd<'_>>) -> io::Result<bool> {
+    // SAFETY: with a null attr, size 0 and the VERSION flag, the syscall only returns the ABI version.
+    let abi = unsafe {
+        libc::syscall(
+            libc::SYS_landlock_create_ruleset,
+            std::ptr::null::<u8>(),
+            0usize,
+            LANDLOCK_CREATE_RULESET_VERSION,
+        )
+    };
+    if abi < 1 {
+        return Ok(false);
+    }
+    // ABI 1 has 13 filesystem rights, ABI 2 adds REFER, 3 TRUNCATE, 5 IOCTL_DEV.
+    let handled: u64 = match abi {
+        1 => (1 << 13) - 1,
+        2 => (1 << 14) - 1,
+        3 | 4 => (1 << 15) - 1,
+        _ => (1 << 16) - 1,
+    };
+    let attr = LandlockRulesetAttr {
+        handled_access_fs: handled,
+    };
+    // SAFETY: `attr` is the `#[repr(C)]` prefix of `struct landlock_ruleset_attr` and its size is passed.
+    let ruleset = unsafe {
+        libc::syscall(
+            libc::SYS_landlock_create_ruleset,
+            &raw const attr,
+            std::mem::size_of::<LandlockRulesetAttr>(),
+            0u32,
+        )
+    };
+    if ruleset < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let ruleset = RawFd::try_from(ruleset).map_err(|_| io::Error::from_raw_os_error(libc::EBADF))?;
+    // SAFETY: the syscall returned a new fd that nothing else owns.
+    let ruleset = unsafe { OwnedFd::from_raw_fd(ruleset) };
+    if let Some(tun) = tun {
+        let ioctl = if abi >= 5 { ACCESS_FS_IOCTL_DEV } else { 0 };
+        let rule = LandlockPathBeneathAttr {
+            allowed_access: ACCESS_FS_READ_FILE | ACCESS_FS_WRITE_FILE | ioctl,
+            parent_fd: tun.as_raw_fd(),
+        };
+        // SAFETY: `rule` is the packed `struct landlock_path_beneath_attr` the kernel reads for
+        // LANDLOCK_RULE_PATH_BENEATH; it lives across the call.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_landlock_add_rule,
+                ruleset.as_raw_fd(),
+                LANDLOCK_RULE_PATH_BENEATH,
+                &raw const rule,
+                0u32,
+            )
+        };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    // SAFETY: restrict_self takes the ruleset fd and flags 0; no_new_privs is already set.
+    let r = unsafe { libc::syscall(libc::SYS_landlock_restrict_self, ruleset.as_raw_fd(), 0u32) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(true)
+}
+
+/// The errno of an `io::Error`, for replies.
+pub fn errno_of(e: &io::Error) -> i32 {
+    e.raw_os_error().unwrap_or(libc::EIO)
+}
+
+/// Converts nix's errno.
+pub fn errno_io(e: Errno) -> io::Error {
+    io::Error::from_raw_os_error(e as i32)
+}
