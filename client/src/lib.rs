@@ -1,1 +1,560 @@
-//! vmpriv client
+//! The library VM processes link to get taps from vmpriv's privileged helper.
+//!
+//! [`Helper::spawn`] starts `vmpriv-helper --session` on a `SOCK_SEQPACKET` socket pair and checks the
+//! handshake; each call is one blocking request. A [`Tap`] owns its queue fds: the tap lives exactly as
+//! long as some fd of it is open, so dropping the `Tap` (or the VM process dying) removes it.
+//!
+//! ```no_run
+//! use vmpriv_client::{Helper, TapOptions};
+//!
+//! let mut helper = Helper::spawn()?;
+//! let tap = helper.create_tap(&TapOptions::new().switch("br0").vnet_hdr(true).local(1, 0, false))?;
+//! println!("{} {:02x?} mtu {}", tap.name(), tap.mac(), tap.mtu());
+//! let fds = tap.into_raw_fds(); // hand these to the VMM (e.g. cloud-hypervisor --net fd=...)
+//! # Ok::<(), vmpriv_client::ClientError>(())
+//! ```
+#![deny(unsafe_code)]
+#![warn(missing_docs)]
+
+use std::io::{IoSlice, IoSliceMut};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus};
+
+use nix::errno::Errno;
+use nix::sys::socket::{
+    AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags, SockFlag, SockType, recvmsg, sendmsg,
+    socketpair,
+};
+use vmpriv_protocol::wire::{self, FdIndex, MAX_FRAME, MAX_QUEUES, Request, Response};
+pub use vmpriv_protocol::wire::{IfConfig, Invalid, LocalRequest, Status, TapInfo, Unsupported};
+pub use vmpriv_protocol::{Inet4Pair, Inet6Pair};
+
+/// Where an installed helper lives.
+pub const INSTALLED_HELPER: &str = "/usr/local/libexec/vmpriv-helper";
+
+/// Why a call failed. The helper's distinctions are kept: denied, quota, invalid, kernel, unsupported.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// No helper binary was found.
+    #[error(
+        "vmpriv-helper not found: set VMPRIV_HELPER, install it as {INSTALLED_HELPER}, or put it beside this program"
+    )]
+    NotFound,
+    /// The helper could not be started.
+    #[error("cannot start {path}: {source}")]
+    Spawn {
+        /// The helper path.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The helper exited before answering; it printed the reason on stderr.
+    #[error(
+        "vmpriv-helper exited ({status}) before answering: see its message above (usually: not installed \
+         setuid root or with cap_net_admin, or a policy error)"
+    )]
+    HelperExited {
+        /// Its exit status.
+        status: ExitStatus,
+    },
+    /// The helper died or closed the session mid-call.
+    #[error("vmpriv-helper died or closed the session mid-call")]
+    HelperDied,
+    /// The policy does not grant this, or the object does not exist (one answer, by design).
+    #[error(
+        "denied: the policy does not grant this, or it does not exist (ask the admin; `vmpriv whoami` shows your grants)"
+    )]
+    Denied,
+    /// The caller already owns as many live taps as its quota allows.
+    #[error(
+        "quota reached: you already own {limit} live taps (close some, or ask the admin for a larger quota)"
+    )]
+    Quota {
+        /// The quota.
+        limit: u32,
+    },
+    /// The request was invalid.
+    #[error("invalid request: {0}")]
+    Invalid(Invalid),
+    /// The kernel refused.
+    #[error("the kernel refused: {}", Errno::from_raw(*errno).desc())]
+    Kernel {
+        /// The errno.
+        errno: i32,
+    },
+    /// The kernel or helper lacks a feature.
+    #[error("unsupported here: {0}")]
+    Unsupported(Unsupported),
+    /// The helper speaks another protocol version.
+    #[error(
+        "protocol version mismatch: the helper speaks version {supported}, this library {}",
+        wire::VERSION
+    )]
+    Version {
+        /// The helper's version.
+        supported: u8,
+    },
+    /// The helper's reply made no sense.
+    #[error("unexpected reply from vmpriv-helper")]
+    Protocol,
+    /// A socket error on our side.
+    #[error("socket error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl From<vmpriv_protocol::Error> for ClientError {
+    fn from(e: vmpriv_protocol::Error) -> Self {
+        use vmpriv_protocol::Error as E;
+        match e {
+            E::Denied => ClientError::Denied,
+            E::Quota { limit } => ClientError::Quota { limit },
+            E::Invalid(i) => ClientError::Invalid(i),
+            E::Kernel { errno } => ClientError::Kernel { errno },
+            E::Unsupported(u) => ClientError::Unsupported(u),
+            E::Version { supported } => ClientError::Version { supported },
+        }
+    }
+}
+
+/// What to ask for when creating a tap. `up` defaults to true.
+#[derive(Debug, Clone)]
+pub struct TapOptions {
+    queues: u8,
+    vnet_hdr: bool,
+    config: IfConfig,
+}
+
+impl Default for TapOptions {
+    fn default() -> Self {
+        TapOptions {
+            queues: 1,
+            vnet_hdr: false,
+            config: IfConfig {
+                up: Some(true),
+                ..IfConfig::default()
+            },
+        }
+    }
+}
+
+impl TapOptions {
+    /// One queue, no vnet header, up, nothing else.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Attach to this switch (bridge); the tap takes its MTU.
+    pub fn switch(mut self, name: &str) -> Self {
+        self.config.switch = Some(name.to_owned());
+        self
+    }
+    /// `IFF_VNET_HDR`, for virtio-net offloads.
+    pub fn vnet_hdr(mut self, on: bool) -> Self {
+        self.vnet_hdr = on;
+        self
+    }
+    /// Number of queues (fds), 1 to 8.
+    pub fn queues(mut self, n: u8) -> Self {
+        self.queues = n;
+        self
+    }
+    /// Interface description.
+    pub fn description(mut self, text: &str) -> Self {
+        self.config.description = Some(text.to_owned());
+        self
+    }
+    /// Interface group, by a name the policy defines.
+    pub fn group(mut self, name: &str) -> Self {
+        self.config.group = Some(name.to_owned());
+        self
+    }
+    /// Routing domain (for a tap not on a switch).
+    pub fn rdomain(mut self, n: u32) -> Self {
+        self.config.rdomain = Some(n);
+        self
+    }
+    /// Leave the tap down (or bring it up).
+    pub fn up(mut self, up: bool) -> Self {
+        self.config.up = Some(up);
+        self
+    }
+    /// The local addresses of (vm, nic): an IPv4 /31, and an IPv6 /96 if `inet6`.
+    pub fn local(mut self, vm: u32, nic: u32, inet6: bool) -> Self {
+        self.config.local = Some(LocalRequest { vm, nic, inet6 });
+        self
+    }
+    /// The configuration part.
+    pub fn config(&self) -> &IfConfig {
+        &self.config
+    }
+}
+
+/// A tap the helper created for us: its queue fds and what the helper reported.
+#[derive(Debug)]
+pub struct Tap {
+    fds: Vec<OwnedFd>,
+    info: TapInfo,
+}
+
+impl Tap {
+    /// Interface name.
+    pub fn name(&self) -> &str {
+        &self.info.ifname
+    }
+    /// Interface index.
+    pub fn ifindex(&self) -> u32 {
+        self.info.ifindex
+    }
+    /// Link-layer address (first octet 0xFE).
+    pub fn mac(&self) -> [u8; 6] {
+        self.info.mac
+    }
+    /// The MAC as `fe:..:..`.
+    pub fn mac_string(&self) -> String {
+        self.info
+            .mac
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<Vec<_>>()
+            .join(":")
+    }
+    /// MTU.
+    pub fn mtu(&self) -> u32 {
+        self.info.mtu
+    }
+    /// The local IPv4 /31, if asked for.
+    pub fn inet(&self) -> Option<Inet4Pair> {
+        self.info.inet
+    }
+    /// The local IPv6 /96, if asked for.
+    pub fn inet6(&self) -> Option<Inet6Pair> {
+        self.info.inet6
+    }
+    /// Everything the helper reported.
+    pub fn info(&self) -> &TapInfo {
+        &self.info
+    }
+    /// The queue fds.
+    pub fn fds(&self) -> &[OwnedFd] {
+        &self.fds
+    }
+    /// Gives up ownership of the queue fds, e.g. to hand them to a VMM across exec.
+    pub fn into_raw_fds(self) -> Vec<RawFd> {
+        self.fds.into_iter().map(IntoRawFd::into_raw_fd).collect()
+    }
+    /// Gives up ownership of the queue fds as `OwnedFd`s.
+    pub fn into_fds(self) -> Vec<OwnedFd> {
+        self.fds
+    }
+}
+
+impl AsFd for Tap {
+    /// The first queue's fd.
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        // A Tap always has at least one fd: the helper sends `queues` >= 1 of them.
+        self.fds
+            .first()
+            .map_or_else(|| unreachable!("a Tap has at least one fd"), AsFd::as_fd)
+    }
+}
+
+/// A switch the policy grants and the kernel has.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SwitchInfo {
+    /// Its name.
+    pub name: String,
+    /// Its index.
+    pub ifindex: u32,
+    /// Its MTU.
+    pub mtu: u32,
+}
+
+/// A session with the helper.
+pub struct Helper {
+    sock: OwnedFd,
+    child: Child,
+}
+
+/// Finds the helper: `VMPRIV_HELPER`, then the installed path, then beside the current executable.
+pub fn find_helper() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("VMPRIV_HELPER") {
+        return Some(PathBuf::from(p));
+    }
+    if Path::new(INSTALLED_HELPER).exists() {
+        return Some(PathBuf::from(INSTALLED_HELPER));
+    }
+    let beside = std::env::current_exe().ok()?.parent()?.join("vmpriv-helper");
+    beside.exists().then_some(beside)
+}
+
+impl Helper {
+    /// Starts the helper found by [`find_helper`] and performs the handshake.
+    pub fn spawn() -> Result<Helper, ClientError> {
+        Helper::spawn_at(&find_helper().ok_or(ClientError::NotFound)?)
+    }
+
+    /// Starts the helper at `path` and performs the handshake.
+    pub fn spawn_at(path: &Path) -> Result<Helper, ClientError> {
+        Helper::spawn_command(Command::new(path), path)
+    }
+
+    /// Starts `cmd` (a helper, possibly with extra arguments such as `--policy` for root) with
+    /// `--session --fd=N` appended, and performs the handshake.
+    pub fn spawn_command(mut cmd: Command, path: &Path) -> Result<Helper, ClientError> {
+        let (ours, theirs) = socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )
+        .map_err(std::io::Error::from)?;
+        let fd = theirs.as_raw_fd();
+        cmd.arg("--session").arg(format!("--fd={fd}"));
+        {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: the closure only calls fcntl(2), which is async-signal-safe, on an fd that is open
+            // in the child (it was inherited); it allocates nothing.
+            #[allow(unsafe_code)]
+            unsafe {
+                cmd.pre_exec(move || {
+                    if libc::fcntl(fd, libc::F_SETFD, 0) == -1 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let child = cmd.spawn().map_err(|source| ClientError::Spawn {
+            path: path.to_owned(),
+            source,
+        })?;
+        drop(theirs);
+        let mut helper = Helper { sock: ours, child };
+        match helper.call(&Request::Hello, &[]) {
+            Ok((Response::Hello { version }, _)) if version == wire::VERSION => Ok(helper),
+            Ok((Response::Hello { version }, _)) => Err(ClientError::Version { supported: version }),
+            Ok(_) => Err(ClientError::Protocol),
+            Err(ClientError::HelperDied) => {
+                let status = helper.child.wait()?;
+                Err(ClientError::HelperExited { status })
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The helper's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends one request with `fds` and returns the reply and the fds it carried.
+    pub fn call(
+        &mut self,
+        req: &Request,
+        fds: &[BorrowedFd<'_>],
+    ) -> Result<(Response, Vec<OwnedFd>), ClientError> {
+        let frame = wire::encode(req).map_err(|_| ClientError::Protocol)?;
+        let raw: Vec<RawFd> = fds.iter().map(AsRawFd::as_raw_fd).collect();
+        let cmsg = [ControlMessage::ScmRights(&raw)];
+        let cmsgs: &[ControlMessage<'_>] = if raw.is_empty() { &[] } else { &cmsg };
+        match sendmsg::<()>(
+            self.sock.as_raw_fd(),
+            &[IoSlice::new(&frame)],
+            cmsgs,
+            MsgFlags::MSG_NOSIGNAL,
+            None,
+        ) {
+            Ok(_) => {}
+            Err(Errno::EPIPE | Errno::ECONNRESET) => return Err(ClientError::HelperDied),
+            Err(e) => return Err(std::io::Error::from(e).into()),
+        }
+        self.receive()
+    }
+
+    fn receive(&mut self) -> Result<(Response, Vec<OwnedFd>), ClientError> {
+        let mut buf = vec![0u8; MAX_FRAME + 1];
+        let mut cmsg = nix::cmsg_space!([RawFd; MAX_QUEUES as usize]);
+        let mut iov = [IoSliceMut::new(&mut buf)];
+        let msg = loop {
+            match recvmsg::<()>(
+                self.sock.as_raw_fd(),
+                &mut iov,
+                Some(&mut cmsg),
+                MsgFlags::MSG_CMSG_CLOEXEC,
+            ) {
+                Err(Errno::EINTR) => {}
+                Err(Errno::ECONNRESET) => return Err(ClientError::HelperDied),
+                other => break other.map_err(std::io::Error::from)?,
+            }
+        };
+        let mut fds = Vec::new();
+        for c in msg.cmsgs().map_err(std::io::Error::from)? {
+            if let ControlMessageOwned::ScmRights(raw) = c {
+                for fd in raw {
+                    // SAFETY: recvmsg just installed this fd in our table; nothing else owns it.
+                    #[allow(unsafe_code)]
+                    fds.push(unsafe { OwnedFd::from_raw_fd(fd) });
+                }
+            }
+        }
+        let n = msg.bytes;
+        if n == 0 {
+            return Err(ClientError::HelperDied);
+        }
+        let response = wire::decode::<Response>(buf.get(..n).ok_or(ClientError::Protocol)?)
+            .map_err(|_| ClientError::Protocol)?;
+        match response {
+            Response::Error(e) => Err(e.into()),
+            r => Ok((r, fds)),
+        }
+    }
+
+    fn tap_call(&mut self, req: &Request, tap: BorrowedFd<'_>) -> Result<TapInfo, ClientError> {
+        match self.call(req, &[tap])? {
+            (Response::Tap(info), _) => Ok(info),
+            _ => Err(ClientError::Protocol),
+        }
+    }
+
+    /// Creates a tap owned by the caller, configured as `opts` asks.
+    pub fn create_tap(&mut self, opts: &TapOptions) -> Result<Tap, ClientError> {
+        let req = Request::CreateTap {
+            queues: opts.queues,
+            vnet_hdr: opts.vnet_hdr,
+            config: opts.config.clone(),
+        };
+        match self.call(&req, &[])? {
+            (Response::Tap(info), fds) if fds.len() == usize::from(opts.queues) => Ok(Tap { fds, info }),
+            _ => Err(ClientError::Protocol),
+        }
+    }
+
+    /// Configures a tap we hold (in vmd's order, all or nothing).
+    pub fn configure(&mut self, tap: impl AsFd, config: &IfConfig) -> Result<TapInfo, ClientError> {
+        self.tap_call(
+            &Request::Configure {
+                tap: FdIndex(0),
+                config: config.clone(),
+            },
+            tap.as_fd(),
+        )
+    }
+
+    /// vmd's IFEXISTS: the switch exists, is a bridge, and the policy grants it.
+    pub fn switch_exists(&mut self, switch: &str) -> Result<SwitchInfo, ClientError> {
+        match self.call(
+            &Request::SwitchExists {
+                switch: switch.to_owned(),
+            },
+            &[],
+        )? {
+            (Response::Switch { name, ifindex, mtu }, _) => Ok(SwitchInfo { name, ifindex, mtu }),
+            _ => Err(ClientError::Protocol),
+        }
+    }
+
+    /// vmd's IFADD.
+    pub fn attach(&mut self, tap: impl AsFd, switch: &str) -> Result<TapInfo, ClientError> {
+        self.tap_call(
+            &Request::AttachToSwitch {
+                tap: FdIndex(0),
+                switch: switch.to_owned(),
+            },
+            tap.as_fd(),
+        )
+    }
+
+    /// vmd's IFDESCR.
+    pub fn set_description(&mut self, tap: impl AsFd, text: &str) -> Result<TapInfo, ClientError> {
+        self.tap_call(
+            &Request::SetDescription {
+                tap: FdIndex(0),
+                description: text.to_owned(),
+            },
+            tap.as_fd(),
+        )
+    }
+
+    /// vmd's IFRDOMAIN.
+    pub fn set_rdomain(&mut self, tap: impl AsFd, rdomain: u32) -> Result<TapInfo, ClientError> {
+        self.tap_call(
+            &Request::SetRdomain {
+                tap: FdIndex(0),
+                rdomain,
+            },
+            tap.as_fd(),
+        )
+    }
+
+    /// vmd's IFUP / IFDOWN.
+    pub fn set_up(&mut self, tap: impl AsFd, up: bool) -> Result<TapInfo, ClientError> {
+        self.tap_call(&Request::SetUp { tap: FdIndex(0), up }, tap.as_fd())
+    }
+
+    /// vmd's IFGROUP.
+    pub fn set_group(&mut self, tap: impl AsFd, group: &str) -> Result<TapInfo, ClientError> {
+        self.tap_call(
+            &Request::SetGroup {
+                tap: FdIndex(0),
+                group: group.to_owned(),
+            },
+            tap.as_fd(),
+        )
+    }
+
+    /// vmd's IFADDR: the host side of (vm, nic)'s /31.
+    pub fn add_local_inet(&mut self, tap: impl AsFd, vm: u32, nic: u32) -> Result<TapInfo, ClientError> {
+        self.tap_call(
+            &Request::AddLocalInet {
+                tap: FdIndex(0),
+                vm,
+                nic,
+            },
+            tap.as_fd(),
+        )
+    }
+
+    /// vmd's IFADDR6: the host side of (vm, nic)'s /96.
+    pub fn add_local_inet6(&mut self, tap: impl AsFd, vm: u32, nic: u32) -> Result<TapInfo, ClientError> {
+        self.tap_call(
+            &Request::AddLocalInet6 {
+                tap: FdIndex(0),
+                vm,
+                nic,
+            },
+            tap.as_fd(),
+        )
+    }
+
+    /// vmd's GET_ADDR: name, index and MAC of a tap we hold.
+    pub fn link_addr(&mut self, tap: impl AsFd) -> Result<TapInfo, ClientError> {
+        self.tap_call(&Request::GetLinkAddr { tap: FdIndex(0) }, tap.as_fd())
+    }
+
+    /// Undo configuration: detach, down, no description, group 0, local addresses removed.
+    pub fn reset(&mut self, tap: impl AsFd) -> Result<TapInfo, ClientError> {
+        self.tap_call(&Request::Reset { tap: FdIndex(0) }, tap.as_fd())
+    }
+
+    /// What the policy grants us and how much of our quota is in use.
+    pub fn status(&mut self) -> Result<Status, ClientError> {
+        match self.call(&Request::Status, &[])? {
+            (Response::Status(s), _) => Ok(s),
+            _ => Err(ClientError::Protocol),
+        }
+    }
+
+    /// Ends the session and waits for the helper to exit.
+    pub fn close(mut self) -> Result<ExitStatus, ClientError> {
+        let _ = nix::sys::socket::shutdown(self.sock.as_raw_fd(), nix::sys::socket::Shutdown::Both);
+        Ok(self.child.wait()?)
+    }
+}
+
+impl Drop for Helper {
+    /// Ends the session (the helper exits at EOF) and reaps the helper.
+    fn drop(&mut self) {
+        let _ = nix::sys::socket::shutdown(self.sock.as_raw_fd(), nix::sys::socket::Shutdown::Both);
+        let _ = self.child.wait();
+    }
+}
