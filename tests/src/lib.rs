@@ -1,1 +1,279 @@
-//! test harness
+//! The scenario harness, written once: each kernel scenario runs in a child process made with
+//! `unshare --net --mount` (a multi-threaded test binary cannot unshare its own mount namespace), with
+//! `/etc` overlaid so the test can write `/etc/vmpriv/policy.conf`, a setuid-root copy of the helper
+//! in a 0755 temp dir, and the test body acting as uid/gid 65534. Kernel state is read back with
+//! `ip -j`, never taken from our own return values.
+#![allow(
+    clippy::missing_panics_doc,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
+
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+/// The uid and gid the scenarios act as.
+pub const NOBODY: u32 = 65534;
+
+/// What a scenario body gets.
+pub struct Scenario {
+    /// The 0755 temp dir holding the setuid copy.
+    pub dir: PathBuf,
+    /// The setuid-root helper.
+    pub helper: PathBuf,
+    /// The `vmpriv` command (not setuid).
+    pub cli: PathBuf,
+}
+
+/// Whether this process may run kernel scenarios. Without root they skip with a printed reason,
+/// except under `VMPRIV_REQUIRE_PRIVILEGED=1` (CI), where a skip is a failure.
+pub fn privileged(test: &str) -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    assert!(
+        std::env::var_os("VMPRIV_REQUIRE_PRIVILEGED").is_none_or(|v| v != "1"),
+        "{test}: needs root (VMPRIV_REQUIRE_PRIVILEGED=1 makes this a failure, not a skip)"
+    );
+    eprintln!("SKIPPED {test}: needs root to make namespaces and a setuid copy");
+    false
+}
+
+/// The binaries under test: `(helper, cli)`. Only integration tests know their paths, hence a macro.
+#[macro_export]
+macro_rules! bins {
+    () => {
+        (
+            env!("CARGO_BIN_EXE_vmpriv-helper-under-test"),
+            env!("CARGO_BIN_EXE_vmpriv-under-test"),
+        )
+    };
+}
+
+/// Runs `body` as `test` (the `#[test]` function's name) in its own network and mount namespaces,
+/// with `policy` at `/etc/vmpriv/policy.conf`. `bins` comes from [`bins!`].
+pub fn scenario(test: &str, bins: (&str, &str), policy: &str, body: impl FnOnce(&Scenario)) {
+    if std::env::var("VMPRIV_SCENARIO").as_deref() == Ok(test) {
+        let s = setup(test, bins, policy);
+        body(&s);
+        become_root();
+        let _ = std::fs::remove_dir_all(&s.dir);
+        return;
+    }
+    if !privileged(test) {
+        return;
+    }
+    let exe = std::env::current_exe().unwrap();
+    let out = Command::new("unshare")
+        .args(["--net", "--mount", "--"])
+        .arg(&exe)
+        .args([test, "--exact", "--nocapture", "--test-threads=1"])
+        .env("VMPRIV_SCENARIO", test)
+        .output()
+        .expect("unshare (util-linux) runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stdout.contains("1 passed"),
+        "scenario {test} failed ({}):\n--- stdout\n{stdout}\n--- stderr\n{stderr}",
+        out.status
+    );
+    // Show what the scenario printed (figures, skips) in the outer run too.
+    for line in stdout
+        .lines()
+        .chain(stderr.lines())
+        .filter(|l| l.starts_with("SKIPPED") || l.starts_with("MEASURED"))
+    {
+        eprintln!("{line}");
+    }
+}
+
+fn setup(test: &str, (helper_bin, cli_bin): (&str, &str), policy: &str) -> Scenario {
+    sh(&["mount", "--make-rprivate", "/"]);
+    let dir = PathBuf::from(format!("/var/tmp/vmpriv-test.{}.{test}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("upper")).unwrap();
+    std::fs::create_dir_all(dir.join("work")).unwrap();
+    chmod(&dir, 0o755);
+    chmod(&dir.join("upper"), 0o755);
+    let opts = format!("lowerdir=/etc,upperdir={0}/upper,workdir={0}/work", dir.display());
+    sh(&["mount", "-t", "overlay", "overlay", "-o", &opts, "/etc"]);
+    write_policy(policy);
+    let helper = dir.join("vmpriv-helper");
+    std::fs::copy(helper_bin, &helper).unwrap();
+    nix::unistd::chown(&helper, Some(0.into()), Some(0.into())).unwrap();
+    chmod(&helper, 0o4755);
+    let cli = dir.join("vmpriv");
+    std::fs::copy(cli_bin, &cli).unwrap();
+    chmod(&cli, 0o755);
+    sh(&["ip", "link", "set", "lo", "up"]);
+    Scenario { dir, helper, cli }
+}
+
+/// Replaces `/etc/vmpriv/policy.conf` (root-owned, 0644) inside the scenario's `/etc` overlay.
+pub fn write_policy(policy: &str) {
+    std::fs::create_dir_all("/etc/vmpriv").unwrap();
+    chmod(Path::new("/etc/vmpriv"), 0o755);
+    std::fs::write("/etc/vmpriv/policy.conf", policy).unwrap();
+    chmod(Path::new("/etc/vmpriv/policy.conf"), 0o644);
+}
+
+/// `chmod`.
+pub fn chmod(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// Runs a command as root (call [`become_root`] first if the body dropped); panics if it fails.
+pub fn sh(args: &[&str]) -> String {
+    let out = run(args);
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs a command, returning its output whatever its status.
+pub fn run<S: AsRef<OsStr>>(args: &[S]) -> Output {
+    let (prog, rest) = args.split_first().unwrap();
+    Command::new(prog).args(rest).output().unwrap()
+}
+
+/// The scenario process acts as uid/gid 65534 (real and effective), keeping a saved uid of 0 so that
+/// [`become_root`] can come back for setup and cleanup. The helper sees a caller of uid 65534 with no
+/// supplementary groups, exactly as from `setpriv --reuid=65534 --regid=65534 --clear-groups`.
+pub fn become_nobody() {
+    become_root();
+    nix::unistd::setgroups(&[]).unwrap();
+    let id = nix::unistd::Gid::from_raw(NOBODY);
+    nix::unistd::setresgid(id, id, 0.into()).unwrap();
+    let id = nix::unistd::Uid::from_raw(NOBODY);
+    nix::unistd::setresuid(id, id, 0.into()).unwrap();
+}
+
+/// Back to root (from [`become_nobody`]).
+pub fn become_root() {
+    nix::unistd::setresuid(0.into(), 0.into(), 0.into()).unwrap();
+    nix::unistd::setresgid(0.into(), 0.into(), 0.into()).unwrap();
+}
+
+/// Runs `f` as uid 65534, then returns to root.
+pub fn as_nobody<T>(f: impl FnOnce() -> T) -> T {
+    become_nobody();
+    let r = f();
+    become_root();
+    r
+}
+
+/// `ip -j -d link show [dev NAME]` as JSON values.
+pub fn links() -> Vec<Value> {
+    let out = run(&["ip", "-j", "-d", "link", "show"]);
+    serde_json::from_slice(&out.stdout).unwrap_or_default()
+}
+
+/// One link by name, if it exists.
+pub fn link(name: &str) -> Option<Value> {
+    links().into_iter().find(|l| l["ifname"] == name)
+}
+
+/// Names of the taps that exist now.
+pub fn taps() -> Vec<String> {
+    links()
+        .into_iter()
+        .filter(|l| l["linkinfo"]["info_kind"] == "tun" && l["linkinfo"]["info_data"]["type"] == "tap")
+        .filter_map(|l| l["ifname"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// The `addr/prefixlen` strings of a link's global addresses.
+pub fn addrs(name: &str) -> Vec<String> {
+    let out = run(&["ip", "-j", "addr", "show", "dev", name]);
+    let v: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    v.iter()
+        .flat_map(|l| l["addr_info"].as_array().cloned().unwrap_or_default())
+        .filter(|a| a["scope"] == "global")
+        .map(|a| format!("{}/{}", a["local"].as_str().unwrap_or("?"), a["prefixlen"]))
+        .collect()
+}
+
+/// Every global address in the namespace, as `ifname addr/prefixlen`.
+pub fn all_addrs() -> Vec<String> {
+    let out = run(&["ip", "-j", "addr", "show"]);
+    let v: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    let mut all = Vec::new();
+    for l in &v {
+        for a in l["addr_info"].as_array().cloned().unwrap_or_default() {
+            if a["scope"] == "global" {
+                all.push(format!(
+                    "{} {}/{}",
+                    l["ifname"].as_str().unwrap_or("?"),
+                    a["local"].as_str().unwrap_or("?"),
+                    a["prefixlen"]
+                ));
+            }
+        }
+    }
+    all
+}
+
+/// Makes a bridge (up) with an optional MTU.
+pub fn bridge(name: &str, mtu: Option<u32>) {
+    sh(&["ip", "link", "add", name, "type", "bridge"]);
+    if let Some(m) = mtu {
+        sh(&["ip", "link", "set", name, "mtu", &m.to_string()]);
+    }
+    sh(&["ip", "link", "set", name, "up"]);
+}
+
+/// The `master` of a link, if any.
+pub fn master(name: &str) -> Option<String> {
+    link(name).and_then(|l| l["master"].as_str().map(str::to_owned))
+}
+
+/// Lines of `/proc/PID/status` as (key, value).
+pub fn proc_status(pid: u32) -> Vec<(String, String)> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .filter_map(|l| {
+            l.split_once(':')
+                .map(|(k, v)| (k.to_owned(), v.trim().to_owned()))
+        })
+        .collect()
+}
+
+/// Number of open fds of a process.
+pub fn fd_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, Iterator::count)
+}
+
+/// As root: an fd attached to the tun device `name` in mode `kind` (`IFF_TAP` or `IFF_TUN`), creating
+/// it if needed. For tests that need fds the caller could not get itself.
+pub fn open_tun(name: &str, kind: libc::c_int) -> std::os::fd::OwnedFd {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/net/tun")
+        .unwrap();
+    // SAFETY: a zeroed ifreq is valid; TUNSETIFF reads and writes it; it lives across the call.
+    #[allow(unsafe_code)]
+    unsafe {
+        let mut ifr: libc::ifreq = std::mem::zeroed();
+        for (d, s) in ifr.ifr_name.iter_mut().zip(name.bytes()) {
+            *d = s.cast_signed();
+        }
+        ifr.ifr_ifru.ifru_flags = i16::try_from(kind | libc::IFF_NO_PI).unwrap();
+        assert!(
+            libc::ioctl(f.as_raw_fd(), libc::TUNSETIFF, &raw mut ifr) == 0,
+            "TUNSETIFF {name}"
+        );
+    }
+    f.into()
+}

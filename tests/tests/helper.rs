@@ -1,0 +1,588 @@
+//! The helper against the real kernel: every operation and every refusal, read back with `ip -j`.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::many_single_char_names
+)]
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::Path;
+
+use vmpriv_client::{ClientError, Helper, IfConfig, Invalid, LocalRequest, TapOptions, Unsupported};
+use vmpriv_protocol::name::NameError;
+use vmpriv_tests::{
+    Scenario, addrs, all_addrs, as_nobody, become_nobody, become_root, bins, bridge, link, links, master,
+    proc_status, scenario, sh, taps,
+};
+
+const POLICY: &str = "\
+ifgroup vms 42
+ifgroup dmz 7
+rdomain 1 vrf-blue
+allow user nobody switch br0
+allow user nobody switch secretbridge123
+allow user nobody switch lo
+allow user nobody switch veth0
+allow user nobody switch nosuchbr
+deny user nobody switch br1
+allow user nobody ifgroup vms
+allow user nobody rdomain 1
+quota user nobody 3
+";
+
+fn helper(s: &Scenario) -> Helper {
+    Helper::spawn_at(&s.helper).expect("helper starts")
+}
+
+#[test]
+fn create_tap_on_a_granted_switch() {
+    scenario("create_tap_on_a_granted_switch", bins!(), POLICY, |s| {
+        bridge("br0", Some(1400));
+        become_nobody();
+        let mut h = helper(s);
+        let opts = TapOptions::new()
+            .switch("br0")
+            .description("vm1-if0 web")
+            .local(1, 0, true)
+            .group("vms");
+        let tap = h.create_tap(&opts).unwrap();
+        let l = link(tap.name()).expect("the tap exists");
+        assert_eq!(l["ifindex"], tap.ifindex());
+        assert_eq!(l["linkinfo"]["info_kind"], "tun");
+        assert_eq!(l["linkinfo"]["info_data"]["type"], "tap");
+        assert_eq!(l["linkinfo"]["info_data"]["user"], "nobody");
+        assert_eq!(l["linkinfo"]["info_data"]["persist"], false);
+        assert_eq!(l["master"], "br0");
+        assert_eq!(l["mtu"], 1400, "MTU copied from the switch");
+        assert_eq!(tap.mtu(), 1400);
+        assert_eq!(l["ifalias"], "vm1-if0 web");
+        assert_eq!(l["group"], "42");
+        assert!(l["flags"].as_array().unwrap().iter().any(|f| f == "UP"));
+        assert_eq!(l["address"], tap.mac_string());
+        assert!(tap.mac_string().starts_with("fe:"));
+        let mut a = addrs(tap.name());
+        a.sort();
+        assert_eq!(a, ["100.64.1.2/31", "fd00::6440:103:0:1/96"]);
+        assert_eq!(tap.inet().unwrap().vm.to_string(), "100.64.1.3");
+        let name = tap.name().to_owned();
+        drop(tap);
+        assert!(link(&name).is_none(), "non-persistent: gone with its last fd");
+        assert!(taps().is_empty());
+    });
+}
+
+#[test]
+fn multi_queue_tap_with_vnet_hdr() {
+    scenario("multi_queue_tap_with_vnet_hdr", bins!(), POLICY, |s| {
+        bridge("br0", None);
+        become_nobody();
+        let mut h = helper(s);
+        let tap = h
+            .create_tap(&TapOptions::new().switch("br0").queues(4).vnet_hdr(true))
+            .unwrap();
+        assert_eq!(tap.fds().len(), 4);
+        let l = link(tap.name()).unwrap();
+        assert_eq!(l["linkinfo"]["info_data"]["multi_queue"], true);
+        assert_eq!(l["linkinfo"]["info_data"]["vnet_hdr"], true);
+        assert_eq!(l["linkinfo"]["info_data"]["numqueues"], 4);
+        let name = tap.name().to_owned();
+        let mut fds = tap.into_fds();
+        fds.truncate(1);
+        assert!(link(&name).is_some(), "one queue keeps it alive");
+        drop(fds);
+        assert!(link(&name).is_none());
+        for q in [0, 9] {
+            let e = h.create_tap(&TapOptions::new().queues(q)).unwrap_err();
+            assert!(matches!(e, ClientError::Invalid(Invalid::Queues)), "{e:?}");
+        }
+        assert!(taps().is_empty());
+    });
+}
+
+/// "Not allowed" and "does not exist" and "not a bridge" are one answer, and nothing is created.
+#[test]
+fn switch_not_granted_absent_or_not_a_bridge_is_one_denied() {
+    scenario(
+        "switch_not_granted_absent_or_not_a_bridge_is_one_denied",
+        bins!(),
+        POLICY,
+        |s| {
+            bridge("br0", None);
+            bridge("br1", None);
+            bridge("br2", None);
+            sh(&[
+                "ip", "link", "add", "veth0", "type", "veth", "peer", "name", "veth1",
+            ]);
+            become_nobody();
+            let mut h = helper(s);
+            for sw in ["br1", "br2", "nosuchbr", "lo", "veth0"] {
+                let e = h.create_tap(&TapOptions::new().switch(sw)).unwrap_err();
+                assert!(matches!(e, ClientError::Denied), "{sw}: {e:?}");
+                let e = h.switch_exists(sw).unwrap_err();
+                assert!(matches!(e, ClientError::Denied), "{sw}: {e:?}");
+            }
+            assert!(taps().is_empty(), "nothing created");
+            assert_eq!(master("veth0"), None);
+            let sw = h.switch_exists("br0").unwrap();
+            assert_eq!((sw.name.as_str(), sw.mtu), ("br0", 1500));
+            assert_eq!(link("br0").unwrap()["ifindex"], sw.ifindex);
+        },
+    );
+}
+
+/// CVE-2019-13164: a 16+ byte name whose first 15 bytes match a granted switch is refused whole.
+#[test]
+fn long_switch_name_is_rejected_not_truncated() {
+    scenario(
+        "long_switch_name_is_rejected_not_truncated",
+        bins!(),
+        POLICY,
+        |s| {
+            bridge("secretbridge123", None);
+            become_nobody();
+            let mut h = helper(s);
+            for name in ["secretbridge123X", "secretbridge123secretbridge123"] {
+                let e = h.create_tap(&TapOptions::new().switch(name)).unwrap_err();
+                assert!(
+                    matches!(e, ClientError::Invalid(Invalid::SwitchName(NameError::TooLong))),
+                    "{e:?}"
+                );
+            }
+            assert!(taps().is_empty());
+            assert!(h.create_tap(&TapOptions::new().switch("secretbridge123")).is_ok());
+        },
+    );
+}
+
+/// Each vmd operation on a passed tap, one request at a time, read back from the kernel.
+#[test]
+fn every_single_operation_on_a_passed_tap() {
+    scenario("every_single_operation_on_a_passed_tap", bins!(), POLICY, |s| {
+        bridge("br0", Some(1450));
+        become_nobody();
+        let mut h = helper(s);
+        let tap = h.create_tap(&TapOptions::new().up(false)).unwrap();
+        let name = tap.name().to_owned();
+        let l = link(&name).unwrap();
+        assert!(l.get("master").is_none());
+        assert!(!l["flags"].as_array().unwrap().iter().any(|f| f == "UP"));
+
+        h.set_description(&tap, "vm7-if1-db").unwrap();
+        assert_eq!(link(&name).unwrap()["ifalias"], "vm7-if1-db");
+        let info = h.attach(&tap, "br0").unwrap();
+        assert_eq!(master(&name).as_deref(), Some("br0"));
+        assert_eq!(
+            (info.mtu, link(&name).unwrap()["mtu"].as_u64()),
+            (1450, Some(1450))
+        );
+        h.set_group(&tap, "vms").unwrap();
+        assert_eq!(link(&name).unwrap()["group"], "42");
+        h.set_up(&tap, true).unwrap();
+        assert!(
+            link(&name).unwrap()["flags"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|f| f == "UP")
+        );
+        let info = h.add_local_inet(&tap, 7, 1).unwrap();
+        assert_eq!(info.inet.unwrap().host.to_string(), "100.64.7.4");
+        let info = h.add_local_inet6(&tap, 7, 1).unwrap();
+        assert_eq!(info.inet6.unwrap().host.to_string(), "fd00::6440:705:0:1");
+        let mut a = addrs(&name);
+        a.sort();
+        assert_eq!(a, ["100.64.7.4/31", "fd00::6440:705:0:1/96"]);
+        // IFADDR6 again: vmd deletes then adds, so this is not an error.
+        h.add_local_inet6(&tap, 7, 1).unwrap();
+        let la = h.link_addr(&tap).unwrap();
+        assert_eq!((la.ifname.as_str(), la.mac), (name.as_str(), tap.mac()));
+        assert_eq!(link(&name).unwrap()["address"], tap.mac_string());
+        h.set_up(&tap, false).unwrap();
+        assert!(
+            !link(&name).unwrap()["flags"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|f| f == "UP")
+        );
+        // rdomain 0 is the default table: no change, and the tap stays on its switch.
+        h.set_rdomain(&tap, 0).unwrap();
+        assert_eq!(master(&name).as_deref(), Some("br0"));
+
+        h.reset(&tap).unwrap();
+        let l = link(&name).unwrap();
+        assert!(l.get("master").is_none());
+        assert!(l.get("ifalias").is_none_or(|a| a == ""));
+        assert_eq!(l["group"], "default");
+        assert!(addrs(&name).is_empty());
+    });
+}
+
+#[test]
+fn groups_and_rdomains_come_from_the_policy() {
+    scenario("groups_and_rdomains_come_from_the_policy", bins!(), POLICY, |s| {
+        become_nobody();
+        let mut h = helper(s);
+        let tap = h.create_tap(&TapOptions::new()).unwrap();
+        for g in ["dmz", "nosuch"] {
+            assert!(matches!(h.set_group(&tap, g), Err(ClientError::Denied)), "{g}");
+        }
+        assert!(matches!(h.set_rdomain(&tap, 2), Err(ClientError::Denied)));
+        assert!(matches!(
+            h.set_rdomain(&tap, 300),
+            Err(ClientError::Invalid(Invalid::Rdomain))
+        ));
+        // rdomain 1 is granted and maps to vrf-blue, which does not exist here (and this kernel has
+        // no VRF support): a clear Unsupported, never a silent default table.
+        assert!(matches!(
+            h.set_rdomain(&tap, 1),
+            Err(ClientError::Unsupported(Unsupported::Vrf))
+        ));
+        let l = link(tap.name()).unwrap();
+        assert_eq!(l["group"], "default");
+        assert!(l.get("master").is_none());
+    });
+}
+
+/// Where the kernel has VRF, rdomain enslaves a local tap to the mapped VRF device.
+#[test]
+fn rdomain_enslaves_to_the_mapped_vrf() {
+    scenario("rdomain_enslaves_to_the_mapped_vrf", bins!(), POLICY, |s| {
+        if !vmpriv_tests::run(&["ip", "link", "add", "vrf-blue", "type", "vrf", "table", "10"])
+            .status
+            .success()
+        {
+            println!("SKIPPED rdomain_enslaves_to_the_mapped_vrf: this kernel has no VRF support");
+            return;
+        }
+        sh(&["ip", "link", "set", "vrf-blue", "up"]);
+        become_nobody();
+        let mut h = helper(s);
+        let tap = h
+            .create_tap(&TapOptions::new().rdomain(1).local(1, 0, false))
+            .unwrap();
+        assert_eq!(master(tap.name()).as_deref(), Some("vrf-blue"));
+        assert_eq!(addrs(tap.name()), ["100.64.1.2/31"]);
+    });
+}
+
+/// The fd is the capability: anything that is not the caller's own tap is refused, and nothing changes.
+#[test]
+fn wrong_fd_kinds_and_other_users_taps_are_refused() {
+    scenario(
+        "wrong_fd_kinds_and_other_users_taps_are_refused",
+        bins!(),
+        POLICY,
+        |s| {
+            bridge("br0", None);
+            // Root prepares: a persistent tap owned by uid 1000 (root holds an fd on it), a TUN-mode
+            // device, a detached /dev/net/tun fd, a FIFO.
+            sh(&[
+                "ip", "tuntap", "add", "mode", "tap", "user", "1000", "name", "othertap",
+            ]);
+            let other = vmpriv_tests::open_tun("othertap", libc::IFF_TAP);
+            let tun_mode = vmpriv_tests::open_tun("tunmode0", libc::IFF_TUN);
+            let detached: OwnedFd = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open("/dev/net/tun")
+                .unwrap()
+                .into();
+            let fifo = s.dir.join("fifo");
+            nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o666)).unwrap();
+            let fifo_fd: OwnedFd = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&fifo)
+                .unwrap()
+                .into();
+            let before = links().len();
+            become_nobody();
+            let file: OwnedFd = std::fs::File::open("/etc/hostname")
+                .or_else(|_| std::fs::File::open("/etc/passwd"))
+                .unwrap()
+                .into();
+            let zero: OwnedFd = std::fs::File::open("/dev/zero").unwrap().into();
+            let (sock, _peer) = std::os::unix::net::UnixStream::pair().unwrap();
+            let mut h = helper(s);
+            let not_a_tap: [(&str, &dyn AsFd); 6] = [
+                ("regular file", &file),
+                ("FIFO", &fifo_fd),
+                ("socket", &sock),
+                ("/dev/zero", &zero),
+                ("TUN-mode fd", &tun_mode),
+                ("detached /dev/net/tun", &detached),
+            ];
+            for (what, fd) in not_a_tap {
+                let e = h.attach(fd, "br0").unwrap_err();
+                assert!(
+                    matches!(e, ClientError::Invalid(Invalid::NotATap)),
+                    "{what}: {e:?}"
+                );
+                let e = h.set_up(fd, true).unwrap_err();
+                assert!(
+                    matches!(e, ClientError::Invalid(Invalid::NotATap)),
+                    "{what}: {e:?}"
+                );
+            }
+            // Another user's tap, even passed as a real tap fd: Denied, untouched (CVE-2026-39402 shape).
+            for e in [
+                h.attach(&other, "br0").unwrap_err(),
+                h.set_up(&other, true).unwrap_err(),
+                h.set_description(&other, "mine now").unwrap_err(),
+                h.add_local_inet(&other, 1, 0).unwrap_err(),
+                h.reset(&other).unwrap_err(),
+                h.link_addr(&other).unwrap_err(),
+            ] {
+                assert!(matches!(e, ClientError::Denied), "{e:?}");
+            }
+            become_root();
+            let l = link("othertap").unwrap();
+            assert!(l.get("master").is_none() && l.get("ifalias").is_none());
+            assert!(addrs("othertap").is_empty());
+            assert_eq!(links().len(), before);
+            // The helper's session survived all of that.
+            become_nobody();
+            assert!(h.create_tap(&TapOptions::new().switch("br0")).is_ok());
+        },
+    );
+}
+
+#[test]
+fn quota_counts_live_taps_from_the_kernel() {
+    scenario("quota_counts_live_taps_from_the_kernel", bins!(), POLICY, |s| {
+        become_nobody();
+        let mut h = helper(s);
+        let a = h.create_tap(&TapOptions::new()).unwrap();
+        let b = h.create_tap(&TapOptions::new()).unwrap();
+        // A second session of the same user shares the quota: it is counted from the kernel.
+        let mut h2 = helper(s);
+        let c = h2.create_tap(&TapOptions::new()).unwrap();
+        let e = h.create_tap(&TapOptions::new()).unwrap_err();
+        assert!(matches!(e, ClientError::Quota { limit: 3 }), "{e:?}");
+        assert_eq!(taps().len(), 3);
+        assert_eq!(h.status().unwrap().in_use, 3);
+        drop(a);
+        let d = h.create_tap(&TapOptions::new()).unwrap();
+        assert_eq!(taps().len(), 3);
+        drop((b, c, d));
+        assert!(taps().is_empty());
+    });
+}
+
+#[test]
+fn an_address_another_interface_holds_is_refused() {
+    scenario(
+        "an_address_another_interface_holds_is_refused",
+        bins!(),
+        POLICY,
+        |s| {
+            sh(&[
+                "ip", "link", "add", "veth0", "type", "veth", "peer", "name", "veth1",
+            ]);
+            sh(&["ip", "addr", "add", "100.64.2.3/31", "dev", "veth0"]); // vm 2 nic 0's VM side
+            become_nobody();
+            let mut h = helper(s);
+            let tap = h.create_tap(&TapOptions::new().local(1, 0, true)).unwrap();
+            let e = h.create_tap(&TapOptions::new().local(1, 0, false)).unwrap_err();
+            assert!(matches!(e, ClientError::Invalid(Invalid::AddressInUse)), "{e:?}");
+            let e = h.create_tap(&TapOptions::new().local(2, 0, false)).unwrap_err();
+            assert!(matches!(e, ClientError::Invalid(Invalid::AddressInUse)), "{e:?}");
+            assert_eq!(taps(), [tap.name()]);
+            let mut all = all_addrs();
+            all.sort();
+            let t = tap.name();
+            assert_eq!(
+                all,
+                [
+                    format!("{t} 100.64.1.2/31"),
+                    format!("{t} fd00::6440:103:0:1/96"),
+                    "veth0 100.64.2.3/31".into()
+                ]
+            );
+            // Addresses outside the plan are refused before anything happens.
+            let e = h.add_local_inet(&tap, 16385, 0).unwrap_err();
+            assert!(matches!(e, ClientError::Invalid(Invalid::Address(_))), "{e:?}");
+        },
+    );
+}
+
+/// A failure part-way through a configuration undoes what the request had changed.
+#[test]
+fn a_failed_configuration_is_rolled_back() {
+    scenario("a_failed_configuration_is_rolled_back", bins!(), POLICY, |s| {
+        bridge("br0", Some(1400));
+        become_nobody();
+        let mut h = helper(s);
+        let tap = h.create_tap(&TapOptions::new().up(false)).unwrap();
+        let name = tap.name().to_owned();
+        become_root();
+        sh(&[
+            "sysctl",
+            "-q",
+            "-w",
+            &format!("net.ipv6.conf.{name}.disable_ipv6=1"),
+        ]);
+        let before = link(&name).unwrap();
+        become_nobody();
+        let config = IfConfig {
+            description: Some("half done".into()),
+            switch: Some("br0".into()),
+            group: Some("vms".into()),
+            up: Some(true),
+            local: Some(LocalRequest {
+                vm: 3,
+                nic: 0,
+                inet6: true,
+            }),
+            ..IfConfig::default()
+        };
+        let e = h.configure(&tap, &config).unwrap_err();
+        assert!(matches!(e, ClientError::Unsupported(Unsupported::Inet6)), "{e:?}");
+        let after = link(&name).unwrap();
+        assert!(after.get("master").is_none(), "detached again");
+        assert_eq!(after["mtu"], before["mtu"]);
+        assert_eq!(after["group"], "default");
+        assert_eq!(after.get("ifalias"), before.get("ifalias"));
+        assert!(!after["flags"].as_array().unwrap().iter().any(|f| f == "UP"));
+        assert!(addrs(&name).is_empty(), "the IPv4 /31 was removed again");
+        // A tap created with the same failing configuration does not survive at all.
+        let before_taps = taps();
+        become_root();
+        sh(&["sysctl", "-q", "-w", "net.ipv6.conf.default.disable_ipv6=1"]);
+        become_nobody();
+        let e = h
+            .create_tap(&TapOptions::new().switch("br0").local(4, 0, true))
+            .unwrap_err();
+        assert!(matches!(e, ClientError::Unsupported(Unsupported::Inet6)), "{e:?}");
+        assert_eq!(taps(), before_taps);
+        assert!(all_addrs().is_empty());
+    });
+}
+
+/// After start-up the helper is the caller with CAP_NET_ADMIN only, no_new_privs, and no stray fds.
+#[test]
+fn running_helper_holds_only_cap_net_admin_as_the_caller() {
+    scenario(
+        "running_helper_holds_only_cap_net_admin_as_the_caller",
+        bins!(),
+        POLICY,
+        |s| {
+            become_nobody();
+            let h = helper(s);
+            let st = proc_status(h.pid());
+            let get = |k: &str| {
+                st.iter()
+                    .find(|(key, _)| key == k)
+                    .map(|(_, v)| v.clone())
+                    .unwrap()
+            };
+            assert_eq!(get("Uid").split_whitespace().collect::<Vec<_>>(), ["65534"; 4]);
+            assert_eq!(get("Gid").split_whitespace().collect::<Vec<_>>(), ["65534"; 4]);
+            assert_eq!(get("Groups"), "");
+            let net_admin = format!("{:016x}", 1u64 << 12);
+            assert_eq!(get("CapEff"), net_admin);
+            assert_eq!(get("CapPrm"), net_admin);
+            assert_eq!(get("CapBnd"), net_admin);
+            assert_eq!(get("CapInh"), "0000000000000000");
+            assert_eq!(get("CapAmb"), "0000000000000000");
+            assert_eq!(get("NoNewPrivs"), "1");
+            become_root();
+            // stdio, the session socket, netlink, and the /dev/net/tun pool (quota 3 + 7).
+            let fds: Vec<String> = std::fs::read_dir(format!("/proc/{}/fd", h.pid()))
+                .unwrap()
+                .map(|e| {
+                    std::fs::read_link(e.unwrap().path())
+                        .unwrap()
+                        .display()
+                        .to_string()
+                })
+                .collect();
+            assert_eq!(
+                fds.iter().filter(|f| f.as_str() == "/dev/net/tun").count(),
+                10,
+                "{fds:?}"
+            );
+            assert_eq!(
+                fds.iter().filter(|f| f.starts_with("socket:")).count(),
+                2,
+                "{fds:?}"
+            );
+            assert_eq!(fds.len(), 15, "{fds:?}");
+        },
+    );
+}
+
+/// SIGKILL mid-request: once the caller closes its fds, no tap survives.
+#[test]
+fn a_killed_helper_leaves_no_tap() {
+    scenario("a_killed_helper_leaves_no_tap", bins!(), POLICY, |s| {
+        bridge("br0", None);
+        become_nobody();
+        for round in 0..20 {
+            let mut h = helper(s);
+            let pid = nix::unistd::Pid::from_raw(i32::try_from(h.pid()).unwrap());
+            let req = vmpriv_protocol::Request::CreateTap {
+                queues: 2,
+                vnet_hdr: true,
+                config: TapOptions::new()
+                    .switch("br0")
+                    .local(round, 0, true)
+                    .config()
+                    .clone(),
+            };
+            let killer = std::thread::spawn(move || {
+                std::thread::sleep(std::time::Duration::from_micros(u64::from(round) * 150));
+                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+            });
+            let r = h.call(&req, &[]);
+            killer.join().unwrap();
+            drop(r); // our copies of any fds that made it
+            drop(h);
+        }
+        assert!(taps().is_empty(), "{:?}", taps());
+        become_root();
+        assert!(all_addrs().is_empty(), "{:?}", all_addrs());
+    });
+}
+
+#[test]
+fn the_helper_refuses_an_unsafe_policy_file_or_a_chosen_one() {
+    scenario(
+        "the_helper_refuses_an_unsafe_policy_file_or_a_chosen_one",
+        bins!(),
+        POLICY,
+        |s| {
+            let p = Path::new("/etc/vmpriv/policy.conf");
+            let check = |what: &str| {
+                let e = as_nobody(|| Helper::spawn_at(&s.helper).err());
+                assert!(
+                    matches!(e, Some(ClientError::HelperExited { .. })),
+                    "{what}: {e:?}"
+                );
+            };
+            vmpriv_tests::chmod(p, 0o666);
+            check("world-writable policy");
+            vmpriv_tests::chmod(p, 0o644);
+            nix::unistd::chown(p, Some(65534.into()), None).unwrap();
+            check("policy owned by the caller");
+            nix::unistd::chown(p, Some(0.into()), None).unwrap();
+            vmpriv_tests::chmod(Path::new("/etc/vmpriv"), 0o777);
+            check("writable policy directory");
+            vmpriv_tests::chmod(Path::new("/etc/vmpriv"), 0o755);
+            vmpriv_tests::write_policy("allow user nobody swich br0\n");
+            check("policy with a typo: fail closed");
+            vmpriv_tests::write_policy(POLICY);
+            // A setuid caller can never choose the policy file.
+            let mine = s.dir.join("mine.conf");
+            std::fs::write(&mine, "allow user * switch *\n").unwrap();
+            let mut cmd = std::process::Command::new(&s.helper);
+            cmd.arg("--policy").arg(&mine);
+            let e = as_nobody(|| Helper::spawn_command(cmd, &s.helper).err());
+            assert!(matches!(e, Some(ClientError::HelperExited { .. })), "{e:?}");
+            assert!(as_nobody(|| Helper::spawn_at(&s.helper).is_ok()));
+        },
+    );
+}
