@@ -10,6 +10,8 @@
     clippy::panic
 )]
 
+pub mod ping;
+
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -19,7 +21,7 @@ use serde_json::Value;
 /// The uid and gid the scenarios act as.
 pub const NOBODY: u32 = 65534;
 
-/// What a scenario body gets.
+/// What a scenario body gets (also what the demo sets up).
 pub struct Scenario {
     /// The 0755 temp dir holding the setuid copy.
     pub dir: PathBuf,
@@ -92,7 +94,7 @@ pub fn scenario(test: &str, bins: (&str, &str), policy: &str, body: impl FnOnce(
     }
 }
 
-fn setup(test: &str, (helper_bin, cli_bin): (&str, &str), policy: &str) -> Scenario {
+pub fn setup(test: &str, (helper_bin, cli_bin): (&str, &str), policy: &str) -> Scenario {
     sh(&["mount", "--make-rprivate", "/"]);
     let dir = PathBuf::from(format!("/var/tmp/vmpriv-test.{}.{test}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
