@@ -16,6 +16,8 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod bridge_conf;
+
 use std::io::{IoSlice, IoSliceMut};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};

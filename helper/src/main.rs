@@ -27,7 +27,7 @@ fn main() -> ExitCode {
     let argv: Vec<_> = std::env::args_os().skip(1).collect();
     let mode = match args::parse(&argv) {
         Ok(m) => m,
-        Err(e) => return fail(&format!("{e}\n{}", args::USAGE)),
+        Err(e) => return fail(&format!("{e} (see vmpriv-helper --help)")),
     };
     let (fd, policy_path, qemu) = match mode {
         Mode::Help => return say(args::USAGE),

@@ -73,6 +73,11 @@ enum Cmd {
     },
     /// What the policy grants you, and how much of your quota is in use.
     Whoami,
+    /// Print qemu-bridge-helper's bridge.conf (with its includes) as vmpriv policy lines.
+    ImportBridgeConf {
+        /// The file (default /etc/qemu/bridge.conf).
+        file: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -112,6 +117,9 @@ fn main() -> ExitCode {
         }
         Cmd::CheckPolicy { file } => return check_policy(file.as_deref().unwrap_or(policy::POLICY_PATH)),
         Cmd::Whoami => whoami(),
+        Cmd::ImportBridgeConf { file } => {
+            return import_bridge_conf(file.as_deref().unwrap_or("/etc/qemu/bridge.conf"));
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -245,4 +253,51 @@ fn whoami() -> Result<(), ClientError> {
     }
     let _ = helper.close();
     Ok(())
+}
+
+fn import_bridge_conf(path: &str) -> ExitCode {
+    use std::os::unix::fs::MetadataExt;
+    use vmpriv_client::bridge_conf::{AclLine, parse, subject_for_mode, translate};
+    fn walk(path: &str, subject: &str, depth: usize, out: &mut Vec<String>) -> Result<(), String> {
+        if depth > 4 {
+            return Err(format!("{path}: includes nest deeper than 4"));
+        }
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
+        let rules = parse(path, &text)?;
+        out.push(format!("# from {path}"));
+        out.extend(translate(&rules, subject));
+        for r in &rules {
+            if let AclLine::Include(inc) = r {
+                let meta = std::fs::metadata(inc).map_err(|e| format!("{inc}: {e}"))?;
+                let owner = nix::unistd::User::from_uid(meta.uid().into())
+                    .ok()
+                    .flatten()
+                    .map_or(meta.uid().to_string(), |u| u.name);
+                let group = nix::unistd::Group::from_gid(meta.gid().into())
+                    .ok()
+                    .flatten()
+                    .map_or(meta.gid().to_string(), |g| g.name);
+                walk(
+                    inc,
+                    &subject_for_mode(meta.mode(), &owner, &group),
+                    depth + 1,
+                    out,
+                )?;
+            }
+        }
+        Ok(())
+    }
+    let mut out = Vec::new();
+    match walk(path, "user *", 0, &mut out) {
+        Ok(()) => {
+            for line in out {
+                println!("{line}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("vmpriv: {e}");
+            ExitCode::from(6)
+        }
+    }
 }

@@ -1,0 +1,283 @@
+//! vmpriv-helper as QEMU's and libvirt's `helper=`: the real QEMU, an unprivileged caller, a setuid copy.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use std::io::IoSliceMut;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::socket::{
+    AddressFamily, ControlMessageOwned, MsgFlags, SockFlag, SockType, recvmsg, socketpair,
+};
+use vmpriv_tests::{NOBODY, Scenario, bins, bridge, link, scenario, taps};
+
+const POLICY: &str = "\
+allow user nobody switch br0
+allow user nobody switch secretbridge123
+deny user nobody switch br1
+";
+const QEMU: &str = "qemu-system-x86_64";
+
+/// QEMU is a prerequisite CI installs; elsewhere its absence is a printed skip.
+fn have_qemu(test: &str) -> bool {
+    if Command::new(QEMU)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        return true;
+    }
+    assert!(
+        std::env::var_os("VMPRIV_REQUIRE_PRIVILEGED").is_none_or(|v| v != "1"),
+        "{test}: {QEMU} is not installed (apt-get install qemu-system-x86)"
+    );
+    println!("SKIPPED {test}: {QEMU} is not installed");
+    false
+}
+
+/// QEMU as uid 65534 with one netdev and no guest: `-M none -S` opens the netdev and waits.
+fn qemu(netdev: &str) -> Child {
+    Command::new("setpriv")
+        .args([
+            format!("--reuid={NOBODY}"),
+            format!("--regid={NOBODY}"),
+            "--clear-groups".into(),
+        ])
+        .args([
+            QEMU,
+            "-M",
+            "none",
+            "-nodefaults",
+            "-display",
+            "none",
+            "-S",
+            "-netdev",
+            netdev,
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn wait_for_tap(child: &mut Child) -> Option<String> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if let Some(t) = taps().into_iter().next() {
+            return Some(t);
+        }
+        if child.try_wait().unwrap().is_some() {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
+fn stop(mut child: Child) -> String {
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn check_qemu_tap(s: &Scenario, netdev: &str) {
+    bridge("br0", Some(1420));
+    let mut q = qemu(&format!("{netdev},br=br0,helper={}", s.helper.display()));
+    let Some(tap) = wait_for_tap(&mut q) else {
+        panic!("no tap; QEMU said: {}", stop(q))
+    };
+    let l = link(&tap).unwrap();
+    assert_eq!(l["linkinfo"]["info_data"]["user"], "nobody");
+    assert_eq!(l["linkinfo"]["info_data"]["persist"], false);
+    assert_eq!(
+        l["linkinfo"]["info_data"]["vnet_hdr"], true,
+        "--use-vnet honoured"
+    );
+    assert_eq!(l["master"], "br0");
+    assert_eq!(l["mtu"], 1420);
+    assert!(l["flags"].as_array().unwrap().iter().any(|f| f == "UP"));
+    assert!(l["address"].as_str().unwrap().starts_with("fe:"));
+    stop(q);
+    assert!(link(&tap).is_none(), "the tap dies with QEMU");
+}
+
+#[test]
+fn qemu_netdev_bridge_gets_a_tap_on_the_bridge() {
+    scenario(
+        "qemu_netdev_bridge_gets_a_tap_on_the_bridge",
+        bins!(),
+        POLICY,
+        |s| {
+            if have_qemu("qemu_netdev_bridge_gets_a_tap_on_the_bridge") {
+                check_qemu_tap(s, "bridge,id=n0");
+            }
+        },
+    );
+}
+
+#[test]
+fn qemu_netdev_tap_with_helper_gets_a_tap_on_the_bridge() {
+    scenario(
+        "qemu_netdev_tap_with_helper_gets_a_tap_on_the_bridge",
+        bins!(),
+        POLICY,
+        |s| {
+            if have_qemu("qemu_netdev_tap_with_helper_gets_a_tap_on_the_bridge") {
+                check_qemu_tap(s, "tap,id=n0");
+            }
+        },
+    );
+}
+
+#[test]
+fn qemu_fails_cleanly_on_a_bridge_not_granted() {
+    scenario(
+        "qemu_fails_cleanly_on_a_bridge_not_granted",
+        bins!(),
+        POLICY,
+        |s| {
+            if !have_qemu("qemu_fails_cleanly_on_a_bridge_not_granted") {
+                return;
+            }
+            bridge("br1", None);
+            bridge("secretbridge123", None);
+            for br in ["br1", "nosuchbr", "secretbridge123X"] {
+                let q = qemu(&format!("bridge,id=n0,br={br},helper={}", s.helper.display()));
+                let out = q.wait_with_output().unwrap();
+                let err = String::from_utf8_lossy(&out.stderr);
+                assert!(!out.status.success(), "{br}: QEMU must not start");
+                assert!(
+                    err.contains("vmpriv-helper:"),
+                    "{br}: the helper's line reaches QEMU's stderr: {err}"
+                );
+                assert!(err.contains("bridge helper failed"), "{br}: {err}");
+                assert!(taps().is_empty(), "{br}");
+            }
+        },
+    );
+}
+
+/// The helper by hand in QEMU mode, received the way libvirt's `virSocketRecvFD` does: exactly one
+/// byte, and a first control message that is SOL_SOCKET/SCM_RIGHTS with exactly one fd.
+#[test]
+fn libvirt_order_and_strict_receive() {
+    scenario("libvirt_order_and_strict_receive", bins!(), POLICY, |s| {
+        bridge("br0", None);
+        let run = |args: &[String]| -> (std::process::Output, Vec<u8>, Vec<RawFd>, usize) {
+            let (ours, theirs) = socketpair(
+                AddressFamily::Unix,
+                SockType::Stream,
+                None,
+                SockFlag::SOCK_CLOEXEC,
+            )
+            .unwrap();
+            let fd = theirs.as_raw_fd();
+            let mut cmd = Command::new("setpriv");
+            cmd.args([
+                format!("--reuid={NOBODY}"),
+                format!("--regid={NOBODY}"),
+                "--clear-groups".into(),
+            ])
+            .arg(&s.helper)
+            .args(args.iter().map(|a| a.replace("{fd}", &fd.to_string())));
+            clear_cloexec_in_child(&mut cmd, fd);
+            let out = cmd.output().unwrap();
+            drop(theirs);
+            let mut buf = [0u8; 16];
+            let mut cmsg = nix::cmsg_space!([RawFd; 4]);
+            let mut iov = [IoSliceMut::new(&mut buf)];
+            let msg = recvmsg::<()>(
+                ours.as_raw_fd(),
+                &mut iov,
+                Some(&mut cmsg),
+                MsgFlags::MSG_CMSG_CLOEXEC,
+            )
+            .unwrap();
+            let mut fds = Vec::new();
+            let mut cmsgs = 0;
+            for c in msg.cmsgs().unwrap() {
+                cmsgs += 1;
+                if let ControlMessageOwned::ScmRights(r) = c {
+                    fds.extend(r);
+                }
+            }
+            let n = msg.bytes;
+            (out, buf[..n].to_vec(), fds, cmsgs)
+        };
+        let (out, bytes, fds, cmsgs) = run(&["--use-vnet".into(), "--br=br0".into(), "--fd={fd}".into()]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(
+            (bytes.len(), fds.len(), cmsgs),
+            (1, 1, 1),
+            "one byte, one SCM_RIGHTS fd"
+        );
+        // SAFETY: recvmsg installed this fd for us.
+        #[allow(unsafe_code)]
+        let tap = unsafe { OwnedFd::from_raw_fd(fds[0]) };
+        let name = taps().into_iter().next().expect("a tap while we hold the fd");
+        assert_eq!(vmpriv_tests::link(&name).unwrap()["master"], "br0");
+        assert!(
+            out.stdout.is_empty(),
+            "nothing on stdout (it may be QEMU's console)"
+        );
+        drop(tap);
+        assert!(taps().is_empty());
+        // Refusals send nothing and exit non-zero, before anything is created.
+        for args in [
+            vec!["--use-vnet".into(), "--br=br1".into(), "--fd={fd}".into()],
+            vec!["--br=secretbridge123X".into(), "--fd={fd}".into()],
+            vec!["--br=br0".into(), "--br=br0".into(), "--fd={fd}".into()],
+            vec!["--br=br0".into(), "--fd={fd}".into(), "--unknown".into()],
+            vec!["--br=br0".into(), "--fd=2".into()],
+            vec!["--br=".into(), "--fd={fd}".into()],
+        ] {
+            let (out, bytes, fds, _) = run(&args);
+            assert!(!out.status.success(), "{args:?}");
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(
+                err.lines().count(),
+                1,
+                "{args:?}: one line naming the cause: {err}"
+            );
+            assert!(err.starts_with("vmpriv-helper: "), "{args:?}");
+            assert!(bytes.is_empty() && fds.is_empty(), "{args:?}: nothing sent");
+            assert!(taps().is_empty(), "{args:?}");
+        }
+        // --fd naming something that is not an AF_UNIX stream socket.
+        let out = Command::new("setpriv")
+            .args([
+                format!("--reuid={NOBODY}"),
+                format!("--regid={NOBODY}"),
+                "--clear-groups".into(),
+            ])
+            .arg(&s.helper)
+            .args(["--br=br0", "--fd=7"])
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("--fd=7 is not an open AF_UNIX"),
+            "{out:?}"
+        );
+    });
+}
+
+fn clear_cloexec_in_child(cmd: &mut Command, fd: RawFd) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: fcntl is async-signal-safe; the fd is open in the child (inherited).
+    #[allow(unsafe_code)]
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::fcntl(fd, libc::F_SETFD, 0) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
