@@ -379,6 +379,48 @@ pub fn parse_reply(buf: &[u8]) -> Result<Vec<Reply>, ParseError> {
     Ok(out)
 }
 
+/// Fuzz/replay property check: any bytes parse or fail without panicking; and every link that parses
+/// re-encodes (with our own builder) to a message that parses back to the same name, MTU, master,
+/// group, alias and MAC, so builder and parser agree on the layout.
+#[doc(hidden)]
+#[allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
+pub fn check_reply(data: &[u8]) {
+    let Ok(replies) = parse_reply(data) else { return };
+    for r in replies {
+        let Reply::Link(link) = r else { continue };
+        let mut m = Msg::new(RTM_NEWLINK, 0, 1).ifinfomsg(link.index, link.flags, 0);
+        if let Some(n) = link.name.as_deref().filter(|n| !n.contains('\0')) {
+            m = m.attr_str(IFLA_IFNAME, n);
+        }
+        if let Some(v) = link.mtu {
+            m = m.attr_u32(IFLA_MTU, v);
+        }
+        if let Some(v) = link.master {
+            m = m.attr_u32(IFLA_MASTER, v);
+        }
+        m = m.attr_u32(IFLA_GROUP, link.group);
+        if let Some(a) = link.alias.as_deref().filter(|a| !a.contains('\0')) {
+            m = m.attr_str(IFLA_IFALIAS, a);
+        }
+        if let Some(mac) = link.mac {
+            m = m.attr(IFLA_ADDRESS, &mac);
+        }
+        let Some(bytes) = m.finish() else { continue }; // attribute too large to re-encode
+        let again = parse_reply(&bytes).expect("our own message parses");
+        let [Reply::Link(back)] = again.as_slice() else {
+            panic!("one link back: {again:?}")
+        };
+        assert_eq!(
+            (back.index, back.flags, back.mtu, back.master, back.group),
+            (link.index, link.flags, link.mtu, link.master, link.group)
+        );
+        assert_eq!(back.mac, link.mac);
+        if link.name.as_deref().is_some_and(|n| !n.contains('\0')) {
+            assert_eq!(back.name, link.name);
+        }
+    }
+}
+
 /// One parsed reply message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reply {

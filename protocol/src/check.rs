@@ -176,6 +176,20 @@ pub fn check_policy(data: &[u8]) {
     assert_eq!(policy::parse_str("shown", &shown).as_ref(), Ok(&p), "{shown}");
 }
 
+/// Encode a request, decode it, compare values (postcard is not canonical, so bytes are not compared);
+/// then validate it against the check policy for every caller and fd count without panicking.
+pub fn check_roundtrip(req: &Request) {
+    let Ok(frame) = wire::encode(req) else { return }; // larger than a frame: refused, fine
+    assert!(frame.len() <= wire::MAX_FRAME);
+    assert_eq!(wire::decode::<Request>(&frame).as_ref(), Ok(req));
+    let policy = policy::parse_str("fuzz", CHECK_POLICY).unwrap();
+    for caller in check_callers() {
+        for nfds in 0..3 {
+            let _ = validate(req, nfds, &caller, &policy);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -22,10 +22,12 @@ pub const STATUS_RULES_MAX: usize = 24;
 
 /// Index of a tap fd among the `SCM_RIGHTS` fds of the request's own datagram.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct FdIndex(pub u8);
 
 /// Local addresses for the tap of (vm, nic), computed by the helper from the policy's prefixes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct LocalRequest {
     /// The VM's slot (vmd's vm id).
     pub vm: u32,
@@ -37,6 +39,7 @@ pub struct LocalRequest {
 
 /// Everything vmd's `vm_priv_ifconfig` sets on one VM interface. `None` leaves a setting alone.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct IfConfig {
     /// Interface description (`IFLA_IFALIAS`): printable ASCII, at most 63 bytes; empty clears it.
     pub description: Option<String>,
@@ -54,6 +57,7 @@ pub struct IfConfig {
 
 /// A request from the caller.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub enum Request {
     /// The first request of a session: answered with [`Response::Hello`].
     Hello,

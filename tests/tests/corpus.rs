@@ -1,0 +1,247 @@
+//! Replays every fuzz input we keep (`fuzz/seeds/<target>/`, committed; `fuzz/corpus/<target>/` and
+//! `fuzz/artifacts/<target>/` where a local fuzzing run left them) through the same check functions the
+//! fuzz targets call, so every `cargo test` runs them on stable without libFuzzer.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use arbitrary::{Arbitrary, Unstructured};
+use vmpriv_protocol::wire::{self, FdIndex, IfConfig, LocalRequest, MAX_FRAME, Request};
+
+struct Counting;
+static ALLOCATED: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: forwards to the system allocator unchanged, only counting the bytes asked for.
+#[allow(unsafe_code)]
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATED.fetch_add(layout.size(), Ordering::Relaxed);
+        // SAFETY: same contract as ours.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: same contract as ours.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn fuzz_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz")
+}
+
+fn inputs(target: &str) -> Vec<Vec<u8>> {
+    let mut all = Vec::new();
+    for kind in ["seeds", "corpus", "artifacts"] {
+        let Ok(dir) = std::fs::read_dir(fuzz_dir().join(kind).join(target)) else {
+            continue;
+        };
+        for e in dir {
+            let p = e.unwrap().path();
+            if p.is_file() {
+                all.push(std::fs::read(&p).unwrap());
+            }
+        }
+    }
+    all
+}
+
+fn replay(target: &str, check: impl Fn(&[u8])) {
+    let all = inputs(target);
+    assert!(all.len() >= 5, "{target}: the committed seeds are missing");
+    for data in &all {
+        check(data);
+    }
+    println!("MEASURED replayed {} {target} inputs", all.len());
+}
+
+#[test]
+fn replay_request_corpus() {
+    // Allocation is counted process-wide: this is the only test in the binary that allocates while
+    // measuring, and the runner starts tests on separate threads, so measure in a loop alone.
+    replay("request", |data| {
+        vmpriv_protocol::check::check_request(data);
+        let before = ALLOCATED.load(Ordering::Relaxed);
+        let decoded = wire::decode::<Request>(data);
+        let used = ALLOCATED.load(Ordering::Relaxed) - before;
+        drop(decoded);
+        assert!(
+            used <= data.len().min(MAX_FRAME) + 4096,
+            "decoding {} bytes allocated {used}",
+            data.len()
+        );
+    });
+}
+
+#[test]
+fn replay_policy_corpus() {
+    replay("policy", vmpriv_protocol::check::check_policy);
+}
+
+#[test]
+fn replay_netlink_corpus() {
+    replay("netlink", vmpriv_helper::netlink::check_reply);
+}
+
+#[test]
+fn replay_qemu_args_corpus() {
+    replay("qemu_args", vmpriv_helper::args::check_args);
+}
+
+#[test]
+fn replay_roundtrip_corpus() {
+    replay("roundtrip", |data| {
+        if let Ok(req) = Request::arbitrary_take_rest(Unstructured::new(data)) {
+            vmpriv_protocol::check::check_roundtrip(&req);
+        }
+    });
+}
+
+/// Writes the seed inputs (run by hand: `cargo test -p vmpriv-tests --test corpus -- --ignored`).
+#[test]
+#[ignore = "writes fuzz/seeds; run by hand when the protocol changes"]
+fn write_seeds() {
+    let t = FdIndex(0);
+    let cfg = IfConfig {
+        description: Some("vm1-if0".into()),
+        switch: Some("br0".into()),
+        rdomain: Some(1),
+        group: Some("vms".into()),
+        up: Some(true),
+        local: Some(LocalRequest {
+            vm: 1,
+            nic: 0,
+            inet6: true,
+        }),
+    };
+    let requests = vec![
+        Request::Hello,
+        Request::Status,
+        Request::CreateTap {
+            queues: 1,
+            vnet_hdr: true,
+            config: IfConfig {
+                switch: Some("br0".into()),
+                ..IfConfig::default()
+            },
+        },
+        Request::CreateTap {
+            queues: 4,
+            vnet_hdr: false,
+            config: cfg.clone(),
+        },
+        Request::Configure { tap: t, config: cfg },
+        Request::SwitchExists {
+            switch: "secretbridge123X".into(),
+        },
+        Request::AttachToSwitch {
+            tap: t,
+            switch: "br1".into(),
+        },
+        Request::SetDescription {
+            tap: t,
+            description: "d".repeat(63),
+        },
+        Request::SetRdomain { tap: t, rdomain: 1 },
+        Request::SetUp { tap: t, up: false },
+        Request::SetGroup {
+            tap: t,
+            group: "vms".into(),
+        },
+        Request::AddLocalInet {
+            tap: t,
+            vm: 16385,
+            nic: 0,
+        },
+        Request::AddLocalInet6 {
+            tap: t,
+            vm: 2,
+            nic: 1,
+        },
+        Request::GetLinkAddr { tap: t },
+        Request::Reset { tap: t },
+    ];
+    let write = |target: &str, name: String, data: &[u8]| {
+        let dir = fuzz_dir().join("seeds").join(target);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(name), data).unwrap();
+    };
+    for (i, r) in requests.iter().enumerate() {
+        let frame = wire::encode(r).unwrap();
+        for who in 0..3u8 {
+            let mut data = vec![who, u8::from(r.tap().is_some())];
+            data.extend_from_slice(&frame);
+            write("request", format!("{i:02}-{}-caller{who}", r.op()), &data);
+        }
+        let mut with_policy = vec![0, 1, b'P'];
+        with_policy.extend_from_slice(
+            b"allow user * switch *\ndeny user alice switch br1\nifgroup vms 4\nallow user * ifgroup vms\n",
+        );
+        with_policy.push(0xFF);
+        with_policy.extend_from_slice(&frame);
+        write("request", format!("{i:02}-{}-policy", r.op()), &with_policy);
+        write("roundtrip", format!("{i:02}-{}", r.op()), &frame[1..]);
+    }
+    let policies = [
+        vmpriv_protocol::check::CHECK_POLICY,
+        "allow user * switch *\ndeny user mallory switch secretbridge123\n",
+        "local prefix 10.0.0.0/16\nlocal inet6 prefix fd12:3456:789a:1::/64\nquota group kvm 8\nquota user * 2\n",
+        "include /etc/vmpriv/users.conf\n",
+        "allow user alice switch secretbridge123X\n",
+        "rdomain 1 vrf-blue\nallow group kvm rdomain 1\nifgroup dmz 7\ndeny user * ifgroup dmz\n",
+    ];
+    for (i, p) in policies.iter().enumerate() {
+        write("policy", format!("{i:02}"), p.as_bytes());
+    }
+    let argvs: [&[&str]; 7] = [
+        &["--use-vnet", "--fd=20", "--br=br0"],
+        &["--use-vnet", "--br=br0", "--fd=25"],
+        &["--br=secretbridge123X", "--fd=3"],
+        &["--session", "--fd=3", "--policy", "/etc/vmpriv/policy.conf"],
+        &["--br=br0", "--br=br1", "--fd=3"],
+        &["--help"],
+        &["--fd=+3", "--session"],
+    ];
+    for (i, a) in argvs.iter().enumerate() {
+        write("qemu_args", format!("{i:02}"), a.join("\0").as_bytes());
+    }
+    // A tap link message, a bridge, an ACK, an error, a DONE, and the same with a bad attribute length.
+    for (i, msg) in netlink_samples().iter().enumerate() {
+        write("netlink", format!("{i:02}"), msg);
+    }
+}
+
+fn netlink_samples() -> Vec<Vec<u8>> {
+    use vmpriv_helper::netlink::{IFLA_GROUP, IFLA_IFNAME, IFLA_MASTER, IFLA_MTU, Msg, RTM_NEWLINK};
+    let link = Msg::new(RTM_NEWLINK, 2, 7)
+        .ifinfomsg(9, 1, 0)
+        .attr_str(IFLA_IFNAME, "tap0")
+        .attr_u32(IFLA_MTU, 1500)
+        .attr_u32(IFLA_MASTER, 3)
+        .attr_u32(IFLA_GROUP, 42)
+        .attr_kind("tun")
+        .finish()
+        .unwrap();
+    let bridge = Msg::new(RTM_NEWLINK, 0, 8)
+        .ifinfomsg(3, 1, 0)
+        .attr_str(IFLA_IFNAME, "br0")
+        .attr_kind("bridge")
+        .finish()
+        .unwrap();
+    let mut ack = Msg::new(2, 0, 9).finish().unwrap();
+    ack.extend_from_slice(&0i32.to_ne_bytes());
+    let len = u32::try_from(ack.len()).unwrap();
+    ack[..4].copy_from_slice(&len.to_ne_bytes());
+    let mut err = ack.clone();
+    err[16..20].copy_from_slice(&(-19i32).to_ne_bytes());
+    let done = Msg::new(3, 2, 7).finish().unwrap();
+    let mut bad = link.clone();
+    bad[32] = 0xff;
+    let mut two = link.clone();
+    two.extend_from_slice(&bridge);
+    vec![link, bridge, ack, err, done, bad, two]
+}
