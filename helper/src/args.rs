@@ -34,7 +34,7 @@ pub enum ArgError {
     BadFd,
     #[error("--br needs a bridge name of 1 to 15 bytes")]
     BadBridge,
-    #[error("--policy needs a path")]
+    #[error("--policy needs an absolute path")]
     BadPolicy,
     #[error("--fd is required")]
     NoFd,
@@ -118,7 +118,8 @@ pub fn parse(args: &[OsString]) -> Result<Mode, ArgError> {
 }
 
 fn set_policy(policy: &mut Option<String>, p: &str) -> Result<(), ArgError> {
-    if p.is_empty() {
+    // Absolute only: `--policy --br=x` must not read `--br=x` as a path (found by fuzzing).
+    if !p.starts_with('/') {
         return Err(ArgError::BadPolicy);
     }
     if policy.replace(p.to_owned()).is_some() {
@@ -256,5 +257,7 @@ mod tests {
         assert_eq!(p(&["--help"]), Ok(Mode::Help));
         assert_eq!(p(&["--version"]), Ok(Mode::Version));
         assert_eq!(p(&["--session", "--fd=3", "--policy"]), Err(ArgError::BadPolicy));
+        assert_eq!(p(&["--br=o", "--fd=3", "--policy", "--br=oe"]), Err(ArgError::BadPolicy));
+        assert_eq!(p(&["--session", "--fd=3", "--policy=p.conf"]), Err(ArgError::BadPolicy));
     }
 }
