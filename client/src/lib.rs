@@ -373,17 +373,35 @@ impl Helper {
         self.receive()
     }
 
-    fn receive(&mut self) -> Result<(Response, Vec<OwnedFd>), ClientError> {
+    /// Sends raw bytes as one datagram with `fds` and returns the raw reply and its fds, undecoded.
+    /// For testing the helper against malformed input; VM monitors use the typed calls.
+    pub fn call_raw(&mut self, frame: &[u8], fds: &[BorrowedFd<'_>]) -> Result<(Vec<u8>, Vec<OwnedFd>), ClientError> {
+        let raw: Vec<RawFd> = fds.iter().map(AsRawFd::as_raw_fd).collect();
+        let cmsg = [ControlMessage::ScmRights(&raw)];
+        let cmsgs: &[ControlMessage<'_>] = if raw.is_empty() { &[] } else { &cmsg };
+        match sendmsg::<()>(self.sock.as_raw_fd(), &[IoSlice::new(frame)], cmsgs, MsgFlags::MSG_NOSIGNAL, None) {
+            Ok(_) => {}
+            Err(Errno::EPIPE | Errno::ECONNRESET) => return Err(ClientError::HelperDied),
+            Err(e) => return Err(std::io::Error::from(e).into()),
+        }
+        let (bytes, fds) = self.receive_raw()?;
+        if bytes.is_empty() {
+            return Err(ClientError::HelperDied);
+        }
+        Ok((bytes, fds))
+    }
+
+    /// The session socket, for tests that need to send what the typed calls never would.
+    pub fn socket(&self) -> BorrowedFd<'_> {
+        self.sock.as_fd()
+    }
+
+    fn receive_raw(&mut self) -> Result<(Vec<u8>, Vec<OwnedFd>), ClientError> {
         let mut buf = vec![0u8; MAX_FRAME + 1];
         let mut cmsg = nix::cmsg_space!([RawFd; MAX_QUEUES as usize]);
         let mut iov = [IoSliceMut::new(&mut buf)];
         let msg = loop {
-            match recvmsg::<()>(
-                self.sock.as_raw_fd(),
-                &mut iov,
-                Some(&mut cmsg),
-                MsgFlags::MSG_CMSG_CLOEXEC,
-            ) {
+            match recvmsg::<()>(self.sock.as_raw_fd(), &mut iov, Some(&mut cmsg), MsgFlags::MSG_CMSG_CLOEXEC) {
                 Err(Errno::EINTR) => {}
                 Err(Errno::ECONNRESET) => return Err(ClientError::HelperDied),
                 other => break other.map_err(std::io::Error::from)?,
@@ -399,12 +417,17 @@ impl Helper {
                 }
             }
         }
-        let n = msg.bytes;
-        if n == 0 {
+        let n = msg.bytes.min(MAX_FRAME + 1);
+        buf.truncate(n);
+        Ok((buf, fds))
+    }
+
+    fn receive(&mut self) -> Result<(Response, Vec<OwnedFd>), ClientError> {
+        let (bytes, fds) = self.receive_raw()?;
+        if bytes.is_empty() {
             return Err(ClientError::HelperDied);
         }
-        let response = wire::decode::<Response>(buf.get(..n).ok_or(ClientError::Protocol)?)
-            .map_err(|_| ClientError::Protocol)?;
+        let response = wire::decode::<Response>(&bytes).map_err(|_| ClientError::Protocol)?;
         match response {
             Response::Error(e) => Err(e.into()),
             r => Ok((r, fds)),
