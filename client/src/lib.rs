@@ -375,11 +375,21 @@ impl Helper {
 
     /// Sends raw bytes as one datagram with `fds` and returns the raw reply and its fds, undecoded.
     /// For testing the helper against malformed input; VM monitors use the typed calls.
-    pub fn call_raw(&mut self, frame: &[u8], fds: &[BorrowedFd<'_>]) -> Result<(Vec<u8>, Vec<OwnedFd>), ClientError> {
+    pub fn call_raw(
+        &mut self,
+        frame: &[u8],
+        fds: &[BorrowedFd<'_>],
+    ) -> Result<(Vec<u8>, Vec<OwnedFd>), ClientError> {
         let raw: Vec<RawFd> = fds.iter().map(AsRawFd::as_raw_fd).collect();
         let cmsg = [ControlMessage::ScmRights(&raw)];
         let cmsgs: &[ControlMessage<'_>] = if raw.is_empty() { &[] } else { &cmsg };
-        match sendmsg::<()>(self.sock.as_raw_fd(), &[IoSlice::new(frame)], cmsgs, MsgFlags::MSG_NOSIGNAL, None) {
+        match sendmsg::<()>(
+            self.sock.as_raw_fd(),
+            &[IoSlice::new(frame)],
+            cmsgs,
+            MsgFlags::MSG_NOSIGNAL,
+            None,
+        ) {
             Ok(_) => {}
             Err(Errno::EPIPE | Errno::ECONNRESET) => return Err(ClientError::HelperDied),
             Err(e) => return Err(std::io::Error::from(e).into()),
@@ -401,7 +411,12 @@ impl Helper {
         let mut cmsg = nix::cmsg_space!([RawFd; MAX_QUEUES as usize]);
         let mut iov = [IoSliceMut::new(&mut buf)];
         let msg = loop {
-            match recvmsg::<()>(self.sock.as_raw_fd(), &mut iov, Some(&mut cmsg), MsgFlags::MSG_CMSG_CLOEXEC) {
+            match recvmsg::<()>(
+                self.sock.as_raw_fd(),
+                &mut iov,
+                Some(&mut cmsg),
+                MsgFlags::MSG_CMSG_CLOEXEC,
+            ) {
                 Err(Errno::EINTR) => {}
                 Err(Errno::ECONNRESET) => return Err(ClientError::HelperDied),
                 other => break other.map_err(std::io::Error::from)?,

@@ -257,7 +257,13 @@ mod tests {
         assert_eq!(p(&["--help"]), Ok(Mode::Help));
         assert_eq!(p(&["--version"]), Ok(Mode::Version));
         assert_eq!(p(&["--session", "--fd=3", "--policy"]), Err(ArgError::BadPolicy));
-        assert_eq!(p(&["--br=o", "--fd=3", "--policy", "--br=oe"]), Err(ArgError::BadPolicy));
-        assert_eq!(p(&["--session", "--fd=3", "--policy=p.conf"]), Err(ArgError::BadPolicy));
+        assert_eq!(
+            p(&["--br=o", "--fd=3", "--policy", "--br=oe"]),
+            Err(ArgError::BadPolicy)
+        );
+        assert_eq!(
+            p(&["--session", "--fd=3", "--policy=p.conf"]),
+            Err(ArgError::BadPolicy)
+        );
     }
 }

@@ -22,6 +22,8 @@ use vmpriv_helper::{audit, session, sys};
 /// `/dev/net/tun` fds a session opens while it still may: enough for its quota's worth of single-queue
 /// taps plus one multi-queue tap, never more than this.
 const SESSION_TUN_FDS_MAX: u32 = 64;
+/// fds kept free for everything else: stdio, the socket, netlink, a request's own fds.
+const FDS_RESERVED: u64 = 12;
 
 fn main() -> ExitCode {
     let argv: Vec<_> = std::env::args_os().skip(1).collect();
@@ -65,11 +67,16 @@ fn run(fd: i32, policy_path: Option<&str>, qemu: Option<(String, bool)>) -> Resu
     let policy = startup::load_policy(&caller, policy_path)?;
     // 5. What needs root: /dev/net/tun fds (bounded by the quota), our netns identity, netlink.
     let quota = policy.quota_for(&caller);
-    let pool = if qemu.is_some() {
+    // Where the caller's RLIMIT_NOFILE could not be raised (no CAP_SYS_RESOURCE), leave room for the
+    // fds a request needs; a session that runs out answers `Unsupported(TunFds)`, never half-done.
+    let room = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .map_or(0, |(soft, _)| soft.saturating_sub(FDS_RESERVED));
+    let wanted = if qemu.is_some() {
         1
     } else {
         quota.saturating_add(7).min(SESSION_TUN_FDS_MAX)
     };
+    let pool = u64::from(wanted).min(room);
     let tun_pool = startup::open_tun_fds(usize::try_from(pool).unwrap_or(0)).unwrap_or_default();
     let tun_path: Option<OwnedFd> = nix::fcntl::open(
         "/dev/net/tun",

@@ -67,21 +67,34 @@ pub fn clear_environment() {
     unsafe { libc::clearenv() };
 }
 
-/// Every signal back to its default disposition, SIGPIPE ignored (a vanished peer is an error return,
-/// not death), and nothing blocked: the caller chose the mask and dispositions it exec'd us with.
+/// Every signal back to its default disposition, SIGPIPE and SIGXFSZ ignored (a vanished peer or a
+/// full file is an error return, not death), and nothing blocked: the caller chose the mask and dispositions it exec'd us with.
 pub fn reset_signals() -> io::Result<()> {
     let default = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
     for sig in Signal::iterator() {
         if matches!(sig, Signal::SIGKILL | Signal::SIGSTOP) {
             continue;
         }
-        let action = if sig == Signal::SIGPIPE {
+        // SIGXFSZ too: with the caller's RLIMIT_FSIZE 0 and stderr on a file, a log line must fail
+        // with EFBIG, not kill us half-way through a request.
+        let action = if matches!(sig, Signal::SIGPIPE | Signal::SIGXFSZ) {
             SigAction::new(SigHandler::SigIgn, SaFlags::empty(), SigSet::empty())
         } else {
             default
         };
         // SAFETY: installs SIG_DFL or SIG_IGN, no handler function, so no async-signal-safety concerns.
         unsafe { sigaction(sig, &action) }?;
+    }
+    // Real-time signals too (glibc keeps the first two for itself and refuses to touch them).
+    for sig in libc::SIGRTMIN()..=libc::SIGRTMAX() {
+        // SAFETY: a zeroed `sigaction` is SIG_DFL with an empty mask and no flags; it lives across the call.
+        let r = unsafe {
+            let dfl: libc::sigaction = std::mem::zeroed();
+            libc::sigaction(sig, &raw const dfl, std::ptr::null_mut())
+        };
+        if r != 0 {
+            return Err(io::Error::last_os_error());
+        }
     }
     sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)?;
     Ok(())

@@ -1,0 +1,458 @@
+//! The hostile-caller battery: malformed frames, wrong fd counts and kinds, foreign control messages,
+//! tiny rlimits, blocked and ignored signals, SIGKILL mid-request, a second user on the same bridge.
+//! For every case: the helper refuses or ends the session cleanly, exits without a signal, leaks no fd,
+//! leaves nothing behind, and a new session right after works.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use std::io::IoSlice;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::process::Command;
+
+use nix::sys::socket::{ControlMessage, MsgFlags, UnixCredentials, sendmsg};
+use vmpriv_client::{ClientError, Helper, TapOptions};
+use vmpriv_protocol::wire::{self, FdIndex, IfConfig, MAX_FRAME, Request, Response, VERSION};
+use vmpriv_protocol::{Error, Invalid};
+use vmpriv_tests::{
+    Scenario, all_addrs, as_nobody, become_nobody, become_root, bins, bridge, fd_count, link, master,
+    scenario, taps,
+};
+
+const POLICY: &str = "allow user * switch br0\ndeny user * switch br1\nquota user * 4\n";
+
+fn helper(s: &Scenario) -> Helper {
+    Helper::spawn_at(&s.helper).expect("helper starts")
+}
+
+/// The session still answers, then ends with exit 0 and no signal; a new session works.
+fn still_healthy(s: &Scenario, mut h: Helper) {
+    assert!(h.status().is_ok(), "the session goes on");
+    let status = h.close().unwrap();
+    assert!(status.success() && status.signal().is_none(), "{status:?}");
+    fresh_session_works(s);
+}
+
+fn ended_cleanly(s: &Scenario, h: Helper) {
+    let status = h.close().unwrap();
+    assert!(
+        status.success() && status.signal().is_none(),
+        "ended cleanly: {status:?}"
+    );
+    fresh_session_works(s);
+}
+
+fn fresh_session_works(s: &Scenario) {
+    let mut h = helper(s);
+    let tap = h.create_tap(&TapOptions::new().switch("br0")).unwrap();
+    assert_eq!(master(tap.name()).as_deref(), Some("br0"));
+    drop(tap);
+    assert!(taps().is_empty());
+}
+
+fn reply(bytes: &[u8]) -> Response {
+    wire::decode::<Response>(bytes).unwrap()
+}
+
+#[test]
+fn malformed_frames_end_the_session_after_a_reply() {
+    scenario(
+        "malformed_frames_end_the_session_after_a_reply",
+        bins!(),
+        POLICY,
+        |s| {
+            bridge("br0", None);
+            become_nobody();
+            let hello = wire::encode(&Request::Hello).unwrap();
+            let create = wire::encode(&Request::CreateTap {
+                queues: 1,
+                vnet_hdr: false,
+                config: IfConfig::default(),
+            })
+            .unwrap();
+            let mut trailing = hello.clone();
+            trailing.push(0);
+            let mut wrong_version = hello.clone();
+            wrong_version[0] = VERSION + 1;
+            let mut cases: Vec<(&str, Vec<u8>, Response)> = vec![
+                (
+                    "truncated",
+                    create[..create.len() - 2].to_vec(),
+                    Response::Error(Error::Invalid(Invalid::Malformed)),
+                ),
+                (
+                    "trailing byte",
+                    trailing,
+                    Response::Error(Error::Invalid(Invalid::Malformed)),
+                ),
+                (
+                    "unknown variant",
+                    vec![VERSION, 0x7f],
+                    Response::Error(Error::Invalid(Invalid::Malformed)),
+                ),
+                (
+                    "oversized",
+                    vec![VERSION; MAX_FRAME + 100],
+                    Response::Error(Error::Invalid(Invalid::Malformed)),
+                ),
+                (
+                    "wrong version",
+                    wrong_version,
+                    Response::Error(Error::Version { supported: VERSION }),
+                ),
+            ];
+            // Random frames: deterministic bytes from a small LCG, never the valid encoding of anything.
+            let mut x: u32 = 12345;
+            for i in 0..8 {
+                let frame: Vec<u8> = (0..(7 + i * 13))
+                    .map(|_| {
+                        x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+                        (x >> 16).to_le_bytes()[0]
+                    })
+                    .collect();
+                let mut frame = frame;
+                frame[0] = VERSION;
+                if wire::decode::<Request>(&frame).is_err() {
+                    cases.push((
+                        "random",
+                        frame,
+                        Response::Error(Error::Invalid(Invalid::Malformed)),
+                    ));
+                }
+            }
+            for (what, frame, want) in cases {
+                let mut h = helper(s);
+                let (bytes, fds) = h.call_raw(&frame, &[]).unwrap();
+                assert_eq!(reply(&bytes), want, "{what}");
+                assert!(fds.is_empty());
+                ended_cleanly(s, h);
+            }
+            // A request before Hello.
+            let mut h = helper(s);
+            let (bytes, _) = h.call_raw(&hello, &[]).unwrap();
+            assert_eq!(reply(&bytes), Response::Hello { version: VERSION });
+            ended_cleanly(s, h);
+            assert!(taps().is_empty());
+        },
+    );
+}
+
+#[test]
+fn wrong_fd_counts_are_refused_and_closed() {
+    scenario("wrong_fd_counts_are_refused_and_closed", bins!(), POLICY, |s| {
+        bridge("br0", None);
+        become_nobody();
+        let mut h = helper(s);
+        let baseline = fd_count(h.pid());
+        let file = std::fs::File::open("/dev/null").unwrap();
+        let set_up = wire::encode(&Request::SetUp {
+            tap: FdIndex(0),
+            up: true,
+        })
+        .unwrap();
+        let status = wire::encode(&Request::Status).unwrap();
+        for (frame, n, expected) in [
+            (&set_up, 0usize, 1u8),
+            (&set_up, 2, 1),
+            (&set_up, 250, 1),
+            (&status, 1, 0),
+            (&status, 3, 0),
+        ] {
+            let fds: Vec<BorrowedFd<'_>> = std::iter::repeat_n(file.as_fd(), n).collect();
+            let (bytes, _) = h.call_raw(frame, &fds).unwrap();
+            let got = u8::try_from(n).unwrap();
+            assert_eq!(
+                reply(&bytes),
+                Response::Error(Error::Invalid(Invalid::FdCount { expected, got }))
+            );
+            assert_eq!(fd_count(h.pid()), baseline, "every received fd closed ({n} sent)");
+        }
+        still_healthy(s, h);
+    });
+}
+
+#[test]
+fn foreign_control_messages_and_fd_kinds_leak_nothing() {
+    scenario(
+        "foreign_control_messages_and_fd_kinds_leak_nothing",
+        bins!(),
+        POLICY,
+        |s| {
+            bridge("br0", None);
+            let tun_mode = vmpriv_tests::open_tun("tun0", libc::IFF_TUN);
+            become_nobody();
+            let h = helper(s);
+            let baseline = fd_count(h.pid());
+            // SCM_CREDENTIALS next to SCM_RIGHTS: the kernel drops credentials the receiver did not ask for
+            // (no SO_PASSCRED), so the helper sees a plain request; either way nothing may leak.
+            let frame = wire::encode(&Request::SetUp {
+                tap: FdIndex(0),
+                up: true,
+            })
+            .unwrap();
+            let creds = UnixCredentials::new();
+            let raw = [tun_mode.as_raw_fd()];
+            let cmsgs = [
+                ControlMessage::ScmCredentials(&creds),
+                ControlMessage::ScmRights(&raw),
+            ];
+            sendmsg::<()>(
+                h.socket().as_raw_fd(),
+                &[IoSlice::new(&frame)],
+                &cmsgs,
+                MsgFlags::empty(),
+                None,
+            )
+            .unwrap();
+            let mut buf = vec![0u8; MAX_FRAME];
+            let n = nix::sys::socket::recv(h.socket().as_raw_fd(), &mut buf, MsgFlags::empty()).unwrap();
+            let r = reply(&buf[..n]);
+            assert!(
+                matches!(
+                    r,
+                    Response::Error(Error::Invalid(Invalid::NotATap | Invalid::Malformed))
+                ),
+                "refused: {r:?}"
+            );
+            if r == Response::Error(Error::Invalid(Invalid::NotATap)) {
+                assert_eq!(fd_count(h.pid()), baseline);
+                still_healthy(s, h);
+            } else {
+                ended_cleanly(s, h);
+            }
+        },
+    );
+}
+
+/// The caller's rlimits and signal state at exec: RLIMIT_NOFILE tiny, RLIMIT_FSIZE 0 with stderr on a
+/// file, every signal blocked and ignored. The helper resets what it can (raising limits needs
+/// CAP_SYS_RESOURCE, which some sandboxes lack) and otherwise refuses cleanly: never a signal death,
+/// never a half-made tap.
+#[test]
+fn tiny_rlimits_and_hostile_signal_state_are_reset() {
+    scenario(
+        "tiny_rlimits_and_hostile_signal_state_are_reset",
+        bins!(),
+        POLICY,
+        |s| {
+            bridge("br0", None);
+            let log = s.dir.join("stderr.log");
+            std::fs::write(&log, "").unwrap();
+            vmpriv_tests::chmod(&log, 0o666);
+            become_nobody();
+            for nofile in [4u64, 16] {
+                let mut cmd = Command::new(&s.helper);
+                cmd.stderr(std::fs::OpenOptions::new().append(true).open(&log).unwrap());
+                // SAFETY: only async-signal-safe calls (setrlimit, sigprocmask, signal).
+                #[allow(unsafe_code)]
+                unsafe {
+                    cmd.pre_exec(move || {
+                        let tiny = |r, n| {
+                            libc::setrlimit(
+                                r,
+                                &libc::rlimit {
+                                    rlim_cur: n,
+                                    rlim_max: n,
+                                },
+                            )
+                        };
+                        tiny(libc::RLIMIT_NOFILE, nofile);
+                        tiny(libc::RLIMIT_FSIZE, 0);
+                        let mut all: libc::sigset_t = std::mem::zeroed();
+                        libc::sigfillset(&raw mut all);
+                        libc::sigprocmask(libc::SIG_BLOCK, &raw const all, std::ptr::null_mut());
+                        for sig in 1..32 {
+                            libc::signal(sig, libc::SIG_IGN);
+                        }
+                        Ok(())
+                    });
+                }
+                let mut h = match Helper::spawn_command(cmd, &s.helper) {
+                    Ok(h) => h,
+                    Err(ClientError::HelperExited { status }) => {
+                        assert!(
+                            status.signal().is_none() && status.code() == Some(1),
+                            "nofile {nofile}: {status:?}"
+                        );
+                        println!("MEASURED nofile {nofile}: helper refused to start cleanly ({status})");
+                        assert!(taps().is_empty());
+                        continue;
+                    }
+                    Err(e) => panic!("nofile {nofile}: {e:?}"),
+                };
+                let st = vmpriv_tests::proc_status(h.pid());
+                let get = |k: &str| {
+                    st.iter()
+                        .find(|(key, _)| key == k)
+                        .map(|(_, v)| v.clone())
+                        .unwrap()
+                };
+                assert_eq!(get("SigBlk"), "0000000000000000", "mask reset");
+                let ignored = (1u64 << (libc::SIGPIPE - 1)) | (1u64 << (libc::SIGXFSZ - 1));
+                // Signal 32 and 33 belong to glibc (it refuses to change them); every other one is reset.
+                let ign = u64::from_str_radix(&get("SigIgn"), 16).unwrap() & !(0b11 << 31);
+                assert_eq!(ign, ignored, "only SIGPIPE and SIGXFSZ ignored: {ign:016x}");
+                match h.create_tap(&TapOptions::new().switch("br0")) {
+                    Ok(tap) => assert_eq!(master(tap.name()).as_deref(), Some("br0")),
+                    Err(e) => {
+                        assert!(
+                            matches!(e, ClientError::Unsupported(_)),
+                            "nofile {nofile}: a clean refusal: {e:?}"
+                        );
+                    }
+                }
+                assert!(taps().is_empty());
+                // Dispositions were reset: SIGTERM from the caller ends the helper by that signal.
+                let pid = nix::unistd::Pid::from_raw(i32::try_from(h.pid()).unwrap());
+                nix::sys::signal::kill(pid, nix::sys::signal::SIGTERM).unwrap();
+                let status = h.close().unwrap();
+                assert_eq!(status.signal(), Some(libc::SIGTERM));
+            }
+            fresh_session_works(s);
+        },
+    );
+}
+
+/// SIGKILL at many points of a full VM-interface configuration: once the caller closes its fds,
+/// nothing is left: no tap, no address, no bridge port.
+#[test]
+fn sigkill_at_every_step_leaves_nothing_behind() {
+    scenario(
+        "sigkill_at_every_step_leaves_nothing_behind",
+        bins!(),
+        POLICY,
+        |s| {
+            bridge("br0", None);
+            become_nobody();
+            let config = TapOptions::new()
+                .switch("br0")
+                .description("kill me")
+                .local(9, 0, true)
+                .config()
+                .clone();
+            for round in 0u32..40 {
+                let mut h = helper(s);
+                let tap = h.create_tap(&TapOptions::new().up(false)).unwrap();
+                let pid = nix::unistd::Pid::from_raw(i32::try_from(h.pid()).unwrap());
+                let delay = std::time::Duration::from_micros(u64::from(round) * 40);
+                let killer = std::thread::spawn(move || {
+                    std::thread::sleep(delay);
+                    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+                });
+                let _ = h.configure(&tap, &config);
+                killer.join().unwrap();
+                let status = h.close().unwrap();
+                assert!(
+                    status.success() || status.signal() == Some(libc::SIGKILL),
+                    "{status:?}"
+                );
+                drop(tap);
+                assert!(taps().is_empty(), "round {round}: {:?}", taps());
+                assert!(all_addrs().is_empty(), "round {round}: {:?}", all_addrs());
+            }
+            fresh_session_works(s);
+        },
+    );
+}
+
+/// CVE-2026-39402 shape: user B holds user A's tap fd (A passed it, or B got it somehow) on the same
+/// bridge; B's session can neither detach, down, readdress, regroup nor describe it.
+#[test]
+fn another_user_can_never_touch_my_tap() {
+    scenario("another_user_can_never_touch_my_tap", bins!(), POLICY, |s| {
+        bridge("br0", None);
+        let (tap_a, name): (OwnedFd, String) = as_nobody(|| {
+            let mut a = helper(s);
+            let t = a
+                .create_tap(
+                    &TapOptions::new()
+                        .switch("br0")
+                        .local(1, 0, false)
+                        .description("A's"),
+                )
+                .unwrap();
+            let name = t.name().to_owned();
+            (t.into_fds().remove(0), name)
+        });
+        let before = link(&name).unwrap();
+        // User B: uid 1000, no name in the policy but `user *` grants br0 too.
+        nix::unistd::setgroups(&[]).unwrap();
+        nix::unistd::setresgid(1000.into(), 1000.into(), 0.into()).unwrap();
+        nix::unistd::setresuid(1000.into(), 1000.into(), 0.into()).unwrap();
+        let mut b = helper(s);
+        let mine = b.create_tap(&TapOptions::new().switch("br0")).unwrap();
+        for e in [
+            b.reset(&tap_a).unwrap_err(),
+            b.set_up(&tap_a, false).unwrap_err(),
+            b.add_local_inet(&tap_a, 2, 0).unwrap_err(),
+            b.set_description(&tap_a, "B's now").unwrap_err(),
+            b.configure(&tap_a, &IfConfig::default()).unwrap_err(),
+            b.link_addr(&tap_a).unwrap_err(),
+        ] {
+            assert!(matches!(e, ClientError::Denied), "{e:?}");
+        }
+        become_root();
+        let after = link(&name).unwrap();
+        for key in [
+            "master", "flags", "ifalias", "group", "mtu", "address", "linkinfo",
+        ] {
+            let (a, b) = (&after[key], &before[key]);
+            if key == "linkinfo" {
+                assert_eq!(a["info_data"], b["info_data"], "A's tap untouched: {key}");
+            } else {
+                assert_eq!(a, b, "A's tap untouched: {key}");
+            }
+        }
+        assert_eq!(vmpriv_tests::addrs(&name), ["100.64.1.2/31"]);
+        let b_name = nix::unistd::User::from_uid(1000.into())
+            .unwrap()
+            .map_or("1000".to_owned(), |u| u.name);
+        assert_eq!(
+            link(mine.name()).unwrap()["linkinfo"]["info_data"]["user"],
+            b_name.as_str()
+        );
+    });
+}
+
+/// CVE-2022-47952 shape: the reply to "not granted" and to "does not exist" is the same bytes.
+#[test]
+fn denied_and_absent_replies_are_byte_identical() {
+    scenario(
+        "denied_and_absent_replies_are_byte_identical",
+        bins!(),
+        POLICY,
+        |s| {
+            bridge("br0", None);
+            bridge("br1", None);
+            become_nobody();
+            let mut h = helper(s);
+            let ask = |h: &mut Helper, req: &Request| h.call_raw(&wire::encode(req).unwrap(), &[]).unwrap().0;
+            let denied = ask(&mut h, &Request::SwitchExists { switch: "br1".into() });
+            let absent = ask(
+                &mut h,
+                &Request::SwitchExists {
+                    switch: "nosuchbr".into(),
+                },
+            );
+            let not_bridge = ask(&mut h, &Request::SwitchExists { switch: "lo".into() });
+            assert_eq!(denied, absent);
+            assert_eq!(denied, not_bridge);
+            let create = |sw: &str| Request::CreateTap {
+                queues: 1,
+                vnet_hdr: false,
+                config: IfConfig {
+                    switch: Some(sw.into()),
+                    ..Default::default()
+                },
+            };
+            assert_eq!(ask(&mut h, &create("br1")), ask(&mut h, &create("nosuchbr")));
+            assert_eq!(ask(&mut h, &create("br1")), denied);
+            assert_eq!(reply(&denied), Response::Error(Error::Denied));
+            still_healthy(s, h);
+        },
+    );
+}
