@@ -102,6 +102,7 @@ fn run(fd: i32, policy_path: Option<&str>, qemu: Option<(String, bool)>) -> Resu
         nl,
         tun_pool,
         netns,
+        tun_features: None,
     };
     // 7. Serve.
     match qemu {

@@ -18,6 +18,17 @@ pub const RTM_NEWLINK: u16 = 16;
 pub const RTM_NEWADDR: u16 = 20;
 pub const RTM_DELADDR: u16 = 21;
 pub const RTM_GETADDR: u16 = 22;
+pub const RTM_NEWROUTE: u16 = 24;
+pub const RTM_GETROUTE: u16 = 26;
+/// Return the FIB entry that matched, not a route computed for a packet (Linux 4.13+).
+const RTM_F_FIB_MATCH: u32 = 0x2000;
+const RTA_DST: u16 = 1;
+const RTA_OIF: u16 = 4;
+const RTA_TABLE: u16 = 15;
+/// `rtm_type` of a local (host) route: some interface holds the address.
+pub const RTN_LOCAL: u8 = 2;
+/// `rtm_protocol` of routes the kernel adds for an address's prefix.
+pub const RTPROT_KERNEL: u8 = 2;
 const NLMSG_ERROR: u16 = 2;
 const NLMSG_DONE: u16 = 3;
 
@@ -363,6 +374,39 @@ pub fn parse_addr(payload: &[u8]) -> Result<Option<Addr>, ParseError> {
     }))
 }
 
+/// What the helper reads of a route: the FIB entry that matched a lookup.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Route {
+    pub dst_len: u8,
+    pub protocol: u8,
+    pub route_type: u8,
+    pub table: u32,
+    pub oif: Option<u32>,
+}
+
+/// Parses an `RTM_NEWROUTE` payload (`rtmsg` + attributes).
+pub fn parse_route(payload: &[u8]) -> Result<Route, ParseError> {
+    let head = payload.get(..RTMSG_LEN).ok_or(ParseError::Short)?;
+    let mut r = Route {
+        dst_len: head.get(1).copied().unwrap_or(0),
+        protocol: head.get(5).copied().unwrap_or(0),
+        route_type: head.get(7).copied().unwrap_or(0),
+        table: u32::from(head.get(4).copied().unwrap_or(0)),
+        oif: None,
+    };
+    for a in attrs(payload.get(RTMSG_LEN..).ok_or(ParseError::Short)?) {
+        let (ty, data) = a?;
+        match ty {
+            RTA_OIF => r.oif = u32_of(data),
+            RTA_TABLE => r.table = u32_of(data).unwrap_or(r.table),
+            _ => {}
+        }
+    }
+    Ok(r)
+}
+
+const RTMSG_LEN: usize = 12;
+
 /// Parses a whole reply buffer, as the fuzzer does: every message, every attribute.
 pub fn parse_reply(buf: &[u8]) -> Result<Vec<Reply>, ParseError> {
     let mut out = Vec::new();
@@ -373,6 +417,7 @@ pub fn parse_reply(buf: &[u8]) -> Result<Vec<Reply>, ParseError> {
             NLMSG_DONE => Reply::Done,
             RTM_NEWLINK => Reply::Link(parse_link(payload)?),
             RTM_NEWADDR => Reply::Addr(parse_addr(payload)?),
+            RTM_NEWROUTE => Reply::Route(parse_route(payload)?),
             _ => Reply::Other,
         });
     }
@@ -428,6 +473,7 @@ pub enum Reply {
     Done,
     Link(Link),
     Addr(Option<Addr>),
+    Route(Route),
     Other,
 }
 
@@ -545,6 +591,29 @@ impl Netlink {
             }
             Ok(())
         })
+    }
+
+    /// The FIB entry a lookup of `ip` matches (policy rules, local table first), or `None` when no
+    /// route matches. One round trip, whatever the number of interfaces and addresses.
+    pub fn route_lookup(&mut self, ip: IpAddr) -> NlResult<Option<Route>> {
+        let seq = self.next_seq();
+        let (family, len) = if ip.is_ipv4() { (2u8, 32u8) } else { (10, 128) };
+        let mut head = vec![family, len, 0, 0, 0, 0, 0, 0];
+        head.extend_from_slice(&RTM_F_FIB_MATCH.to_ne_bytes());
+        let mut msg = Msg::new(RTM_GETROUTE, 0, seq);
+        msg.buf.extend_from_slice(&head);
+        self.send(msg.attr_ip(RTA_DST, ip).finish())?;
+        let mut found = None;
+        match self.receive(seq, &mut |hdr, payload| {
+            if hdr.ty == RTM_NEWROUTE {
+                found = Some(parse_route(payload).map_err(|_| Errno::EPROTO)?);
+            }
+            Ok(())
+        }) {
+            Ok(()) => Ok(found),
+            Err(Errno::ENETUNREACH | Errno::EHOSTUNREACH | Errno::ENOENT) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// Dumps addresses of one family (2 = IPv4, 10 = IPv6).

@@ -14,8 +14,8 @@ use vmpriv_protocol::{
 };
 
 use crate::netlink::{
-    IFA_ADDRESS, IFA_LOCAL, IFF_UP, IFLA_GROUP, IFLA_IFALIAS, IFLA_MASTER, IFLA_MTU, Link, Msg, NLM_F_ACK,
-    NLM_F_CREATE, NLM_F_REPLACE, Netlink, RTM_DELADDR, RTM_NEWADDR, RTM_SETLINK,
+    self, IFA_ADDRESS, IFA_LOCAL, IFF_UP, IFLA_GROUP, IFLA_IFALIAS, IFLA_MASTER, IFLA_MTU, Link, Msg,
+    NLM_F_ACK, NLM_F_CREATE, NLM_F_REPLACE, Netlink, RTM_DELADDR, RTM_NEWADDR, RTM_SETLINK,
 };
 use crate::sys;
 
@@ -36,6 +36,8 @@ pub struct Ctx {
     pub tun_pool: Vec<OwnedFd>,
     /// (st_dev, st_ino) of the helper's own network namespace.
     pub netns: (u64, u64),
+    /// `TUNGETFEATURES`, asked once per session.
+    pub tun_features: Option<u32>,
 }
 
 /// A reply and the fds that go with it.
@@ -278,35 +280,35 @@ fn check_config(ctx: &mut Ctx, link: Option<&Link>, config: &ValidConfig) -> Res
     };
     let index = link.map_or(0, |l| l.index);
     if let Some(p) = config.inet {
-        check_free(
-            ctx,
-            index,
-            2,
-            |a| matches!(a, IpAddr::V4(v) if u32::from(v) >> 1 == u32::from(p.host) >> 1),
-        )?;
+        // A /31 has two addresses: taken if another interface holds either.
+        for ip in [p.host, p.vm] {
+            check_not_held(ctx, index, IpAddr::V4(ip), None)?;
+        }
     }
     if let Some(p) = config.inet6 {
-        check_free(
-            ctx,
-            index,
-            10,
-            |a| matches!(a, IpAddr::V6(v) if u128::from(v) >> 32 == u128::from(p.host) >> 32),
-        )?;
+        check_not_held(ctx, index, IpAddr::V6(p.host), Some(Inet6Pair::PREFIX_LEN))?;
+        check_not_held(ctx, index, IpAddr::V6(p.vm), None)?;
     }
     Ok(Plan { bridge, vrf })
 }
 
-/// Refuses when an interface other than `index` holds an address for which `inside` is true.
-fn check_free(ctx: &mut Ctx, index: u32, family: u8, inside: impl Fn(IpAddr) -> bool) -> Result<(), Error> {
-    let mut taken = false;
-    ctx.nl
-        .dump_addrs(family, &mut |a| taken |= a.index != index && inside(a.address))
-        .map_err(kernel)?;
-    if taken {
-        Err(Error::Invalid(Invalid::AddressInUse))
-    } else {
-        Ok(())
+/// Refuses when an interface other than `index` holds `ip` (its local route names the holder), or,
+/// with `prefix`, an address whose kernel prefix route of that length or longer covers `ip`. Each is
+/// one FIB lookup, so the check costs the same with ten interfaces or ten thousand.
+fn check_not_held(ctx: &mut Ctx, index: u32, ip: IpAddr, prefix: Option<u8>) -> Result<(), Error> {
+    let Some(route) = ctx.nl.route_lookup(ip).map_err(kernel)? else {
+        return Ok(());
+    };
+    let other = route.oif.is_some_and(|oif| oif != index);
+    let local = route.route_type == netlink::RTN_LOCAL;
+    let covering = prefix.is_some_and(|len| {
+        route.protocol == netlink::RTPROT_KERNEL && route.dst_len >= len && route.route_type == 1
+    });
+    if other && (local || covering) {
+        log::info!("uid={} {ip} is held by ifindex {:?}", ctx.caller.uid, route.oif);
+        return Err(Error::Invalid(Invalid::AddressInUse));
     }
+    Ok(())
 }
 
 /// Phase 2 bookkeeping: each change made, so a failure can undo them in reverse.
@@ -354,8 +356,20 @@ fn addr_msg(ty: u16, flags: u16, seq: u32, index: u32, ip: IpAddr, prefixlen: u8
 /// all or nothing.
 fn configure(ctx: &mut Ctx, link: &Link, config: &ValidConfig) -> Result<TapInfo, Error> {
     let plan = check_config(ctx, Some(link), config)?;
+    configure_checked(ctx, link, config, &plan, false)
+}
+
+/// Phase 2 of [`configure`], once `plan` holds everything phase 1 found. `fresh`: a tap this request
+/// created, which has no addresses yet (so vmd's IPv6 delete-before-add is skipped).
+fn configure_checked(
+    ctx: &mut Ctx,
+    link: &Link,
+    config: &ValidConfig,
+    plan: &Plan,
+    fresh: bool,
+) -> Result<TapInfo, Error> {
     let mut undo = Vec::new();
-    let result = apply(ctx, link, config, &plan, &mut undo);
+    let result = apply(ctx, link, config, plan, fresh, &mut undo);
     if let Err(e) = &result {
         log::warn!(
             "uid={} configure {} failed ({e}); rolling back {} change(s)",
@@ -373,6 +387,7 @@ fn apply(
     link: &Link,
     config: &ValidConfig,
     plan: &Plan,
+    fresh: bool,
     undo: &mut Vec<Undo>,
 ) -> Result<TapInfo, Error> {
     let nl = &mut ctx.nl;
@@ -413,7 +428,7 @@ fn apply(
         info.inet = Some(p);
     }
     if let Some(p) = config.inet6 {
-        add_inet6(nl, index, p, undo)?;
+        add_inet6(nl, index, p, fresh, undo)?;
         info.inet6 = Some(p);
     }
     Ok(info)
@@ -437,9 +452,20 @@ fn add_inet(nl: &mut Netlink, index: u32, p: Inet4Pair, undo: &mut Vec<Undo>) ->
 }
 
 /// vmd deletes then adds the IPv6 address; a missing one (EADDRNOTAVAIL) is fine.
-fn add_inet6(nl: &mut Netlink, index: u32, p: Inet6Pair, undo: &mut Vec<Undo>) -> Result<(), Error> {
+fn add_inet6(
+    nl: &mut Netlink,
+    index: u32,
+    p: Inet6Pair,
+    fresh: bool,
+    undo: &mut Vec<Undo>,
+) -> Result<(), Error> {
     let ip = IpAddr::V6(p.host);
-    match nl.request(|seq| addr_msg(RTM_DELADDR, 0, seq, index, ip, Inet6Pair::PREFIX_LEN)) {
+    let deleted = if fresh {
+        Ok(())
+    } else {
+        nl.request(|seq| addr_msg(RTM_DELADDR, 0, seq, index, ip, Inet6Pair::PREFIX_LEN))
+    };
+    match deleted {
         Ok(()) | Err(Errno::EADDRNOTAVAIL) => {}
         Err(Errno::EACCES) => return Err(Error::Unsupported(Unsupported::Inet6)),
         Err(e) => return Err(kernel(e)),
@@ -534,14 +560,15 @@ fn create_tap(
         log::info!("uid={} owns {in_use} taps, quota {quota}", ctx.caller.uid);
         return Err(Error::Quota { limit: quota });
     }
-    check_config(ctx, None, config)?;
+    let plan = check_config(ctx, None, config)?;
     let mut fds = take_tun_fds(ctx, usize::from(queues))?;
-    let features = fds
-        .first()
-        .map(sys::tun_get_features)
-        .transpose()
-        .map_err(|e| kernel_io(&e))?
-        .unwrap_or(0);
+    let features = if let Some(f) = ctx.tun_features {
+        f
+    } else {
+        let first = fds.first().ok_or(Error::Invalid(Invalid::Queues))?;
+        let f = sys::tun_get_features(first).map_err(|e| kernel_io(&e))?;
+        *ctx.tun_features.insert(f)
+    };
     let mut flags = i32::from(IFF_TAP) | IFF_NO_PI | IFF_TUN_EXCL;
     if vnet_hdr {
         if features & 0x4000 == 0 {
@@ -572,7 +599,7 @@ fn create_tap(
     mac[0] = 0xfe;
     sys::tun_set_mac(first, mac).map_err(|e| kernel_io(&e))?;
     let link = ctx.nl.get_link(0, Some(&name)).map_err(kernel)?;
-    let mut info = configure(ctx, &link, config)?;
+    let mut info = configure_checked(ctx, &link, config, &plan, true)?;
     info.mac = mac;
     // Another session of the same user may have raced us past the quota: count again, ours included.
     let now = count_taps(ctx)?;

@@ -1,0 +1,580 @@
+//! `cargo run --release --bin vmpriv-bench -- --nics N [--rounds R]` (as root): the per-NIC cost of
+//! giving a VM a configured tap (create + attach + description + up + IPv4 /31 + IPv6 /96 + fds in the
+//! caller's hands), vmpriv against what users would use instead, run round-robin in one invocation,
+//! each run in a fresh network + mount namespace with a bridge. Prints a table; the last lines are
+//! machine-readable ratios of medians.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+#![allow(
+    clippy::cast_precision_loss,
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss
+)]
+
+use std::collections::BTreeMap;
+use std::io::{IoSliceMut, Write};
+use std::net::IpAddr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use nix::sys::socket::{
+    AddressFamily, ControlMessageOwned, MsgFlags, SockFlag, SockType, recvmsg, socketpair,
+};
+use vmpriv_client::{Helper, TapOptions};
+use vmpriv_helper::netlink::{
+    IFA_ADDRESS, IFA_LOCAL, IFF_UP, IFLA_IFALIAS, IFLA_MASTER, Msg, NLM_F_ACK, NLM_F_CREATE, NLM_F_REPLACE,
+    Netlink, RTM_NEWADDR, RTM_SETLINK,
+};
+use vmpriv_protocol::addr::{local_inet, local_inet6};
+use vmpriv_protocol::{Inet4Prefix, Inet6Prefix};
+use vmpriv_tests::{NOBODY, sh};
+
+const CONTENDERS: [&str; 6] = [
+    "vmpriv-warm",
+    "vmpriv-oneshot",
+    "iproute2",
+    "ip-batch",
+    "qemu-bridge-helper",
+    "floor",
+];
+const QBH: &str = "/usr/lib/qemu/qemu-bridge-helper";
+const POLICY: &str = "allow user nobody switch br0\nquota user nobody 4096\n";
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let get = |flag: &str| {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    match args.first().map(String::as_str) {
+        Some("--run") => run(&args[1], args[2].parse().unwrap()),
+        Some("--worker") => worker(&args[1], args[2].parse().unwrap(), Path::new(&args[3])),
+        _ => {
+            let n: usize = get("--nics")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| usage());
+            let default_rounds = match n {
+                0..=9 => 15,
+                10..=500 => 5,
+                _ => 3,
+            };
+            let rounds = get("--rounds")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(default_rounds);
+            parent(n, rounds);
+        }
+    }
+}
+
+fn usage() -> ! {
+    eprintln!("usage: vmpriv-bench --nics N [--rounds R]   (as root; makes its own namespaces)");
+    std::process::exit(2);
+}
+
+fn exe_dir() -> PathBuf {
+    std::env::current_exe().unwrap().parent().unwrap().to_owned()
+}
+
+/// The per-NIC plan: NIC i is vm i, nic 0 (vmd's local addresses), description "vm{i} net0".
+fn plan(i: usize) -> (u32, String) {
+    (u32::try_from(i).unwrap(), format!("vm{i} net0"))
+}
+
+// ---------------------------------------------------------------------------------------------------
+// The parent: builds, runs every contender round-robin, aggregates, prints.
+
+fn parent(n: usize, rounds: usize) {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("vmpriv-bench: run as root (it makes namespaces and setuid copies; the host is untouched)");
+        std::process::exit(1);
+    }
+    // The helper and CLI are another package's binaries: build them (cargo run released its lock).
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let st = Command::new(cargo)
+        .args([
+            "build",
+            "--release",
+            "--quiet",
+            "-p",
+            "vmpriv-helper",
+            "--bin",
+            "vmpriv-helper",
+        ])
+        .status()
+        .unwrap();
+    assert!(st.success(), "building vmpriv-helper failed");
+    let have_qbh = Path::new(QBH).exists();
+    let contenders: Vec<&str> = CONTENDERS
+        .iter()
+        .copied()
+        .filter(|c| have_qbh || *c != "qemu-bridge-helper")
+        .collect();
+    let exe = std::env::current_exe().unwrap();
+    let mut samples: BTreeMap<&str, Vec<Vec<f64>>> = BTreeMap::new();
+    let mut stats: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    eprintln!(
+        "vmpriv-bench: {n} NICs, {rounds} rounds, contenders: {}",
+        contenders.join(", ")
+    );
+    for round in 0..rounds {
+        for k in 0..contenders.len() {
+            let c = contenders[(k + round) % contenders.len()];
+            let out = Command::new("unshare")
+                .args(["--net", "--mount", "--"])
+                .arg(&exe)
+                .args(["--run", c, &n.to_string()])
+                .stderr(Stdio::inherit())
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{c} failed in round {round}");
+            let mut per_nic = Vec::new();
+            for line in String::from_utf8_lossy(&out.stdout).lines() {
+                let mut w = line.split_whitespace();
+                match (w.next(), w.next(), w.next()) {
+                    (Some("nic"), Some(us), None) => per_nic.push(us.parse::<f64>().unwrap()),
+                    (Some("stat"), Some(key), Some(v)) => {
+                        stats.entry(key.to_owned()).or_default().push(v.parse().unwrap());
+                    }
+                    _ => {}
+                }
+            }
+            assert_eq!(per_nic.len(), n, "{c}: expected {n} per-NIC samples");
+            samples.entry(c).or_default().push(per_nic);
+        }
+        eprintln!("vmpriv-bench: round {}/{rounds} done", round + 1);
+    }
+    report(n, rounds, &contenders, &samples, &stats, have_qbh);
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[i]
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    percentile(&s, 0.5)
+}
+
+fn report(
+    n: usize,
+    rounds: usize,
+    contenders: &[&str],
+    samples: &BTreeMap<&str, Vec<Vec<f64>>>,
+    stats: &BTreeMap<String, Vec<f64>>,
+    have_qbh: bool,
+) {
+    let pooled = |c: &str| -> Vec<f64> {
+        let mut all: Vec<f64> = samples[c].iter().flatten().copied().collect();
+        all.sort_by(f64::total_cmp);
+        all
+    };
+    let med = |c: &str| percentile(&pooled(c), 0.5);
+    let floor = med("floor");
+    let warm = med("vmpriv-warm");
+    let uname = String::from_utf8_lossy(&Command::new("uname").arg("-r").output().unwrap().stdout)
+        .trim()
+        .to_owned();
+    let cpus = std::thread::available_parallelism().map_or(0, std::num::NonZero::get);
+    println!("\nvmpriv-bench --nics {n} --rounds {rounds}   (kernel {uname}, {cpus} CPUs)");
+    println!(
+        "per-NIC time, microseconds, all rounds pooled; ratio = median / median of the floor or of vmpriv warm\n"
+    );
+    println!(
+        "{:<20} {:>10} {:>19} {:>9} {:>8} {:>9} {:>22}",
+        "contender", "median", "p25-p75", "NICs/s", "x floor", "x vmpriv", "first 100 -> last 100"
+    );
+    for c in contenders {
+        let all = pooled(c);
+        let m = percentile(&all, 0.5);
+        let growth = if n >= 200 {
+            let first: Vec<f64> = samples[c].iter().flat_map(|r| r[..100].to_vec()).collect();
+            let last: Vec<f64> = samples[c].iter().flat_map(|r| r[n - 100..].to_vec()).collect();
+            format!(
+                "{:.0} -> {:.0} ({:.2}x)",
+                median(&first),
+                median(&last),
+                median(&last) / median(&first)
+            )
+        } else {
+            "-".to_owned()
+        };
+        println!(
+            "{c:<20} {m:>10.0} {:>19} {:>9.0} {:>8.2} {:>9.2} {growth:>22}",
+            format!("{:.0}-{:.0}", percentile(&all, 0.25), percentile(&all, 0.75)),
+            1e6 / m,
+            m / floor,
+            m / warm,
+        );
+    }
+    println!(
+        "\nnotes: vmpriv-warm = one session, every NIC fully configured (tap, switch, description, up, /31, /96);"
+    );
+    println!(
+        "  vmpriv-oneshot = one setuid helper process per NIC in QEMU mode (tap, switch, MTU, MAC, up: no"
+    );
+    println!(
+        "  description, no addresses), the same work as qemu-bridge-helper; iproute2 = 6 ip processes per NIC;"
+    );
+    println!(
+        "  ip-batch = one ip -batch process per 100 NICs; floor = the kernel work alone, root, one netlink socket."
+    );
+    if !have_qbh {
+        println!(
+            "  qemu-bridge-helper: not installed ({QBH}); apt-get install qemu-system-common to compare"
+        );
+    }
+    let s = |k: &str| stats.get(k).map_or(f64::NAN, |v| median(v));
+    println!(
+        "\nhelper: peak RSS {:.0} KiB (VmHWM, warm session after {n} NICs)",
+        s("helper_vmhwm_kib")
+    );
+    println!(
+        "helper: start-up to first reply {:.0} us (median, spawn to Hello reply, setuid, as uid 65534)",
+        s("startup_us")
+    );
+    let size = std::fs::metadata(exe_dir().join("vmpriv-helper")).map_or(0, |m| m.len());
+    println!("helper: binary size {size} bytes (release, stripped)");
+    match syscalls_per_nic() {
+        Some((warm_sc, oneshot_sc)) => {
+            println!(
+                "syscalls per NIC (strace -c -f, (N=60 - N=10)/50): vmpriv-warm {warm_sc:.1}, vmpriv-oneshot {oneshot_sc:.1}"
+            );
+        }
+        None => println!("syscalls per NIC: strace not installed"),
+    }
+    println!();
+    println!("warm_vs_floor={:.3}", warm / floor);
+    if have_qbh {
+        println!(
+            "oneshot_vs_qemu_bridge_helper={:.3}",
+            med("vmpriv-oneshot") / med("qemu-bridge-helper")
+        );
+    } else {
+        println!("# oneshot_vs_qemu_bridge_helper omitted: {QBH} is not installed");
+    }
+}
+
+/// Syscalls per NIC for the two vmpriv contenders, from two strace runs each.
+fn syscalls_per_nic() -> Option<(f64, f64)> {
+    Command::new("strace")
+        .arg("-V")
+        .output()
+        .ok()
+        .filter(|o| o.status.success())?;
+    let exe = std::env::current_exe().unwrap();
+    let count = |c: &str, n: usize| -> f64 {
+        let out = Command::new("unshare")
+            .args(["--net", "--mount", "--"])
+            .arg(&exe)
+            .args(["--run", c, &n.to_string()])
+            .env("VMPRIV_BENCH_STRACE", "1")
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .find_map(|l| l.strip_prefix("stat syscalls ").map(|v| v.parse().unwrap()))
+            .unwrap_or(f64::NAN)
+    };
+    let per = |c: &str| (count(c, 60) - count(c, 10)) / 50.0;
+    Some((per("vmpriv-warm"), per("vmpriv-oneshot")))
+}
+
+// ---------------------------------------------------------------------------------------------------
+// One run, inside a fresh network + mount namespace, as root.
+
+fn run(contender: &str, n: usize) {
+    sh(&["ip", "link", "set", "lo", "up"]);
+    sh(&["ip", "link", "add", "br0", "type", "bridge"]);
+    sh(&["ip", "link", "set", "br0", "up"]);
+    match contender {
+        "floor" => floor(n),
+        "iproute2" => iproute2(n),
+        "ip-batch" => ip_batch(n),
+        "vmpriv-warm" | "vmpriv-oneshot" => {
+            let dir = exe_dir();
+            let s = vmpriv_tests::setup(
+                &format!("bench-{contender}"),
+                (
+                    dir.join("vmpriv-helper").to_str().unwrap(),
+                    std::env::current_exe().unwrap().to_str().unwrap(),
+                ),
+                POLICY,
+            );
+            as_worker(contender, n, &s.helper);
+            let _ = std::fs::remove_dir_all(&s.dir);
+        }
+        "qemu-bridge-helper" => {
+            let s = vmpriv_tests::setup(
+                "bench-qbh",
+                (QBH, std::env::current_exe().unwrap().to_str().unwrap()),
+                POLICY,
+            );
+            std::fs::create_dir_all("/etc/qemu").unwrap();
+            std::fs::write("/etc/qemu/bridge.conf", "allow br0\n").unwrap();
+            vmpriv_tests::chmod(Path::new("/etc/qemu/bridge.conf"), 0o644);
+            // qemu-bridge-helper opens /dev/net/tun as the caller after its own drop: give it a 0666 node
+            // inside this mount namespace rather than changing the host's.
+            let node = s.dir.join("tun");
+            sh(&["mknod", "-m", "0666", node.to_str().unwrap(), "c", "10", "200"]);
+            sh(&["mount", "--bind", node.to_str().unwrap(), "/dev/net/tun"]);
+            as_worker("qemu-bridge-helper", n, &s.helper);
+            let _ = std::fs::remove_dir_all(&s.dir);
+        }
+        other => panic!("unknown contender {other}"),
+    }
+}
+
+/// Runs this binary's worker side as uid 65534 (optionally under strace), passing its output through.
+fn as_worker(kind: &str, n: usize, helper: &Path) {
+    let exe = std::env::current_exe().unwrap();
+    let strace = std::env::var_os("VMPRIV_BENCH_STRACE").is_some();
+    let log = helper.with_file_name("strace.log");
+    let mut cmd = if strace {
+        let mut c = Command::new("strace");
+        c.args(["-f", "-c", "-o"]).arg(&log).arg("setpriv");
+        c
+    } else {
+        Command::new("setpriv")
+    };
+    let out = cmd
+        .args([
+            format!("--reuid={NOBODY}"),
+            format!("--regid={NOBODY}"),
+            "--clear-groups".into(),
+        ])
+        .arg(&exe)
+        .args(["--worker", kind, &n.to_string()])
+        .arg(helper)
+        .output()
+        .unwrap();
+    // The helper's audit lines go to stderr (no syslog here): part of its cost, shown only on failure.
+    assert!(
+        out.status.success(),
+        "{kind} worker failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::io::stdout().write_all(&out.stdout).unwrap();
+    if strace {
+        let text = std::fs::read_to_string(&log).unwrap();
+        let total = text.lines().find(|l| l.trim_end().ends_with("total")).unwrap();
+        let calls: f64 = total.split_whitespace().nth(3).unwrap().parse().unwrap();
+        println!("stat syscalls {calls}");
+    }
+}
+
+fn addrs(i: usize) -> (IpAddr, IpAddr) {
+    let (vm, _) = plan(i);
+    let v4 = local_inet(Inet4Prefix::DEFAULT, vm, 0).unwrap();
+    let v6 = local_inet6(Inet4Prefix::DEFAULT, Inet6Prefix::DEFAULT, vm, 0).unwrap();
+    (IpAddr::V4(v4.host), IpAddr::V6(v6.host))
+}
+
+/// The same kernel work as vmpriv's warm path, from one root process with one netlink socket and no
+/// validation, no privilege drop, no protocol: open, TUNSETIFF, owner, MAC, master, alias, up, /31, /96.
+fn floor(n: usize) {
+    let mut nl = Netlink::open().unwrap();
+    let br = nl.get_link(0, Some("br0")).unwrap().index;
+    let mut keep = Vec::new();
+    for i in 0..n {
+        let t = Instant::now();
+        let tun: OwnedFd = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/net/tun")
+            .unwrap()
+            .into();
+        let name = vmpriv_helper::sys::tun_set_iff(&tun, 0x0002 | 0x1000 | 0x8000).unwrap();
+        vmpriv_helper::sys::tun_set_owner(&tun, NOBODY).unwrap();
+        let mut mac = vmpriv_helper::sys::tun_get_mac(std::os::fd::AsFd::as_fd(&tun)).unwrap();
+        mac[0] = 0xfe;
+        vmpriv_helper::sys::tun_set_mac(&tun, mac).unwrap();
+        let index = nl.get_link(0, Some(&name)).unwrap().index;
+        let set = |nl: &mut Netlink, flags: u32, change: u32, attr: Option<(u16, Vec<u8>)>| {
+            nl.request(|seq| {
+                let m = Msg::new(RTM_SETLINK, NLM_F_ACK, seq).ifinfomsg(index, flags, change);
+                match &attr {
+                    Some((ty, d)) => m.attr(*ty, d),
+                    None => m,
+                }
+            })
+            .unwrap();
+        };
+        set(&mut nl, 0, 0, Some((IFLA_MASTER, br.to_ne_bytes().to_vec())));
+        set(&mut nl, 0, 0, Some((IFLA_IFALIAS, plan(i).1.into_bytes())));
+        set(&mut nl, IFF_UP, IFF_UP, None);
+        let (v4, v6) = addrs(i);
+        for (ip, len, family) in [(v4, 31u8, 2u8), (v6, 96, 10)] {
+            nl.request(|seq| {
+                let m = Msg::new(RTM_NEWADDR, NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE, seq)
+                    .ifaddrmsg(family, len, index);
+                if family == 2 {
+                    m.attr_ip(IFA_LOCAL, ip).attr_ip(IFA_ADDRESS, ip)
+                } else {
+                    m.attr_ip(IFA_ADDRESS, ip)
+                }
+            })
+            .unwrap();
+        }
+        keep.push(tun);
+        println!("nic {:.1}", t.elapsed().as_secs_f64() * 1e6);
+    }
+}
+
+fn ip_lines(i: usize) -> Vec<String> {
+    let name = format!("tap{i}");
+    let (v4, v6) = addrs(i);
+    vec![
+        format!("tuntap add {name} mode tap user {NOBODY}"),
+        format!("link set {name} master br0"),
+        format!("link set {name} alias \"{}\"", plan(i).1),
+        format!("link set {name} up"),
+        format!("addr add {v4}/31 dev {name}"),
+        format!("addr add {v6}/96 dev {name}"),
+    ]
+}
+
+/// iproute2, one process per command (6 per NIC), as root: what an admin script does.
+fn iproute2(n: usize) {
+    for i in 0..n {
+        let t = Instant::now();
+        for line in ip_lines(i) {
+            // Split like a shell would, keeping the quoted alias whole.
+            let mut args: Vec<String> = Vec::new();
+            let mut quoted = false;
+            for part in line.split(' ') {
+                if quoted {
+                    let last = args.last_mut().unwrap();
+                    last.push(' ');
+                    last.push_str(part.trim_end_matches('"'));
+                    quoted = !part.ends_with('"');
+                } else if let Some(p) = part.strip_prefix('"') {
+                    quoted = !p.ends_with('"');
+                    args.push(p.trim_end_matches('"').to_owned());
+                } else {
+                    args.push(part.to_owned());
+                }
+            }
+            let st = Command::new("ip").args(&args).status().unwrap();
+            assert!(st.success(), "ip {line}");
+        }
+        println!("nic {:.1}", t.elapsed().as_secs_f64() * 1e6);
+    }
+}
+
+/// `ip -batch`, one process per 100 NICs; each NIC of a chunk gets the chunk's mean.
+fn ip_batch(n: usize) {
+    let dir = std::env::temp_dir().join(format!("vmpriv-bench-batch.{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut i = 0;
+    while i < n {
+        let end = (i + 100).min(n);
+        let file = dir.join(format!("{i}.batch"));
+        let text: String = (i..end).flat_map(ip_lines).map(|l| l + "\n").collect();
+        std::fs::write(&file, text).unwrap();
+        let t = Instant::now();
+        let st = Command::new("ip").arg("-batch").arg(&file).status().unwrap();
+        assert!(st.success());
+        let per = t.elapsed().as_secs_f64() * 1e6 / (end - i) as f64;
+        for _ in i..end {
+            println!("nic {per:.1}");
+        }
+        i = end;
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// The unprivileged caller's side.
+
+fn worker(kind: &str, n: usize, helper: &Path) {
+    match kind {
+        "vmpriv-warm" => {
+            let t = Instant::now();
+            let mut h = Helper::spawn_at(helper).unwrap();
+            println!("stat startup_us {:.1}", t.elapsed().as_secs_f64() * 1e6);
+            let mut keep = Vec::new();
+            for i in 0..n {
+                let (vm, desc) = plan(i);
+                let opts = TapOptions::new()
+                    .switch("br0")
+                    .description(&desc)
+                    .local(vm, 0, true);
+                let t = Instant::now();
+                let tap = h.create_tap(&opts).unwrap();
+                println!("nic {:.1}", t.elapsed().as_secs_f64() * 1e6);
+                keep.push(tap);
+            }
+            let status = std::fs::read_to_string(format!("/proc/{}/status", h.pid())).unwrap();
+            let hwm = status.lines().find_map(|l| l.strip_prefix("VmHWM:")).unwrap();
+            println!("stat helper_vmhwm_kib {}", hwm.trim().trim_end_matches(" kB"));
+        }
+        "vmpriv-oneshot" | "qemu-bridge-helper" => {
+            let mut keep = Vec::new();
+            for _ in 0..n {
+                let t = Instant::now();
+                keep.push(oneshot(helper));
+                println!("nic {:.1}", t.elapsed().as_secs_f64() * 1e6);
+            }
+        }
+        other => panic!("unknown worker {other}"),
+    }
+}
+
+/// QEMU's way: socketpair, spawn `HELPER --use-vnet --br=br0 --fd=N`, receive the fd, reap.
+fn oneshot(helper: &Path) -> OwnedFd {
+    let (ours, theirs) = socketpair(
+        AddressFamily::Unix,
+        SockType::Stream,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+    .unwrap();
+    let fd = theirs.as_raw_fd();
+    let mut cmd = Command::new(helper);
+    cmd.args(["--use-vnet", "--br=br0", &format!("--fd={fd}")]);
+    // SAFETY: fcntl is async-signal-safe; the fd is open in the child.
+    #[allow(unsafe_code)]
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::fcntl(fd, libc::F_SETFD, 0) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().unwrap();
+    drop(theirs);
+    let mut buf = [0u8; 1];
+    let mut cmsg = nix::cmsg_space!([RawFd; 1]);
+    let mut iov = [IoSliceMut::new(&mut buf)];
+    let msg = recvmsg::<()>(
+        ours.as_raw_fd(),
+        &mut iov,
+        Some(&mut cmsg),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )
+    .unwrap();
+    let mut got = None;
+    for c in msg.cmsgs().unwrap() {
+        if let ControlMessageOwned::ScmRights(r) = c {
+            // SAFETY: recvmsg installed this fd for us.
+            got = r.first().map(|&f| unsafe { OwnedFd::from_raw_fd(f) });
+        }
+    }
+    assert!(child.wait().unwrap().success(), "{} failed", helper.display());
+    got.expect("the helper sent a tap fd")
+}
