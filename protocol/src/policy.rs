@@ -18,6 +18,9 @@ use crate::name::{GroupName, IfName};
 pub const POLICY_PATH: &str = "/etc/vmpriv/policy.conf";
 /// The live-tap limit of a caller that no `quota` line names.
 pub const DEFAULT_QUOTA: u32 = 16;
+/// `quota … unlimited`: no limit, and no count of the caller's taps on each create (the count reads
+/// every tap in the namespace, so it is the one per-request cost that grows with the number of taps).
+pub const UNLIMITED: u32 = u32::MAX;
 /// The largest quota a line may give: beyond it, fd and netlink costs dominate and a typo is likelier.
 pub const QUOTA_MAX: u32 = 4096;
 /// How deep `include` may nest (it also stops include loops).
@@ -258,7 +261,11 @@ impl fmt::Display for Policy {
             writeln!(f, "rdomain {rdomain} {vrf}")?;
         }
         for q in &self.quotas {
-            writeln!(f, "quota {} {}", q.subject, q.limit)?;
+            if q.limit == UNLIMITED {
+                writeln!(f, "quota {} unlimited", q.subject)?;
+            } else {
+                writeln!(f, "quota {} {}", q.subject, q.limit)?;
+            }
         }
         if !self.quotas.iter().any(|q| q.subject == Subject::Anyone) {
             writeln!(f, "# quota user * {DEFAULT_QUOTA}  (built-in default)")?;
@@ -442,8 +449,11 @@ impl Parser {
             }
             "quota" => {
                 let subject = subject(words)?;
-                let limit = number(one(words, "a number of taps")?)?;
-                if limit > QUOTA_MAX {
+                let limit = match one(words, "a number of taps or `unlimited`")? {
+                    "unlimited" => UNLIMITED,
+                    n => number(n)?,
+                };
+                if limit > QUOTA_MAX && limit != UNLIMITED {
                     return Err(PolicyErrorKind::QuotaRange);
                 }
                 end(words)?;
@@ -705,7 +715,8 @@ mod tests {
     fn quotas_user_then_group_then_default() {
         let p = parse_str(
             "p",
-            "quota user * 3\nquota group kvm 5\nquota group big 9\nquota user alice 1\nquota user zero 0\n",
+            "quota user * 3\nquota group kvm 5\nquota group big 9\nquota user alice 1\nquota user zero 0\n\
+             quota group ops unlimited\n",
         )
         .unwrap();
         assert_eq!(p.quota_for(&caller("alice", &["big"])), 1);
@@ -713,6 +724,8 @@ mod tests {
         assert_eq!(p.quota_for(&caller("bob", &["kvm"])), 5);
         assert_eq!(p.quota_for(&caller("carol", &[])), 3);
         assert_eq!(p.quota_for(&caller("zero", &["big"])), 0);
+        assert_eq!(p.quota_for(&caller("dave", &["kvm", "ops"])), UNLIMITED);
+        assert_eq!(parse_str("p", &p.to_string()).unwrap(), p, "unlimited prints back");
     }
 
     #[test]

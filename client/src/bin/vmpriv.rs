@@ -241,7 +241,11 @@ fn whoami() -> Result<(), ClientError> {
     let mut helper = Helper::spawn()?;
     let s = helper.status()?;
     println!("uid {} ({})", s.uid, s.user.as_deref().unwrap_or("no user name"));
-    println!("taps: {} live of {} allowed", s.in_use, s.quota);
+    if s.quota == vmpriv_protocol::policy::UNLIMITED {
+        println!("taps: {} live, no quota", s.in_use);
+    } else {
+        println!("taps: {} live of {} allowed", s.in_use, s.quota);
+    }
     if s.rules.is_empty() {
         println!("no policy rule names you: every switch, group and routing domain is denied");
     }

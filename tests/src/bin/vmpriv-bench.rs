@@ -36,8 +36,9 @@ use vmpriv_protocol::addr::{local_inet, local_inet6};
 use vmpriv_protocol::{Inet4Prefix, Inet6Prefix};
 use vmpriv_tests::{NOBODY, sh};
 
-const CONTENDERS: [&str; 6] = [
+const CONTENDERS: [&str; 7] = [
     "vmpriv-warm",
+    "vmpriv-warm-quota",
     "vmpriv-oneshot",
     "iproute2",
     "ip-batch",
@@ -45,7 +46,10 @@ const CONTENDERS: [&str; 6] = [
     "floor",
 ];
 const QBH: &str = "/usr/lib/qemu/qemu-bridge-helper";
-const POLICY: &str = "allow user nobody switch br0\nquota user nobody 4096\n";
+/// vmpriv's contenders run with no quota (as qemu-bridge-helper has none); `vmpriv-warm-quota` shows
+/// what counting the caller's taps on every create costs.
+const POLICY: &str = "allow user nobody switch br0\nquota user nobody unlimited\n";
+const POLICY_QUOTA: &str = "allow user nobody switch br0\nquota user nobody 4096\n";
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -221,8 +225,10 @@ fn report(
         );
     }
     println!(
-        "\nnotes: vmpriv-warm = one session, every NIC fully configured (tap, switch, description, up, /31, /96);"
+        "\nnotes: vmpriv-warm = one session, every NIC fully configured (tap, switch, description, up, /31, /96),"
     );
+    println!("  policy `quota unlimited`; vmpriv-warm-quota = the same with `quota 4096`, which counts the caller's");
+    println!("  taps from the kernel (a dump of every tap in the namespace) before and after each create;");
     println!(
         "  vmpriv-oneshot = one setuid helper process per NIC in QEMU mode (tap, switch, MTU, MAC, up: no"
     );
@@ -304,7 +310,7 @@ fn run(contender: &str, n: usize) {
         "floor" => floor(n),
         "iproute2" => iproute2(n),
         "ip-batch" => ip_batch(n),
-        "vmpriv-warm" | "vmpriv-oneshot" => {
+        "vmpriv-warm" | "vmpriv-warm-quota" | "vmpriv-oneshot" => {
             let dir = exe_dir();
             let s = vmpriv_tests::setup(
                 &format!("bench-{contender}"),
@@ -312,8 +318,9 @@ fn run(contender: &str, n: usize) {
                     dir.join("vmpriv-helper").to_str().unwrap(),
                     std::env::current_exe().unwrap().to_str().unwrap(),
                 ),
-                POLICY,
+                if contender == "vmpriv-warm-quota" { POLICY_QUOTA } else { POLICY },
             );
+            tun_0666(&s.dir);
             as_worker(contender, n, &s.helper);
             let _ = std::fs::remove_dir_all(&s.dir);
         }
@@ -326,16 +333,21 @@ fn run(contender: &str, n: usize) {
             std::fs::create_dir_all("/etc/qemu").unwrap();
             std::fs::write("/etc/qemu/bridge.conf", "allow br0\n").unwrap();
             vmpriv_tests::chmod(Path::new("/etc/qemu/bridge.conf"), 0o644);
-            // qemu-bridge-helper opens /dev/net/tun as the caller after its own drop: give it a 0666 node
-            // inside this mount namespace rather than changing the host's.
-            let node = s.dir.join("tun");
-            sh(&["mknod", "-m", "0666", node.to_str().unwrap(), "c", "10", "200"]);
-            sh(&["mount", "--bind", node.to_str().unwrap(), "/dev/net/tun"]);
+            tun_0666(&s.dir);
             as_worker("qemu-bridge-helper", n, &s.helper);
             let _ = std::fs::remove_dir_all(&s.dir);
         }
         other => panic!("unknown contender {other}"),
     }
+}
+
+/// /dev/net/tun as most distributions ship it (0666), inside this mount namespace only: this machine's
+/// is 0600, which qemu-bridge-helper cannot work with (it opens the device after its own drop), and
+/// with which a vmpriv session can only use the /dev/net/tun fds it opened at start-up.
+fn tun_0666(dir: &Path) {
+    let node = dir.join("tun");
+    sh(&["mknod", "-m", "0666", node.to_str().unwrap(), "c", "10", "200"]);
+    sh(&["mount", "--bind", node.to_str().unwrap(), "/dev/net/tun"]);
 }
 
 /// Runs this binary's worker side as uid 65534 (optionally under strace), passing its output through.
@@ -502,7 +514,7 @@ fn ip_batch(n: usize) {
 
 fn worker(kind: &str, n: usize, helper: &Path) {
     match kind {
-        "vmpriv-warm" => {
+        "vmpriv-warm" | "vmpriv-warm-quota" => {
             let t = Instant::now();
             let mut h = Helper::spawn_at(helper).unwrap();
             println!("stat startup_us {:.1}", t.elapsed().as_secs_f64() * 1e6);
