@@ -191,7 +191,15 @@ impl TapOptions {
     }
 }
 
-/// A tap the helper created for us: its queue fds and what the helper reported.
+/// A tap the helper created for us: its queue fds and what the helper reported. The tap exists as
+/// long as one of its fds is open (in this process or in the VMM it was handed to).
+///
+/// ```no_run
+/// # let mut helper = vmpriv_client::Helper::spawn()?;
+/// let tap = helper.create_tap(&vmpriv_client::TapOptions::new().switch("br0").queues(2))?;
+/// let fds = tap.into_raw_fds(); // e.g. cloud-hypervisor --net fd=[fds[0],fds[1]]
+/// # Ok::<(), vmpriv_client::ClientError>(())
+/// ```
 #[derive(Debug)]
 pub struct Tap {
     fds: Vec<OwnedFd>,
@@ -291,6 +299,13 @@ pub fn find_helper() -> Option<PathBuf> {
 
 impl Helper {
     /// Starts the helper found by [`find_helper`] and performs the handshake.
+    ///
+    /// ```no_run
+    /// let mut helper = vmpriv_client::Helper::spawn()?;
+    /// let grants = helper.status()?;
+    /// println!("{} of {} taps in use", grants.in_use, grants.quota);
+    /// # Ok::<(), vmpriv_client::ClientError>(())
+    /// ```
     pub fn spawn() -> Result<Helper, ClientError> {
         Helper::spawn_at(&find_helper().ok_or(ClientError::NotFound)?)
     }
@@ -456,7 +471,16 @@ impl Helper {
         }
     }
 
-    /// Creates a tap owned by the caller, configured as `opts` asks.
+    /// Creates a tap owned by the caller, configured as `opts` asks, all or nothing.
+    ///
+    /// ```no_run
+    /// use vmpriv_client::{Helper, TapOptions};
+    /// let mut helper = Helper::spawn()?;
+    /// // vmd's "local interface": vm 1, nic 0 gets host 100.64.1.2/31, the VM 100.64.1.3.
+    /// let tap = helper.create_tap(&TapOptions::new().local(1, 0, true).description("vm1-if0"))?;
+    /// assert_eq!(tap.inet().unwrap().vm.to_string(), "100.64.1.3");
+    /// # Ok::<(), vmpriv_client::ClientError>(())
+    /// ```
     pub fn create_tap(&mut self, opts: &TapOptions) -> Result<Tap, ClientError> {
         let req = Request::CreateTap {
             queues: opts.queues,

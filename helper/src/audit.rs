@@ -35,7 +35,10 @@ impl Log for Audit {
                 sys::syslog(priority, &msg);
             }
         } else {
-            let _ = writeln!(std::io::stderr().lock(), "vmpriv-helper: {line}");
+            // One write(2) per line: stderr is unbuffered, and writeln! would write each piece.
+            let _ = std::io::stderr()
+                .lock()
+                .write_all(format!("vmpriv-helper: {line}\n").as_bytes());
         }
     }
 

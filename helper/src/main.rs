@@ -78,9 +78,16 @@ fn run(fd: i32, policy_path: Option<&str>, qemu: Option<(String, bool)>) -> Resu
     };
     // Where the caller may open /dev/net/tun itself (mode 0666 on most distributions; access(2) checks
     // the real uid), the helper opens it on demand, so a session has no fd budget at all.
-    let caller_opens_tun =
-        nix::unistd::access("/dev/net/tun", nix::unistd::AccessFlags::R_OK | nix::unistd::AccessFlags::W_OK).is_ok();
-    let pool = if caller_opens_tun { 0 } else { u64::from(wanted).min(room) };
+    let caller_opens_tun = nix::unistd::access(
+        "/dev/net/tun",
+        nix::unistd::AccessFlags::R_OK | nix::unistd::AccessFlags::W_OK,
+    )
+    .is_ok();
+    let pool = if caller_opens_tun {
+        0
+    } else {
+        u64::from(wanted).min(room)
+    };
     let tun_pool = startup::open_tun_fds(usize::try_from(pool).unwrap_or(0)).unwrap_or_default();
     let tun_path: Option<OwnedFd> = nix::fcntl::open(
         "/dev/net/tun",

@@ -725,7 +725,11 @@ mod tests {
         assert_eq!(p.quota_for(&caller("carol", &[])), 3);
         assert_eq!(p.quota_for(&caller("zero", &["big"])), 0);
         assert_eq!(p.quota_for(&caller("dave", &["kvm", "ops"])), UNLIMITED);
-        assert_eq!(parse_str("p", &p.to_string()).unwrap(), p, "unlimited prints back");
+        assert_eq!(
+            parse_str("p", &p.to_string()).unwrap(),
+            p,
+            "unlimited prints back"
+        );
     }
 
     #[test]

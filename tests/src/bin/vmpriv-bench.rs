@@ -227,7 +227,9 @@ fn report(
     println!(
         "\nnotes: vmpriv-warm = one session, every NIC fully configured (tap, switch, description, up, /31, /96),"
     );
-    println!("  policy `quota unlimited`; vmpriv-warm-quota = the same with `quota 4096`, which counts the caller's");
+    println!(
+        "  policy `quota unlimited`; vmpriv-warm-quota = the same with `quota 4096`, which counts the caller's"
+    );
     println!("  taps from the kernel (a dump of every tap in the namespace) before and after each create;");
     println!(
         "  vmpriv-oneshot = one setuid helper process per NIC in QEMU mode (tap, switch, MTU, MAC, up: no"
@@ -318,7 +320,11 @@ fn run(contender: &str, n: usize) {
                     dir.join("vmpriv-helper").to_str().unwrap(),
                     std::env::current_exe().unwrap().to_str().unwrap(),
                 ),
-                if contender == "vmpriv-warm-quota" { POLICY_QUOTA } else { POLICY },
+                if contender == "vmpriv-warm-quota" {
+                    POLICY_QUOTA
+                } else {
+                    POLICY
+                },
             );
             tun_0666(&s.dir);
             as_worker(contender, n, &s.helper);
