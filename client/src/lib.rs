@@ -285,6 +285,33 @@ pub struct Helper {
     child: Child,
 }
 
+/// Makes `fd` (close-on-exec in this process) stay open, at the same number, in the program `cmd`
+/// executes: how a socket reaches the helper, and how a VM launcher hands tap fds to its VMM.
+///
+/// ```no_run
+/// # use std::os::fd::AsRawFd;
+/// # let tap = vmpriv_client::Helper::spawn()?.create_tap(&Default::default())?;
+/// let mut vmm = std::process::Command::new("cloud-hypervisor");
+/// let fd = tap.fds()[0].as_raw_fd();
+/// vmpriv_client::keep_fd_across_exec(&mut vmm, fd);
+/// vmm.arg("--net").arg(format!("fd={fd}"));
+/// # Ok::<(), vmpriv_client::ClientError>(())
+/// ```
+pub fn keep_fd_across_exec(cmd: &mut Command, fd: RawFd) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure only calls fcntl(2), which is async-signal-safe, on an fd that is open in
+    // the child (inherited across fork); it allocates nothing.
+    #[allow(unsafe_code)]
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::fcntl(fd, libc::F_SETFD, 0) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
 /// Finds the helper: `VMPRIV_HELPER`, then the installed path, then beside the current executable.
 pub fn find_helper() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("VMPRIV_HELPER") {
@@ -327,20 +354,7 @@ impl Helper {
         .map_err(std::io::Error::from)?;
         let fd = theirs.as_raw_fd();
         cmd.arg("--session").arg(format!("--fd={fd}"));
-        {
-            use std::os::unix::process::CommandExt;
-            // SAFETY: the closure only calls fcntl(2), which is async-signal-safe, on an fd that is open
-            // in the child (it was inherited); it allocates nothing.
-            #[allow(unsafe_code)]
-            unsafe {
-                cmd.pre_exec(move || {
-                    if libc::fcntl(fd, libc::F_SETFD, 0) == -1 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    Ok(())
-                });
-            }
-        }
+        keep_fd_across_exec(&mut cmd, fd);
         let child = cmd.spawn().map_err(|source| ClientError::Spawn {
             path: path.to_owned(),
             source,
@@ -371,20 +385,7 @@ impl Helper {
         fds: &[BorrowedFd<'_>],
     ) -> Result<(Response, Vec<OwnedFd>), ClientError> {
         let frame = wire::encode(req).map_err(|_| ClientError::Protocol)?;
-        let raw: Vec<RawFd> = fds.iter().map(AsRawFd::as_raw_fd).collect();
-        let cmsg = [ControlMessage::ScmRights(&raw)];
-        let cmsgs: &[ControlMessage<'_>] = if raw.is_empty() { &[] } else { &cmsg };
-        match sendmsg::<()>(
-            self.sock.as_raw_fd(),
-            &[IoSlice::new(&frame)],
-            cmsgs,
-            MsgFlags::MSG_NOSIGNAL,
-            None,
-        ) {
-            Ok(_) => {}
-            Err(Errno::EPIPE | Errno::ECONNRESET) => return Err(ClientError::HelperDied),
-            Err(e) => return Err(std::io::Error::from(e).into()),
-        }
+        self.send(&frame, fds)?;
         self.receive()
     }
 
@@ -395,6 +396,16 @@ impl Helper {
         frame: &[u8],
         fds: &[BorrowedFd<'_>],
     ) -> Result<(Vec<u8>, Vec<OwnedFd>), ClientError> {
+        self.send(frame, fds)?;
+        let (bytes, fds) = self.receive_raw()?;
+        if bytes.is_empty() {
+            return Err(ClientError::HelperDied);
+        }
+        Ok((bytes, fds))
+    }
+
+    /// Sends one datagram: `frame` with `fds` as SCM_RIGHTS.
+    fn send(&self, frame: &[u8], fds: &[BorrowedFd<'_>]) -> Result<(), ClientError> {
         let raw: Vec<RawFd> = fds.iter().map(AsRawFd::as_raw_fd).collect();
         let cmsg = [ControlMessage::ScmRights(&raw)];
         let cmsgs: &[ControlMessage<'_>] = if raw.is_empty() { &[] } else { &cmsg };
@@ -405,15 +416,10 @@ impl Helper {
             MsgFlags::MSG_NOSIGNAL,
             None,
         ) {
-            Ok(_) => {}
-            Err(Errno::EPIPE | Errno::ECONNRESET) => return Err(ClientError::HelperDied),
-            Err(e) => return Err(std::io::Error::from(e).into()),
+            Ok(_) => Ok(()),
+            Err(Errno::EPIPE | Errno::ECONNRESET) => Err(ClientError::HelperDied),
+            Err(e) => Err(std::io::Error::from(e).into()),
         }
-        let (bytes, fds) = self.receive_raw()?;
-        if bytes.is_empty() {
-            return Err(ClientError::HelperDied);
-        }
-        Ok((bytes, fds))
     }
 
     /// The session socket, for tests that need to send what the typed calls never would.

@@ -159,6 +159,19 @@ pub fn become_nobody() {
     nix::unistd::setresuid(id, id, 0.into()).unwrap();
 }
 
+/// `setpriv --reuid=65534 --regid=65534 --clear-groups PROGRAM`: a command run as uid 65534 with no
+/// supplementary groups, whatever this process is.
+pub fn nobody_command(program: impl AsRef<OsStr>) -> Command {
+    let mut c = Command::new("setpriv");
+    c.args([
+        format!("--reuid={NOBODY}"),
+        format!("--regid={NOBODY}"),
+        "--clear-groups".to_owned(),
+    ])
+    .arg(program);
+    c
+}
+
 /// Back to root (from [`become_nobody`]).
 pub fn become_root() {
     nix::unistd::setresuid(0.into(), 0.into(), 0.into()).unwrap();

@@ -7,20 +7,14 @@
     clippy::indexing_slicing
 )]
 
-use std::process::{Command, Output};
+use std::process::Output;
 
-use vmpriv_tests::{NOBODY, Scenario, addrs, bins, bridge, scenario, taps};
+use vmpriv_tests::{Scenario, addrs, bins, bridge, scenario, taps};
 
 const POLICY: &str = "allow user nobody switch br0\nquota user nobody 1\n";
 
 fn vmpriv(s: &Scenario, args: &[&str]) -> Output {
-    Command::new("setpriv")
-        .args([
-            format!("--reuid={NOBODY}"),
-            format!("--regid={NOBODY}"),
-            "--clear-groups".into(),
-        ])
-        .arg(&s.cli)
+    vmpriv_tests::nobody_command(&s.cli)
         .args(args)
         .env("VMPRIV_HELPER", &s.helper)
         .output()
@@ -136,13 +130,7 @@ fn failures_have_one_line_and_distinct_exit_codes() {
             assert_eq!(code(&o), 6, "invalid: {}", text(&o));
             assert!(text(&o).contains("longer than 15 bytes"));
             // Quota 1: hold one tap in a sleeping command, ask for a second.
-            let mut holder = Command::new("setpriv")
-                .args([
-                    format!("--reuid={NOBODY}"),
-                    format!("--regid={NOBODY}"),
-                    "--clear-groups".into(),
-                ])
-                .arg(&s.cli)
+            let mut holder = vmpriv_tests::nobody_command(&s.cli)
                 .args(["tap", "--switch", "br0", "--", "sleep", "30"])
                 .env("VMPRIV_HELPER", &s.helper)
                 .spawn()
@@ -157,13 +145,7 @@ fn failures_have_one_line_and_distinct_exit_codes() {
             holder.kill().unwrap();
             holder.wait().unwrap();
             // The helper missing, or not setuid.
-            let o = Command::new("setpriv")
-                .args([
-                    format!("--reuid={NOBODY}"),
-                    format!("--regid={NOBODY}"),
-                    "--clear-groups".into(),
-                ])
-                .arg(&s.cli)
+            let o = vmpriv_tests::nobody_command(&s.cli)
                 .args(["tap", "--", "true"])
                 .env("VMPRIV_HELPER", s.dir.join("nonexistent"))
                 .output()
@@ -172,13 +154,7 @@ fn failures_have_one_line_and_distinct_exit_codes() {
             let plain = s.dir.join("plain-helper");
             std::fs::copy(&s.helper, &plain).unwrap();
             vmpriv_tests::chmod(&plain, 0o755);
-            let o = Command::new("setpriv")
-                .args([
-                    format!("--reuid={NOBODY}"),
-                    format!("--regid={NOBODY}"),
-                    "--clear-groups".into(),
-                ])
-                .arg(&s.cli)
+            let o = vmpriv_tests::nobody_command(&s.cli)
                 .args(["tap", "--", "true"])
                 .env("VMPRIV_HELPER", &plain)
                 .output()

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use nix::sys::socket::{
     AddressFamily, ControlMessageOwned, MsgFlags, SockFlag, SockType, recvmsg, socketpair,
 };
-use vmpriv_tests::{NOBODY, Scenario, bins, bridge, link, scenario, taps};
+use vmpriv_tests::{Scenario, bins, bridge, link, scenario, taps};
 
 const POLICY: &str = "\
 allow user nobody switch br0
@@ -42,14 +42,8 @@ fn have_qemu(test: &str) -> bool {
 
 /// QEMU as uid 65534 with one netdev and no guest: `-M none -S` opens the netdev and waits.
 fn qemu(netdev: &str) -> Child {
-    Command::new("setpriv")
+    vmpriv_tests::nobody_command(QEMU)
         .args([
-            format!("--reuid={NOBODY}"),
-            format!("--regid={NOBODY}"),
-            "--clear-groups".into(),
-        ])
-        .args([
-            QEMU,
             "-M",
             "none",
             "-nodefaults",
@@ -178,15 +172,9 @@ fn libvirt_order_and_strict_receive() {
             )
             .unwrap();
             let fd = theirs.as_raw_fd();
-            let mut cmd = Command::new("setpriv");
-            cmd.args([
-                format!("--reuid={NOBODY}"),
-                format!("--regid={NOBODY}"),
-                "--clear-groups".into(),
-            ])
-            .arg(&s.helper)
-            .args(args.iter().map(|a| a.replace("{fd}", &fd.to_string())));
-            clear_cloexec_in_child(&mut cmd, fd);
+            let mut cmd = vmpriv_tests::nobody_command(&s.helper);
+            cmd.args(args.iter().map(|a| a.replace("{fd}", &fd.to_string())));
+            vmpriv_client::keep_fd_across_exec(&mut cmd, fd);
             let out = cmd.output().unwrap();
             drop(theirs);
             let mut buf = [0u8; 16];
@@ -250,13 +238,7 @@ fn libvirt_order_and_strict_receive() {
             assert!(taps().is_empty(), "{args:?}");
         }
         // --fd naming something that is not an AF_UNIX stream socket.
-        let out = Command::new("setpriv")
-            .args([
-                format!("--reuid={NOBODY}"),
-                format!("--regid={NOBODY}"),
-                "--clear-groups".into(),
-            ])
-            .arg(&s.helper)
+        let out = vmpriv_tests::nobody_command(&s.helper)
             .args(["--br=br0", "--fd=7"])
             .output()
             .unwrap();
@@ -266,18 +248,4 @@ fn libvirt_order_and_strict_receive() {
             "{out:?}"
         );
     });
-}
-
-fn clear_cloexec_in_child(cmd: &mut Command, fd: RawFd) {
-    use std::os::unix::process::CommandExt;
-    // SAFETY: fcntl is async-signal-safe; the fd is open in the child (inherited).
-    #[allow(unsafe_code)]
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::fcntl(fd, libc::F_SETFD, 0) == -1 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
 }

@@ -19,7 +19,6 @@ use std::collections::BTreeMap;
 use std::io::{IoSliceMut, Write};
 use std::net::IpAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
@@ -564,16 +563,7 @@ fn oneshot(helper: &Path) -> OwnedFd {
     let fd = theirs.as_raw_fd();
     let mut cmd = Command::new(helper);
     cmd.args(["--use-vnet", "--br=br0", &format!("--fd={fd}")]);
-    // SAFETY: fcntl is async-signal-safe; the fd is open in the child.
-    #[allow(unsafe_code)]
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::fcntl(fd, libc::F_SETFD, 0) == -1 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    vmpriv_client::keep_fd_across_exec(&mut cmd, fd);
     let mut child = cmd.spawn().unwrap();
     drop(theirs);
     let mut buf = [0u8; 1];

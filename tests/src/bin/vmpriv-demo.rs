@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use vmpriv_protocol::Inet4Prefix;
 use vmpriv_protocol::addr::local_inet;
-use vmpriv_tests::{NOBODY, bridge, ping, run, sh, taps};
+use vmpriv_tests::{bridge, ping, run, sh, taps};
 
 const POLICY: &str = "\
 # demo policy: nobody may put up to 4 taps on br0
@@ -74,16 +74,10 @@ fn host_side() -> ExitCode {
     step("setuid-root copy of the helper");
     print!("{}", sh(&["ls", "-l", s.helper.to_str().unwrap()]));
     let as_nobody = || {
-        let mut c = Command::new("setpriv");
-        c.args([
-            format!("--reuid={NOBODY}"),
-            format!("--regid={NOBODY}"),
-            "--clear-groups".to_owned(),
-        ])
-        .arg(&s.cli)
-        .env_clear()
-        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-        .env("VMPRIV_HELPER", &s.helper);
+        let mut c = vmpriv_tests::nobody_command(&s.cli);
+        c.env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .env("VMPRIV_HELPER", &s.helper);
         c
     };
     step("as uid 65534: vmpriv whoami");
