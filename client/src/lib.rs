@@ -61,7 +61,10 @@ pub enum ClientError {
         status: ExitStatus,
     },
     /// The helper died or closed the session mid-call.
-    #[error("vmpriv-helper died or closed the session mid-call")]
+    #[error(
+        "vmpriv-helper died or closed the session mid-call (its reason, if any, is on stderr above or in \
+         the system log); start a new session"
+    )]
     HelperDied,
     /// The policy does not grant this, or the object does not exist (one answer, by design).
     #[error(
