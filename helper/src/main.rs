@@ -98,7 +98,7 @@ fn run(fd: i32, policy_path: Option<&str>, qemu: Option<(String, bool)>) -> Resu
     let netns = std::fs::metadata("/proc/self/ns/net")
         .map(|m| (m.dev(), m.ino()))
         .map_err(|e| StartError::Identity(std::io::Error::other(format!("/proc/self/ns/net: {e}"))))?;
-    let nl = Netlink::open().map_err(StartError::Drop)?;
+    let nl = Netlink::open().map_err(StartError::Netlink)?;
     // 6. Become the caller with CAP_NET_ADMIN only, no_new_privs, then no more filesystem.
     startup::drop_to_caller(&caller)?;
     match sys::landlock_deny_filesystem(tun_path.as_ref().map(AsFd::as_fd)) {
@@ -117,7 +117,7 @@ fn run(fd: i32, policy_path: Option<&str>, qemu: Option<(String, bool)>) -> Resu
     };
     // 7. Serve.
     match qemu {
-        None => session::serve(&mut ctx, &sock).map_err(|e| StartError::Drop(sys::errno_io(e))),
+        None => session::serve(&mut ctx, &sock).map_err(|e| StartError::Session(sys::errno_io(e))),
         Some((bridge, vnet_hdr)) => vmpriv_helper::qemu::serve(&mut ctx, &sock, &bridge, vnet_hdr),
     }
 }

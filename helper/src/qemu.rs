@@ -26,7 +26,7 @@ pub fn serve(ctx: &mut Ctx, sock: &OwnedFd, bridge: &str, vnet_hdr: bool) -> Res
         Ok(v) => v,
         Err(e) => {
             log::info!("uid={uid} op=qemu-bridge target={bridge} decision=refused ({e})");
-            return Err(StartError::PolicyFile(format!(
+            return Err(StartError::Refused(format!(
                 "cannot give a tap on bridge {bridge}: {e}"
             )));
         }
@@ -39,7 +39,7 @@ pub fn serve(ctx: &mut Ctx, sock: &OwnedFd, bridge: &str, vnet_hdr: bool) -> Res
         MsgFlags::MSG_NOSIGNAL,
         None,
     )
-    .map_err(|e| StartError::Drop(sys::errno_io(e)))?;
+    .map_err(|e| StartError::Session(sys::errno_io(e)))?;
     log::info!("uid={uid} op=qemu-bridge target={name} bridge={bridge} decision=done");
     Ok(())
 }

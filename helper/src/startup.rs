@@ -38,6 +38,12 @@ pub enum StartError {
     Tun(io::Error),
     #[error("cannot drop privileges: {0}")]
     Drop(io::Error),
+    #[error("cannot open a route netlink socket: {0}")]
+    Netlink(io::Error),
+    #[error("the session socket failed: {0}")]
+    Session(io::Error),
+    #[error("{0}")]
+    Refused(String),
 }
 
 fn io_err(e: nix::errno::Errno) -> io::Error {
