@@ -204,3 +204,49 @@ fn whoami_and_check_policy() {
         },
     );
 }
+
+/// `vmpriv import-bridge-conf`: qemu-bridge-helper's ACL as policy lines, include permissions made explicit.
+#[test]
+fn bridge_conf_translates_to_policy_lines() {
+    scenario("bridge_conf_translates_to_policy_lines", bins!(), "", |s| {
+        let inc = s.dir.join("kvm.conf");
+        std::fs::write(&inc, "allow all\n").unwrap();
+        vmpriv_tests::chmod(&inc, 0o640);
+        nix::unistd::chown(&inc, Some(0.into()), Some(nix::unistd::Gid::from_raw(0))).unwrap();
+        let conf = s.dir.join("bridge.conf");
+        std::fs::write(
+            &conf,
+            format!("allow br0\ndeny virbr1 # no\ninclude {}\n", inc.display()),
+        )
+        .unwrap();
+        let o = std::process::Command::new(&s.cli)
+            .arg("import-bridge-conf")
+            .arg(&conf)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", text(&o));
+        let root_group = nix::unistd::Group::from_gid(0.into()).unwrap().unwrap().name;
+        let lines: Vec<String> = String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(str::to_owned)
+            .collect();
+        assert_eq!(
+            lines,
+            [
+                "allow user * switch br0".to_owned(),
+                "deny user * switch virbr1".to_owned(),
+                format!("allow group {root_group} switch *"),
+            ]
+        );
+        // The output is a valid policy.
+        vmpriv_protocol::policy::parse_str("import", &String::from_utf8_lossy(&o.stdout)).unwrap();
+        std::fs::write(&conf, "allow secretbridge123X\n").unwrap();
+        let o = std::process::Command::new(&s.cli)
+            .arg("import-bridge-conf")
+            .arg(&conf)
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(6), "{}", text(&o));
+    });
+}
