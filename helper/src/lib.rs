@@ -1,7 +1,7 @@
 //! vmpriv-helper: the privileged half of vmpriv. `main.rs` reads as the start-up sequence; the modules
 //! are the pieces an auditor reads in turn.
 //!
-//! `unsafe` is denied here and allowed only in [`sys`], where each block has a `// SAFETY:` line.
+//! `unsafe_code` is denied here and allowed only in [`sys`], where each block has a `// SAFETY:` line.
 #![deny(unsafe_code)]
 #![deny(
     clippy::unwrap_used,

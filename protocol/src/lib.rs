@@ -1,7 +1,7 @@
 //! vmpriv's shared language: the messages a VM process and the privileged helper exchange, the pure
 //! validator that decides what a caller may do, the policy-file parser and vmd's local address plan.
 //!
-//! Nothing here does I/O and nothing here is `unsafe`: the helper trusts this crate to decide, so it is
+//! Nothing here does I/O and the crate forbids `unsafe_code`: the helper trusts this crate to decide, so it is
 //! kept small enough to read in one sitting and is fuzzed (see `fuzz/` and [`check`]).
 #![forbid(unsafe_code)]
 #![deny(
