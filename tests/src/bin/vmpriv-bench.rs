@@ -255,6 +255,7 @@ fn report(
     );
     let size = std::fs::metadata(exe_dir().join("vmpriv-helper")).map_or(0, |m| m.len());
     println!("helper: binary size {size} bytes (release, stripped)");
+    println!("helper: a request with no kernel work (Hello) round trip {:.0} us (median)", s("hello_rtt_us"));
     match syscalls_per_nic() {
         Some((warm_sc, oneshot_sc)) => {
             println!(
@@ -523,6 +524,16 @@ fn worker(kind: &str, n: usize, helper: &Path) {
             let t = Instant::now();
             let mut h = Helper::spawn_at(helper).unwrap();
             println!("stat startup_us {:.1}", t.elapsed().as_secs_f64() * 1e6);
+            // The bare cost of a request: Hello does no kernel work, so this is the IPC round trip.
+            let mut rtts: Vec<f64> = (0..200)
+                .map(|_| {
+                    let t = Instant::now();
+                    h.call(&vmpriv_protocol::Request::Hello, &[]).unwrap();
+                    t.elapsed().as_secs_f64() * 1e6
+                })
+                .collect();
+            rtts.sort_by(f64::total_cmp);
+            println!("stat hello_rtt_us {:.1}", rtts[rtts.len() / 2]);
             let mut keep = Vec::new();
             for i in 0..n {
                 let (vm, desc) = plan(i);
