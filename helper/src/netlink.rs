@@ -718,6 +718,36 @@ mod tests {
         assert_eq!(parse_reply(&[20, 0, 0, 0]), Err(ParseError::Short));
     }
 
+    /// A FIB_MATCH reply: a local route in table 255 whose nexthop is ifindex 7.
+    pub(crate) fn route_msg() -> Vec<u8> {
+        let mut m = Msg::new(RTM_NEWROUTE, 0, 5);
+        m.buf
+            .extend_from_slice(&[2, 32, 0, 0, 255, RTPROT_KERNEL, 254, RTN_LOCAL]);
+        m.buf.extend_from_slice(&0u32.to_ne_bytes());
+        m.attr_ip(RTA_DST, IpAddr::from([100, 64, 1, 2]))
+            .attr_u32(RTA_TABLE, 255)
+            .attr_u32(RTA_OIF, 7)
+            .finish()
+            .unwrap()
+    }
+
+    #[test]
+    fn parses_a_route() {
+        let replies = parse_reply(&route_msg()).unwrap();
+        let want = Route {
+            dst_len: 32,
+            protocol: RTPROT_KERNEL,
+            route_type: RTN_LOCAL,
+            table: 255,
+            oif: Some(7),
+        };
+        assert_eq!(replies, vec![Reply::Route(want)]);
+        let full = route_msg();
+        for cut in 0..full.len() {
+            let _ = parse_reply(&full[..cut]);
+        }
+    }
+
     #[test]
     fn error_payloads() {
         let mut b = Msg::new(NLMSG_ERROR, 0, 1).finish().unwrap();

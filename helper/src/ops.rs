@@ -640,14 +640,3 @@ fn take_tun_fds(ctx: &mut Ctx, n: usize) -> Result<Vec<OwnedFd>, Error> {
     }
     Ok(fds)
 }
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn inet_overlap_is_by_31() {
-        let p = vmpriv_protocol::addr::local_inet(vmpriv_protocol::Inet4Prefix::DEFAULT, 1, 0).unwrap();
-        let same31 = |v: std::net::Ipv4Addr| u32::from(v) >> 1 == u32::from(p.host) >> 1;
-        assert!(same31(p.host) && same31(p.vm));
-        assert!(!same31(std::net::Ipv4Addr::new(100, 64, 1, 4)));
-    }
-}

@@ -243,5 +243,14 @@ fn netlink_samples() -> Vec<Vec<u8>> {
     bad[32] = 0xff;
     let mut two = link.clone();
     two.extend_from_slice(&bridge);
-    vec![link, bridge, ack, err, done, bad, two]
+    // A FIB_MATCH reply: rtmsg (AF_INET, /32, table 255, kernel, RTN_LOCAL), RTA_DST, RTA_TABLE, RTA_OIF.
+    let mut route = Msg::new(24, 0, 5).finish().unwrap();
+    route.extend_from_slice(&[2, 32, 0, 0, 255, 2, 254, 2]);
+    route.extend_from_slice(&0x2000u32.to_ne_bytes());
+    route.extend_from_slice(&[
+        8, 0, 1, 0, 100, 64, 1, 2, 8, 0, 15, 0, 255, 0, 0, 0, 8, 0, 4, 0, 7, 0, 0, 0,
+    ]);
+    let len = u32::try_from(route.len()).unwrap();
+    route[..4].copy_from_slice(&len.to_ne_bytes());
+    vec![link, bridge, ack, err, done, bad, two, route]
 }

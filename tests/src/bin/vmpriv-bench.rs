@@ -255,7 +255,10 @@ fn report(
     );
     let size = std::fs::metadata(exe_dir().join("vmpriv-helper")).map_or(0, |m| m.len());
     println!("helper: binary size {size} bytes (release, stripped)");
-    println!("helper: a request with no kernel work (Hello) round trip {:.0} us (median)", s("hello_rtt_us"));
+    println!(
+        "helper: a request with no kernel work (Hello) round trip {:.0} us (median)",
+        s("hello_rtt_us")
+    );
     match syscalls_per_nic() {
         Some((warm_sc, oneshot_sc)) => {
             println!(
