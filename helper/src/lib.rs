@@ -21,6 +21,7 @@
 
 pub mod args;
 pub mod audit;
+pub mod configure;
 pub mod netlink;
 pub mod ops;
 pub mod qemu;
