@@ -359,6 +359,68 @@ fn sigkill_at_every_step_leaves_nothing_behind() {
     );
 }
 
+/// SIGKILL after each netlink step, deterministically: strace (as root, running the helper setuid as
+/// uid 65534 with `-u nobody`) kills the helper at its K-th `sendto`, for every K of a full create and
+/// of a full configure. Once the caller closes its fds, nothing is left: no tap, address or port.
+#[test]
+fn sigkill_after_each_netlink_step_leaves_nothing() {
+    scenario(
+        "sigkill_after_each_netlink_step_leaves_nothing",
+        bins!(),
+        "ifgroup vms 42\nallow user * ifgroup vms\nallow user * switch br0\n",
+        |s| {
+            bridge("br0", None);
+            let full = TapOptions::new()
+                .switch("br0")
+                .description("kill me")
+                .group("vms")
+                .local(5, 0, true);
+            let spawn = |k: u32| {
+                let mut cmd = Command::new("strace");
+                cmd.args([
+                    "-u",
+                    "nobody",
+                    "-f",
+                    "-qq",
+                    "-o",
+                    "/dev/null",
+                    "-e",
+                    "trace=sendto",
+                ])
+                .arg(format!("-einject=sendto:signal=KILL:when={k}"))
+                .arg(&s.helper);
+                Helper::spawn_command(cmd, &s.helper).unwrap()
+            };
+            let mut completed = (false, false);
+            for k in 1..=16 {
+                // A create killed at step k.
+                let mut h = spawn(k);
+                let created = h.create_tap(&full);
+                completed.0 |= created.is_ok();
+                drop(created);
+                drop(h);
+                assert!(taps().is_empty(), "create, step {k}: {:?}", taps());
+                assert!(all_addrs().is_empty(), "create, step {k}: {:?}", all_addrs());
+                // A configure of a tap the caller holds, killed at step k.
+                let tap = as_nobody(|| helper(s).create_tap(&TapOptions::new().up(false)).unwrap());
+                let mut h = spawn(k);
+                completed.1 |= h.configure(&tap, full.config()).is_ok();
+                drop(h);
+                drop(tap);
+                assert!(taps().is_empty(), "configure, step {k}: {:?}", taps());
+                assert!(all_addrs().is_empty(), "configure, step {k}: {:?}", all_addrs());
+                assert!(vmpriv_tests::link("br0").is_some());
+            }
+            assert_eq!(
+                completed,
+                (true, true),
+                "K went past the last step, so both also ran to the end"
+            );
+            fresh_session_works(s);
+        },
+    );
+}
+
 /// CVE-2026-39402 shape: user B holds user A's tap fd (A passed it, or B got it somehow) on the same
 /// bridge; B's session can neither detach, down, readdress, regroup nor describe it.
 #[test]
