@@ -56,6 +56,24 @@ macro_rules! bins {
     };
 }
 
+/// Whether `tool` (a prerequisite CI installs) runs here. Elsewhere its absence is a printed skip;
+/// under `VMPRIV_REQUIRE_PRIVILEGED=1` it is a failure.
+pub fn have_tool(test: &str, tool: &str, install: &str) -> bool {
+    if Command::new(tool)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        return true;
+    }
+    assert!(
+        std::env::var_os("VMPRIV_REQUIRE_PRIVILEGED").is_none_or(|v| v != "1"),
+        "{test}: {tool} is not installed ({install})"
+    );
+    println!("SKIPPED {test}: {tool} is not installed ({install})");
+    false
+}
+
 /// Runs `body` as `test` (the `#[test]` function's name) in its own network and mount namespaces,
 /// with `policy` at `/etc/vmpriv/policy.conf`. `bins` comes from [`bins!`].
 pub fn scenario(test: &str, bins: (&str, &str), policy: &str, body: impl FnOnce(&Scenario)) {

@@ -369,6 +369,13 @@ fn sigkill_after_each_netlink_step_leaves_nothing() {
         bins!(),
         "ifgroup vms 42\nallow user * ifgroup vms\nallow user * switch br0\n",
         |s| {
+            if !vmpriv_tests::have_tool(
+                "sigkill_after_each_netlink_step_leaves_nothing",
+                "strace",
+                "apt-get install strace",
+            ) {
+                return;
+            }
             bridge("br0", None);
             let full = TapOptions::new()
                 .switch("br0")

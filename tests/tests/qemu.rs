@@ -8,7 +8,7 @@
 
 use std::io::IoSliceMut;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use nix::sys::socket::{
@@ -23,21 +23,8 @@ deny user nobody switch br1
 ";
 const QEMU: &str = "qemu-system-x86_64";
 
-/// QEMU is a prerequisite CI installs; elsewhere its absence is a printed skip.
 fn have_qemu(test: &str) -> bool {
-    if Command::new(QEMU)
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success())
-    {
-        return true;
-    }
-    assert!(
-        std::env::var_os("VMPRIV_REQUIRE_PRIVILEGED").is_none_or(|v| v != "1"),
-        "{test}: {QEMU} is not installed (apt-get install qemu-system-x86)"
-    );
-    println!("SKIPPED {test}: {QEMU} is not installed");
-    false
+    vmpriv_tests::have_tool(test, QEMU, "apt-get install qemu-system-x86")
 }
 
 /// QEMU as uid 65534 with one netdev and no guest: `-M none -S` opens the netdev and waits.
