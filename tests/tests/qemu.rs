@@ -116,6 +116,71 @@ fn qemu_netdev_tap_with_helper_gets_a_tap_on_the_bridge() {
     );
 }
 
+/// Hotplug: QEMU runs the helper at runtime for QMP `netdev_add`; `netdev_del` drops the tap.
+#[test]
+fn qemu_hotplug_netdev_add_and_del() {
+    scenario("qemu_hotplug_netdev_add_and_del", bins!(), POLICY, |s| {
+        if !have_qemu("qemu_hotplug_netdev_add_and_del") {
+            return;
+        }
+        bridge("br0", None);
+        let run = s.dir.join("run");
+        std::fs::create_dir(&run).unwrap();
+        vmpriv_tests::chmod(&run, 0o777);
+        let qmp_path = run.join("qmp.sock");
+        let mut q = vmpriv_tests::nobody_command(QEMU)
+            .args(["-M", "none", "-nodefaults", "-display", "none", "-S", "-qmp"])
+            .arg(format!("unix:{},server=on,wait=off", qmp_path.display()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !qmp_path.exists() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let sock = std::os::unix::net::UnixStream::connect(&qmp_path).unwrap();
+        let mut reader = std::io::BufReader::new(sock.try_clone().unwrap());
+        let mut qmp = |cmd: serde_json::Value| -> serde_json::Value {
+            use std::io::{BufRead, Write};
+            writeln!(&sock, "{cmd}").unwrap();
+            loop {
+                let mut line = String::new();
+                reader.read_line(&mut line).unwrap();
+                let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+                if v.get("return").is_some() || v.get("error").is_some() {
+                    return v;
+                }
+            }
+        };
+        let helper = s.helper.display().to_string();
+        assert!(
+            qmp(serde_json::json!({"execute": "qmp_capabilities"}))
+                .get("return")
+                .is_some()
+        );
+        let r = qmp(serde_json::json!({"execute": "netdev_add",
+            "arguments": {"type": "bridge", "id": "n1", "br": "br0", "helper": helper}}));
+        assert!(r.get("return").is_some(), "{r}");
+        let tap = taps().into_iter().next().expect("a tap after netdev_add");
+        assert_eq!(link(&tap).unwrap()["master"], "br0");
+        assert_eq!(link(&tap).unwrap()["linkinfo"]["info_data"]["user"], "nobody");
+        let r = qmp(serde_json::json!({"execute": "netdev_add",
+            "arguments": {"type": "bridge", "id": "n2", "br": "br1", "helper": helper}}));
+        assert!(
+            r.get("error").is_some(),
+            "a bridge not granted fails the hotplug: {r}"
+        );
+        assert_eq!(taps(), std::slice::from_ref(&tap));
+        let r = qmp(serde_json::json!({"execute": "netdev_del", "arguments": {"id": "n1"}}));
+        assert!(r.get("return").is_some(), "{r}");
+        assert!(link(&tap).is_none(), "netdev_del closes the fd: the tap is gone");
+        let _ = q.kill();
+        let _ = q.wait();
+    });
+}
+
 #[test]
 fn qemu_fails_cleanly_on_a_bridge_not_granted() {
     scenario(
