@@ -8,12 +8,16 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
 use caps::{CapSet, Capability, CapsHashSet};
 use nix::fcntl::{OFlag, openat};
-use nix::sys::resource::{Resource, setrlimit};
+use nix::sys::resource::{Resource, getrlimit, setrlimit};
 use nix::sys::stat::{Mode, umask};
-use nix::unistd::{Gid, Group, Uid, User, getgroups, getresgid, getresuid, setgroups, setresgid, setresuid};
+use nix::unistd::{
+    AccessFlags, Gid, Group, Uid, User, access, getgroups, getresgid, getresuid, setgroups, setresgid,
+    setresuid,
+};
 use vmpriv_protocol::Caller;
 use vmpriv_protocol::policy::{self, Policy};
 
+use crate::netlink::Netlink;
 use crate::sys;
 
 /// Why the helper refuses to start. Each says what to fix.
@@ -187,8 +191,59 @@ fn check_owner(f: &File, what: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// `/dev/net/tun` fds a session opens while it still may: enough for its quota's worth of single-queue
+/// taps plus one multi-queue tap, never more than this.
+const SESSION_TUN_FDS_MAX: u32 = 64;
+/// fds kept free for everything else: stdio, the socket, netlink, a request's own fds.
+const FDS_RESERVED: u64 = 12;
+
+/// What the helper opens while it is still root, for use after the drop.
+pub struct RootHeld {
+    /// Pre-opened `/dev/net/tun` fds (none where the caller may open the device itself).
+    pub tun_pool: Vec<OwnedFd>,
+    /// An `O_PATH` fd on `/dev/net/tun`, for the Landlock rule that keeps it openable.
+    pub tun_path: Option<OwnedFd>,
+    /// (st_dev, st_ino) of our network namespace, to refuse taps that live in another.
+    pub netns: (u64, u64),
+    /// The route netlink socket.
+    pub nl: Netlink,
+}
+
+/// Step 5: the `/dev/net/tun` fds (bounded by the caller's quota and RLIMIT_NOFILE; one in QEMU
+/// mode), our netns identity and the netlink socket.
+pub fn open_what_needs_root(quota: u32, one_shot: bool) -> Result<RootHeld, StartError> {
+    // Where the caller may open /dev/net/tun itself (mode 0666 on most distributions; access(2) checks
+    // the real uid), the helper opens it on demand, so a session has no fd budget at all.
+    let caller_opens_tun = access("/dev/net/tun", AccessFlags::R_OK | AccessFlags::W_OK).is_ok();
+    // Where the caller's RLIMIT_NOFILE could not be raised (no CAP_SYS_RESOURCE), leave room for the
+    // fds a request needs; a session that runs out answers `Unsupported(TunFds)`, never half-done.
+    let room = getrlimit(Resource::RLIMIT_NOFILE).map_or(0, |(soft, _)| soft.saturating_sub(FDS_RESERVED));
+    let wanted = if one_shot {
+        1
+    } else {
+        quota.saturating_add(7).min(SESSION_TUN_FDS_MAX)
+    };
+    let pool = if caller_opens_tun {
+        0
+    } else {
+        u64::from(wanted).min(room)
+    };
+    let tun_pool = open_tun_fds(usize::try_from(pool).unwrap_or(0)).unwrap_or_default();
+    let tun_path = nix::fcntl::open("/dev/net/tun", OFlag::O_PATH | OFlag::O_CLOEXEC, Mode::empty()).ok();
+    let netns = std::fs::metadata("/proc/self/ns/net")
+        .map(|m| (m.dev(), m.ino()))
+        .map_err(|e| StartError::Identity(io::Error::other(format!("/proc/self/ns/net: {e}"))))?;
+    let nl = Netlink::open().map_err(StartError::Netlink)?;
+    Ok(RootHeld {
+        tun_pool,
+        tun_path,
+        netns,
+        nl,
+    })
+}
+
 /// Opens `count` fds on `/dev/net/tun` while we may still (it is mode 0600 on some systems).
-pub fn open_tun_fds(count: usize) -> Result<Vec<OwnedFd>, StartError> {
+fn open_tun_fds(count: usize) -> Result<Vec<OwnedFd>, StartError> {
     (0..count)
         .map(|_| {
             std::fs::OpenOptions::new()
