@@ -455,16 +455,20 @@ fn floor(n: usize) {
     }
 }
 
-fn ip_lines(i: usize) -> Vec<String> {
+/// The six `ip` commands of NIC i, as argument vectors.
+fn ip_commands(i: usize) -> Vec<Vec<String>> {
     let name = format!("tap{i}");
     let (v4, v6) = addrs(i);
+    let words = |s: &str| s.split(' ').map(str::to_owned).collect::<Vec<_>>();
+    let mut alias = words(&format!("link set {name} alias"));
+    alias.push(plan(i).1);
     vec![
-        format!("tuntap add {name} mode tap user {NOBODY}"),
-        format!("link set {name} master br0"),
-        format!("link set {name} alias \"{}\"", plan(i).1),
-        format!("link set {name} up"),
-        format!("addr add {v4}/31 dev {name}"),
-        format!("addr add {v6}/96 dev {name}"),
+        words(&format!("tuntap add {name} mode tap user {NOBODY}")),
+        words(&format!("link set {name} master br0")),
+        alias,
+        words(&format!("link set {name} up")),
+        words(&format!("addr add {v4}/31 dev {name}")),
+        words(&format!("addr add {v6}/96 dev {name}")),
     ]
 }
 
@@ -472,25 +476,9 @@ fn ip_lines(i: usize) -> Vec<String> {
 fn iproute2(n: usize) {
     for i in 0..n {
         let t = Instant::now();
-        for line in ip_lines(i) {
-            // Split like a shell would, keeping the quoted alias whole.
-            let mut args: Vec<String> = Vec::new();
-            let mut quoted = false;
-            for part in line.split(' ') {
-                if quoted {
-                    let last = args.last_mut().unwrap();
-                    last.push(' ');
-                    last.push_str(part.trim_end_matches('"'));
-                    quoted = !part.ends_with('"');
-                } else if let Some(p) = part.strip_prefix('"') {
-                    quoted = !p.ends_with('"');
-                    args.push(p.trim_end_matches('"').to_owned());
-                } else {
-                    args.push(part.to_owned());
-                }
-            }
+        for args in ip_commands(i) {
             let st = Command::new("ip").args(&args).status().unwrap();
-            assert!(st.success(), "ip {line}");
+            assert!(st.success(), "ip {args:?}");
         }
         println!("nic {:.1}", t.elapsed().as_secs_f64() * 1e6);
     }
@@ -504,7 +492,12 @@ fn ip_batch(n: usize) {
     while i < n {
         let end = (i + 100).min(n);
         let file = dir.join(format!("{i}.batch"));
-        let text: String = (i..end).flat_map(ip_lines).map(|l| l + "\n").collect();
+        // ip -batch splits lines like a shell: quote the one argument with a space (the alias).
+        let quote = |a: String| if a.contains(' ') { format!("\"{a}\"") } else { a };
+        let text: String = (i..end)
+            .flat_map(ip_commands)
+            .map(|args| args.into_iter().map(quote).collect::<Vec<_>>().join(" ") + "\n")
+            .collect();
         std::fs::write(&file, text).unwrap();
         let t = Instant::now();
         let st = Command::new("ip").arg("-batch").arg(&file).status().unwrap();
