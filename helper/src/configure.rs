@@ -213,24 +213,19 @@ fn apply(
     Ok(info)
 }
 
-fn add_inet(nl: &mut Netlink, index: u32, p: Inet4Pair, undo: &mut Vec<Undo>) -> Result<(), Error> {
-    let ip = IpAddr::V4(p.host);
-    nl.request(|seq| {
-        addr_msg(
-            RTM_NEWADDR,
-            NLM_F_CREATE | NLM_F_REPLACE,
-            seq,
-            index,
-            ip,
-            Inet4Pair::PREFIX_LEN,
-        )
-    })
-    .map_err(kernel)?;
-    undo.push(Undo::Addr(ip, Inet4Pair::PREFIX_LEN));
+/// Adds `ip/len` to the tap (replacing it if present) and records its removal for rollback.
+fn add_addr(nl: &mut Netlink, index: u32, ip: IpAddr, len: u8, undo: &mut Vec<Undo>) -> Result<(), Errno> {
+    nl.request(|seq| addr_msg(RTM_NEWADDR, NLM_F_CREATE | NLM_F_REPLACE, seq, index, ip, len))?;
+    undo.push(Undo::Addr(ip, len));
     Ok(())
 }
 
-/// vmd deletes then adds the IPv6 address; a missing one (EADDRNOTAVAIL) is fine.
+fn add_inet(nl: &mut Netlink, index: u32, p: Inet4Pair, undo: &mut Vec<Undo>) -> Result<(), Error> {
+    add_addr(nl, index, IpAddr::V4(p.host), Inet4Pair::PREFIX_LEN, undo).map_err(kernel)
+}
+
+/// vmd deletes then adds the IPv6 address; a missing one (EADDRNOTAVAIL) is fine. IPv6 disabled on the
+/// interface answers EACCES: reported as such, never by flipping the sysctl.
 fn add_inet6(
     nl: &mut Netlink,
     index: u32,
@@ -239,32 +234,17 @@ fn add_inet6(
     undo: &mut Vec<Undo>,
 ) -> Result<(), Error> {
     let ip = IpAddr::V6(p.host);
-    let deleted = if fresh {
-        Ok(())
-    } else {
-        nl.request(|seq| addr_msg(RTM_DELADDR, 0, seq, index, ip, Inet6Pair::PREFIX_LEN))
+    let inet6_error = |e: Errno| match e {
+        Errno::EACCES => Error::Unsupported(Unsupported::Inet6),
+        e => kernel(e),
     };
-    match deleted {
-        Ok(()) | Err(Errno::EADDRNOTAVAIL) => {}
-        Err(Errno::EACCES) => return Err(Error::Unsupported(Unsupported::Inet6)),
-        Err(e) => return Err(kernel(e)),
+    if !fresh {
+        match nl.request(|seq| addr_msg(RTM_DELADDR, 0, seq, index, ip, Inet6Pair::PREFIX_LEN)) {
+            Ok(()) | Err(Errno::EADDRNOTAVAIL) => {}
+            Err(e) => return Err(inet6_error(e)),
+        }
     }
-    match nl.request(|seq| {
-        addr_msg(
-            RTM_NEWADDR,
-            NLM_F_CREATE | NLM_F_REPLACE,
-            seq,
-            index,
-            ip,
-            Inet6Pair::PREFIX_LEN,
-        )
-    }) {
-        Ok(()) => {}
-        Err(Errno::EACCES) => return Err(Error::Unsupported(Unsupported::Inet6)),
-        Err(e) => return Err(kernel(e)),
-    }
-    undo.push(Undo::Addr(ip, Inet6Pair::PREFIX_LEN));
-    Ok(())
+    add_addr(nl, index, ip, Inet6Pair::PREFIX_LEN, undo).map_err(inet6_error)
 }
 
 fn rollback(nl: &mut Netlink, index: u32, undo: Vec<Undo>) {
