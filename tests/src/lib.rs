@@ -310,3 +310,48 @@ pub fn open_tun(name: &str, kind: libc::c_int) -> std::os::fd::OwnedFd {
     }
     f.into()
 }
+
+/// One received message: its bytes, the fds it carried (now owned), and how many control messages
+/// came with it (libvirt insists on exactly one SCM_RIGHTS with one fd).
+pub struct Received {
+    /// The data bytes.
+    pub bytes: Vec<u8>,
+    /// The SCM_RIGHTS fds.
+    pub fds: Vec<std::os::fd::OwnedFd>,
+    /// Control messages of any kind.
+    pub cmsgs: usize,
+}
+
+/// Receives one message of at most `max` bytes with up to 8 fds, as QEMU and libvirt do from a helper.
+pub fn recv_with_fds(sock: &impl std::os::fd::AsRawFd, max: usize) -> Received {
+    use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
+    use std::os::fd::FromRawFd;
+    let mut buf = vec![0u8; max];
+    let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 8]);
+    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+    let msg = recvmsg::<()>(
+        sock.as_raw_fd(),
+        &mut iov,
+        Some(&mut cmsg),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )
+    .unwrap();
+    let (mut fds, mut cmsgs) = (Vec::new(), 0);
+    for c in msg.cmsgs().unwrap() {
+        cmsgs += 1;
+        if let ControlMessageOwned::ScmRights(raw) = c {
+            // SAFETY: recvmsg just installed these fds in our table; nothing else owns them.
+            fds.extend(
+                raw.into_iter()
+                    .map(|f| unsafe { std::os::fd::OwnedFd::from_raw_fd(f) }),
+            );
+        }
+    }
+    let n = msg.bytes;
+    buf.truncate(n);
+    Received {
+        bytes: buf,
+        fds,
+        cmsgs,
+    }
+}

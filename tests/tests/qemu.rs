@@ -6,14 +6,11 @@
     clippy::indexing_slicing
 )]
 
-use std::io::IoSliceMut;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use nix::sys::socket::{
-    AddressFamily, ControlMessageOwned, MsgFlags, SockFlag, SockType, recvmsg, socketpair,
-};
+use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
 use vmpriv_tests::{Scenario, bins, bridge, link, scenario, taps};
 
 const POLICY: &str = "\
@@ -215,7 +212,7 @@ fn qemu_fails_cleanly_on_a_bridge_not_granted() {
 fn libvirt_order_and_strict_receive() {
     scenario("libvirt_order_and_strict_receive", bins!(), POLICY, |s| {
         bridge("br0", None);
-        let run = |args: &[String]| -> (std::process::Output, Vec<u8>, Vec<RawFd>, usize) {
+        let run = |args: &[String]| -> (std::process::Output, Vec<u8>, Vec<OwnedFd>, usize) {
             let (ours, theirs) = socketpair(
                 AddressFamily::Unix,
                 SockType::Stream,
@@ -229,26 +226,8 @@ fn libvirt_order_and_strict_receive() {
             vmpriv_client::keep_fd_across_exec(&mut cmd, fd);
             let out = cmd.output().unwrap();
             drop(theirs);
-            let mut buf = [0u8; 16];
-            let mut cmsg = nix::cmsg_space!([RawFd; 4]);
-            let mut iov = [IoSliceMut::new(&mut buf)];
-            let msg = recvmsg::<()>(
-                ours.as_raw_fd(),
-                &mut iov,
-                Some(&mut cmsg),
-                MsgFlags::MSG_CMSG_CLOEXEC,
-            )
-            .unwrap();
-            let mut fds = Vec::new();
-            let mut cmsgs = 0;
-            for c in msg.cmsgs().unwrap() {
-                cmsgs += 1;
-                if let ControlMessageOwned::ScmRights(r) = c {
-                    fds.extend(r);
-                }
-            }
-            let n = msg.bytes;
-            (out, buf[..n].to_vec(), fds, cmsgs)
+            let got = vmpriv_tests::recv_with_fds(&ours, 16);
+            (out, got.bytes, got.fds, got.cmsgs)
         };
         let (out, bytes, fds, cmsgs) = run(&["--use-vnet".into(), "--br=br0".into(), "--fd={fd}".into()]);
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -257,9 +236,7 @@ fn libvirt_order_and_strict_receive() {
             (1, 1, 1),
             "one byte, one SCM_RIGHTS fd"
         );
-        // SAFETY: recvmsg installed this fd for us.
-        #[allow(unsafe_code)]
-        let tap = unsafe { OwnedFd::from_raw_fd(fds[0]) };
+        let tap = fds.into_iter().next().unwrap();
         let name = taps().into_iter().next().expect("a tap while we hold the fd");
         assert_eq!(vmpriv_tests::link(&name).unwrap()["master"], "br0");
         assert!(

@@ -16,16 +16,14 @@
 )]
 
 use std::collections::BTreeMap;
-use std::io::{IoSliceMut, Write};
+use std::io::Write;
 use std::net::IpAddr;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-use nix::sys::socket::{
-    AddressFamily, ControlMessageOwned, MsgFlags, SockFlag, SockType, recvmsg, socketpair,
-};
+use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
 use vmpriv_client::{Helper, TapOptions};
 use vmpriv_helper::netlink::{
     IFA_ADDRESS, IFA_LOCAL, IFF_UP, IFLA_IFALIAS, IFLA_MASTER, Msg, NLM_F_ACK, NLM_F_CREATE, NLM_F_REPLACE,
@@ -573,23 +571,7 @@ fn oneshot(helper: &Path) -> OwnedFd {
     vmpriv_client::keep_fd_across_exec(&mut cmd, fd);
     let mut child = cmd.spawn().unwrap();
     drop(theirs);
-    let mut buf = [0u8; 1];
-    let mut cmsg = nix::cmsg_space!([RawFd; 1]);
-    let mut iov = [IoSliceMut::new(&mut buf)];
-    let msg = recvmsg::<()>(
-        ours.as_raw_fd(),
-        &mut iov,
-        Some(&mut cmsg),
-        MsgFlags::MSG_CMSG_CLOEXEC,
-    )
-    .unwrap();
-    let mut got = None;
-    for c in msg.cmsgs().unwrap() {
-        if let ControlMessageOwned::ScmRights(r) = c {
-            // SAFETY: recvmsg installed this fd for us.
-            got = r.first().map(|&f| unsafe { OwnedFd::from_raw_fd(f) });
-        }
-    }
+    let got = vmpriv_tests::recv_with_fds(&ours, 1).fds.into_iter().next();
     assert!(child.wait().unwrap().success(), "{} failed", helper.display());
     got.expect("the helper sent a tap fd")
 }
