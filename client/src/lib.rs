@@ -617,6 +617,22 @@ impl Helper {
         }
     }
 
+    /// Removes our own taps that no fd holds any more (made persistent through their fds and closed):
+    /// they count against our quota until removed. Returns how many went.
+    ///
+    /// ```no_run
+    /// let mut helper = vmpriv_client::Helper::spawn()?;
+    /// let removed = helper.remove_leftovers()?;
+    /// println!("{removed} leftover taps removed");
+    /// # Ok::<(), vmpriv_client::ClientError>(())
+    /// ```
+    pub fn remove_leftovers(&mut self) -> Result<u32, ClientError> {
+        match self.call(&Request::RemoveLeftovers, &[])? {
+            (Response::Removed { count }, _) => Ok(count),
+            _ => Err(ClientError::Protocol),
+        }
+    }
+
     /// Ends the session and waits for the helper to exit.
     pub fn close(mut self) -> Result<ExitStatus, ClientError> {
         let _ = nix::sys::socket::shutdown(self.sock.as_raw_fd(), nix::sys::socket::Shutdown::Both);

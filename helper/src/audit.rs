@@ -2,6 +2,7 @@
 //! else to stderr. Written here in a few lines rather than pulling a logging backend into the helper.
 
 use std::ffi::CString;
+use std::fmt::Write as _;
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -21,7 +22,7 @@ impl Log for Audit {
     }
 
     fn log(&self, record: &Record<'_>) {
-        let line = format!("{}", record.args());
+        let line = escape(&format!("{}", record.args()));
         if SYSLOG.load(Ordering::Relaxed) {
             let priority = match record.level() {
                 Level::Error => libc::LOG_ERR,
@@ -29,9 +30,7 @@ impl Log for Audit {
                 Level::Info => libc::LOG_INFO,
                 Level::Debug | Level::Trace => libc::LOG_DEBUG,
             };
-            // A NUL cannot reach a log line from the caller (names are validated), but never panic on it.
-            let clean: String = line.chars().map(|c| if c == '\0' { '?' } else { c }).collect();
-            if let Ok(msg) = CString::new(clean) {
+            if let Ok(msg) = CString::new(line) {
                 sys::syslog(priority, &msg);
             }
         } else {
@@ -43,6 +42,21 @@ impl Log for Audit {
     }
 
     fn flush(&self) {}
+}
+
+/// A log or stderr line with every byte outside printable ASCII, and the backslash, written as `\xNN`:
+/// a caller's words (a `--br=` value, a user name) can never forge a line, a field or a terminal
+/// escape in the log.
+pub fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if (0x20..0x7f).contains(&b) && b != b'\\' {
+            out.push(char::from(b));
+        } else {
+            let _ = write!(out, "\\x{b:02x}");
+        }
+    }
+    out
 }
 
 /// Installs the audit logger. Call before Landlock (syslog connects now). `quiet_stderr` keeps decision
@@ -60,5 +74,19 @@ pub fn init(quiet_stderr: bool) {
     SYSLOG.store(syslog, Ordering::Relaxed);
     if log::set_logger(&AUDIT).is_ok() {
         log::set_max_level(level);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::escape;
+
+    #[test]
+    fn caller_words_cannot_forge_log_lines() {
+        assert_eq!(escape("br0"), "br0");
+        assert_eq!(
+            escape("x\ndecision=done\r\t\x1b[2J\\é"),
+            "x\\x0adecision=done\\x0d\\x09\\x1b[2J\\x5c\\xc3\\xa9"
+        );
     }
 }

@@ -10,7 +10,7 @@ use vmpriv_protocol::{Error, Inet4Pair, Inet6Pair, Invalid, TapInfo};
 
 use crate::netlink::{
     self, IFA_ADDRESS, IFA_LOCAL, IFF_UP, IFLA_GROUP, IFLA_IFALIAS, IFLA_MASTER, IFLA_MTU, Link, Msg,
-    NLM_F_ACK, NLM_F_CREATE, NLM_F_REPLACE, Netlink, RTM_DELADDR, RTM_NEWADDR, RTM_SETLINK,
+    NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, Netlink, RTM_DELADDR, RTM_NEWADDR, RTM_SETLINK,
 };
 use crate::ops::{Ctx, find_bridge, kernel, link_name, tap_info};
 
@@ -18,6 +18,9 @@ use crate::ops::{Ctx, find_bridge, kernel, link_name, tap_info};
 pub(crate) struct Plan {
     bridge: Option<Link>,
     vrf: Option<Link>,
+    /// Addresses the tap already has of the families asked for: those are left alone, and never
+    /// removed by a rollback.
+    present: Vec<IpAddr>,
 }
 
 /// Phase 1: every check, no change. `link` is `None` for a tap not created yet.
@@ -58,33 +61,103 @@ pub(crate) fn check_config(ctx: &mut Ctx, link: Option<&Link>, config: &ValidCon
         }
     };
     let index = link.map_or(0, |l| l.index);
+    // What the tap holds already (a new tap holds nothing): one local address per family, as in vmd.
+    let mut held = Vec::new();
+    if let Some(l) = link {
+        for (family, asked) in [
+            (2u8, config.inet.map(|p| IpAddr::V4(p.host))),
+            (10, config.inet6.map(|p| IpAddr::V6(p.host))),
+        ] {
+            let Some(asked) = asked else { continue };
+            ctx.nl
+                .dump_addrs(family, l.index, &mut |a| held.push(*a))
+                .map_err(kernel)?;
+            let other = held.iter().find(|a| {
+                a.address.is_ipv4() == asked.is_ipv4() && a.address != asked && !link_local(a.address)
+            });
+            if let Some(other) = other {
+                log::info!(
+                    "uid={} tap ifindex {} already has {}; refusing {asked}",
+                    ctx.caller.uid,
+                    l.index,
+                    other.address
+                );
+                return Err(Error::Invalid(Invalid::AddressAssigned));
+            }
+        }
+    }
     if let Some(p) = config.inet {
-        // A /31 has two addresses: taken if another interface holds either.
+        // A /31 is two addresses: each is checked against every route, local ones included.
         for ip in [p.host, p.vm] {
-            check_not_held(ctx, index, IpAddr::V4(ip), None)?;
+            check_not_routed(ctx, index, IpAddr::V4(ip))?;
         }
     }
     if let Some(p) = config.inet6 {
-        check_not_held(ctx, index, IpAddr::V6(p.host), Some(Inet6Pair::PREFIX_LEN))?;
-        check_not_held(ctx, index, IpAddr::V6(p.vm), None)?;
+        for ip in [p.host, p.vm] {
+            check_not_routed(ctx, index, IpAddr::V6(ip))?;
+        }
+        check_no_inet6_inside(ctx, index, p)?;
     }
-    Ok(Plan { bridge, vrf })
+    let present = held.iter().map(|a| a.address).collect();
+    Ok(Plan { bridge, vrf, present })
 }
 
-/// Refuses when an interface other than `index` holds `ip` (its local route names the holder), or,
-/// with `prefix`, an address whose kernel prefix route of that length or longer covers `ip`. Each is
-/// one FIB lookup, so the check costs the same with ten interfaces or ten thousand.
-fn check_not_held(ctx: &mut Ctx, index: u32, ip: IpAddr, prefix: Option<u8>) -> Result<(), Error> {
+fn link_local(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(a) => a.is_link_local(),
+        IpAddr::V6(a) => a.is_unicast_link_local(),
+    }
+}
+
+/// Refuses `ip` when a route other than the default one sends it elsewhere: an address another
+/// interface holds (its local route), or a prefix routed through another interface (a VPN's, a
+/// CGNAT range's), whose traffic the new /31 or /96 would steal. Routes that deliver nowhere
+/// (blackhole, unreachable, prohibit, throw: an admin reserving the range) do not count. One FIB
+/// lookup, so the check costs the same with ten interfaces or ten thousand.
+fn check_not_routed(ctx: &mut Ctx, index: u32, ip: IpAddr) -> Result<(), Error> {
     let Some(route) = ctx.nl.route_lookup(ip).map_err(kernel)? else {
         return Ok(());
     };
-    let other = route.oif.is_some_and(|oif| oif != index);
-    let local = route.route_type == netlink::RTN_LOCAL;
-    let covering = prefix.is_some_and(|len| {
-        route.protocol == netlink::RTPROT_KERNEL && route.dst_len >= len && route.route_type == 1
-    });
-    if other && (local || covering) {
-        log::info!("uid={} {ip} is held by ifindex {:?}", ctx.caller.uid, route.oif);
+    let delivers_nowhere = matches!(
+        route.route_type,
+        netlink::RTN_BLACKHOLE | netlink::RTN_UNREACHABLE | netlink::RTN_PROHIBIT | netlink::RTN_THROW
+    );
+    let ours = index != 0 && route.oif == Some(index);
+    if route.dst_len == 0 || delivers_nowhere || ours {
+        return Ok(());
+    }
+    log::info!(
+        "uid={} {ip} is routed by a /{} route (type {}) through ifindex {:?}",
+        ctx.caller.uid,
+        route.dst_len,
+        route.route_type,
+        route.oif
+    );
+    Err(Error::Invalid(Invalid::AddressInUse))
+}
+
+/// Refuses the /96 when another interface holds any address inside it, with or without a prefix
+/// route (`noprefixroute` leaves no route for the lookups above to find). One dump of the IPv6
+/// addresses.
+fn check_no_inet6_inside(ctx: &mut Ctx, index: u32, p: Inet6Pair) -> Result<(), Error> {
+    let net = p.host.octets();
+    let mut inside = None;
+    ctx.nl
+        .dump_addrs(10, 0, &mut |a| {
+            if let IpAddr::V6(v) = a.address
+                && a.index != index
+                && v.octets().get(..12) == net.get(..12)
+            {
+                inside = Some((v, a.index));
+            }
+        })
+        .map_err(kernel)?;
+    if let Some((v, holder)) = inside {
+        log::info!(
+            "uid={} {v} inside {}/96 is held by ifindex {holder}",
+            ctx.caller.uid,
+            p.host
+        );
         return Err(Error::Invalid(Invalid::AddressInUse));
     }
     Ok(())
@@ -135,20 +208,18 @@ fn addr_msg(ty: u16, flags: u16, seq: u32, index: u32, ip: IpAddr, prefixlen: u8
 /// all or nothing.
 pub(crate) fn configure(ctx: &mut Ctx, link: &Link, config: &ValidConfig) -> Result<TapInfo, Error> {
     let plan = check_config(ctx, Some(link), config)?;
-    configure_checked(ctx, link, config, &plan, false)
+    configure_checked(ctx, link, config, &plan)
 }
 
-/// Phase 2 of [`configure`], once `plan` holds everything phase 1 found. `fresh`: a tap this request
-/// created, which has no addresses yet (so vmd's IPv6 delete-before-add is skipped).
+/// Phase 2 of [`configure`], once `plan` holds everything phase 1 found.
 pub(crate) fn configure_checked(
     ctx: &mut Ctx,
     link: &Link,
     config: &ValidConfig,
     plan: &Plan,
-    fresh: bool,
 ) -> Result<TapInfo, Error> {
     let mut undo = Vec::new();
-    let result = apply(ctx, link, config, plan, fresh, &mut undo);
+    let result = apply(ctx, link, config, plan, &mut undo);
     if let Err(e) = &result {
         log::warn!(
             "uid={} configure {} failed ({e}); rolling back {} change(s)",
@@ -166,7 +237,6 @@ fn apply(
     link: &Link,
     config: &ValidConfig,
     plan: &Plan,
-    fresh: bool,
     undo: &mut Vec<Undo>,
 ) -> Result<TapInfo, Error> {
     let nl = &mut ctx.nl;
@@ -203,48 +273,32 @@ fn apply(
         undo.push(Undo::Up(link.flags & IFF_UP != 0));
     }
     if let Some(p) = config.inet {
-        add_inet(nl, index, p, undo)?;
+        let ip = IpAddr::V4(p.host);
+        if !plan.present.contains(&ip) {
+            add_addr(nl, index, ip, Inet4Pair::PREFIX_LEN, undo).map_err(kernel)?;
+        }
         info.inet = Some(p);
     }
     if let Some(p) = config.inet6 {
-        add_inet6(nl, index, p, fresh, undo)?;
+        let ip = IpAddr::V6(p.host);
+        if !plan.present.contains(&ip) {
+            // IPv6 disabled on the interface answers EACCES: reported as such, never by flipping
+            // the sysctl.
+            add_addr(nl, index, ip, Inet6Pair::PREFIX_LEN, undo).map_err(|e| match e {
+                Errno::EACCES => Error::Unsupported(Unsupported::Inet6),
+                e => kernel(e),
+            })?;
+        }
         info.inet6 = Some(p);
     }
     Ok(info)
 }
 
-/// Adds `ip/len` to the tap (replacing it if present) and records its removal for rollback.
+/// Adds `ip/len` to the tap, only if it is not there (`NLM_F_EXCL`), and records its removal.
 fn add_addr(nl: &mut Netlink, index: u32, ip: IpAddr, len: u8, undo: &mut Vec<Undo>) -> Result<(), Errno> {
-    nl.request(|seq| addr_msg(RTM_NEWADDR, NLM_F_CREATE | NLM_F_REPLACE, seq, index, ip, len))?;
+    nl.request(|seq| addr_msg(RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL, seq, index, ip, len))?;
     undo.push(Undo::Addr(ip, len));
     Ok(())
-}
-
-fn add_inet(nl: &mut Netlink, index: u32, p: Inet4Pair, undo: &mut Vec<Undo>) -> Result<(), Error> {
-    add_addr(nl, index, IpAddr::V4(p.host), Inet4Pair::PREFIX_LEN, undo).map_err(kernel)
-}
-
-/// vmd deletes then adds the IPv6 address; a missing one (EADDRNOTAVAIL) is fine. IPv6 disabled on the
-/// interface answers EACCES: reported as such, never by flipping the sysctl.
-fn add_inet6(
-    nl: &mut Netlink,
-    index: u32,
-    p: Inet6Pair,
-    fresh: bool,
-    undo: &mut Vec<Undo>,
-) -> Result<(), Error> {
-    let ip = IpAddr::V6(p.host);
-    let inet6_error = |e: Errno| match e {
-        Errno::EACCES => Error::Unsupported(Unsupported::Inet6),
-        e => kernel(e),
-    };
-    if !fresh {
-        match nl.request(|seq| addr_msg(RTM_DELADDR, 0, seq, index, ip, Inet6Pair::PREFIX_LEN)) {
-            Ok(()) | Err(Errno::EADDRNOTAVAIL) => {}
-            Err(e) => return Err(inet6_error(e)),
-        }
-    }
-    add_addr(nl, index, ip, Inet6Pair::PREFIX_LEN, undo).map_err(inet6_error)
 }
 
 fn rollback(nl: &mut Netlink, index: u32, undo: Vec<Undo>) {
@@ -279,12 +333,12 @@ pub(crate) fn reset(
     setlink(nl, index, 0, 0, Some((IFLA_GROUP, &0u32.to_ne_bytes()))).map_err(kernel)?;
     let mut ours = Vec::new();
     for family in [2, 10] {
-        nl.dump_addrs(family, &mut |a| {
+        nl.dump_addrs(family, index, &mut |a| {
             let local = match a.address {
                 IpAddr::V4(v) => inet.contains(v),
                 IpAddr::V6(v) => inet6.contains(v),
             };
-            if a.index == index && local {
+            if local {
                 ours.push(*a);
             }
         })

@@ -61,11 +61,19 @@ fn run(fd: i32, policy_path: Option<&str>, qemu: Option<(String, bool)>) -> Resu
     let held = startup::open_what_needs_root(policy.quota_for(&caller), qemu.is_some())?;
     // 6. Become the caller with CAP_NET_ADMIN only, no_new_privs, then no more filesystem.
     startup::drop_to_caller(&caller)?;
-    match sys::landlock_deny_filesystem(held.tun_path.as_ref().map(AsFd::as_fd)) {
+    let mut allowed = Vec::new();
+    if let Some(tun) = &held.tun_path {
+        allowed.push((tun.as_fd(), sys::Allow::Device));
+    }
+    if let Some(conf) = &held.ipv6_conf {
+        allowed.push((conf.as_fd(), sys::Allow::WriteBeneath));
+    }
+    match sys::landlock_deny_filesystem(&allowed) {
         Ok(true) => {}
         Ok(false) => log::info!("landlock not available; relying on the privilege drop alone"),
         Err(e) => log::warn!("landlock failed ({e}); relying on the privilege drop alone"),
     }
+    drop(allowed);
     drop(held.tun_path);
     let mut ctx = Ctx {
         caller,
@@ -74,6 +82,8 @@ fn run(fd: i32, policy_path: Option<&str>, qemu: Option<(String, bool)>) -> Resu
         tun_pool: held.tun_pool,
         netns: held.netns,
         tun_features: None,
+        ipv6_conf: held.ipv6_conf,
+        next_slot: 0,
     };
     // 7. Serve.
     match qemu {
@@ -96,6 +106,6 @@ fn say(text: &str) -> ExitCode {
 }
 
 fn fail(text: &str) -> ExitCode {
-    let _ = writeln!(std::io::stderr(), "vmpriv-helper: {text}");
+    let _ = writeln!(std::io::stderr(), "vmpriv-helper: {}", audit::escape(text));
     ExitCode::FAILURE
 }

@@ -7,12 +7,15 @@
 
 use std::io;
 use std::net::IpAddr;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
 use nix::errno::Errno;
 use nix::sys::socket::{self, AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType};
 
+pub const RTM_DELLINK: u16 = 17;
 pub const RTM_GETLINK: u16 = 18;
+/// Add a property (an alternative name) to a link: needs CAP_NET_ADMIN (Linux 5.5+).
+pub const RTM_NEWLINKPROP: u16 = 108;
 pub const RTM_SETLINK: u16 = 19;
 pub const RTM_NEWLINK: u16 = 16;
 pub const RTM_NEWADDR: u16 = 20;
@@ -27,6 +30,11 @@ const RTA_OIF: u16 = 4;
 const RTA_TABLE: u16 = 15;
 /// `rtm_type` of a local (host) route: some interface holds the address.
 pub const RTN_LOCAL: u8 = 2;
+/// `rtm_type`s of routes that deliver nowhere: an admin reserving a range.
+pub const RTN_BLACKHOLE: u8 = 6;
+pub const RTN_UNREACHABLE: u8 = 7;
+pub const RTN_PROHIBIT: u8 = 8;
+pub const RTN_THROW: u8 = 9;
 /// `rtm_protocol` of routes the kernel adds for an address's prefix.
 pub const RTPROT_KERNEL: u8 = 2;
 const NLMSG_ERROR: u16 = 2;
@@ -47,12 +55,17 @@ pub const IFLA_MASTER: u16 = 10;
 pub const IFLA_LINKINFO: u16 = 18;
 pub const IFLA_IFALIAS: u16 = 20;
 pub const IFLA_GROUP: u16 = 27;
+pub const IFLA_CARRIER: u16 = 33;
 pub const IFLA_EXT_MASK: u16 = 29;
+pub const IFLA_PROP_LIST: u16 = 52;
+pub const IFLA_ALT_IFNAME: u16 = 53;
 const IFLA_INFO_KIND: u16 = 1;
 const IFLA_INFO_DATA: u16 = 2;
 const IFLA_TUN_OWNER: u16 = 1;
 const IFLA_TUN_TYPE: u16 = 3;
 const IFLA_TUN_PERSIST: u16 = 6;
+const IFLA_TUN_NUM_QUEUES: u16 = 8;
+const IFLA_TUN_NUM_DISABLED_QUEUES: u16 = 9;
 pub const IFA_ADDRESS: u16 = 1;
 pub const IFA_LOCAL: u16 = 2;
 /// Skip statistics in link replies: a third of their size, and we never read them.
@@ -147,6 +160,19 @@ impl Msg {
             IpAddr::V4(a) => self.attr(ty, &a.octets()),
             IpAddr::V6(a) => self.attr(ty, &a.octets()),
         }
+    }
+
+    /// `IFLA_PROP_LIST { IFLA_ALT_IFNAME = name }`.
+    pub fn attr_altname(self, name: &str) -> Self {
+        let inner = Msg {
+            buf: Vec::new(),
+            overflow: false,
+        }
+        .attr_str(IFLA_ALT_IFNAME, name);
+        let overflow = inner.overflow;
+        let mut m = self.attr(IFLA_PROP_LIST | NLA_F_NESTED, &inner.buf);
+        m.overflow |= overflow;
+        m
     }
 
     /// `IFLA_LINKINFO { IFLA_INFO_KIND = kind }`, used only as a dump filter.
@@ -255,6 +281,9 @@ pub struct TunInfo {
     pub owner: Option<u32>,
     /// Whether it outlives its fds.
     pub persist: bool,
+    /// Queues attached now, enabled and disabled (`IFLA_TUN_NUM_QUEUES` + `…_DISABLED_QUEUES`): the
+    /// number of open fds that hold the tap. The kernel reports it for multi-queue taps only.
+    pub queues: Option<u32>,
 }
 
 /// What the helper reads of a link.
@@ -270,9 +299,22 @@ pub struct Link {
     pub mac: Option<[u8; 6]>,
     pub kind: Option<String>,
     pub tun: Option<TunInfo>,
+    /// Alternative names (`IFLA_PROP_LIST`/`IFLA_ALT_IFNAME`): only CAP_NET_ADMIN sets them.
+    pub altnames: Vec<String>,
+    /// `IFLA_CARRIER`: a tap has carrier while some fd holds it (only CAP_NET_ADMIN can force it).
+    pub carrier: Option<bool>,
 }
 
 impl Link {
+    /// Whether some open fd still holds this tap: its queue count where the kernel reports one
+    /// (multi-queue), else its carrier, which the tun driver turns off with the last queue.
+    pub fn held_by_fds(&self) -> bool {
+        match self.tun.as_ref().and_then(|t| t.queues) {
+            Some(q) => q > 0,
+            None => self.carrier != Some(false),
+        }
+    }
+
     /// Whether this link is a tap (kind `tun`, type tap).
     pub fn is_tap(&self) -> bool {
         self.kind.as_deref() == Some("tun") && self.tun.as_ref().is_some_and(|t| t.dev_type == 2)
@@ -304,6 +346,17 @@ pub fn parse_link(payload: &[u8]) -> Result<Link, ParseError> {
             IFLA_GROUP => link.group = u32_of(data).unwrap_or(0),
             IFLA_IFALIAS => link.alias = string(data),
             IFLA_ADDRESS => link.mac = data.try_into().ok(),
+            IFLA_CARRIER => link.carrier = data.first().map(|&c| c != 0),
+            IFLA_PROP_LIST => {
+                for b in attrs(data) {
+                    let (ty, data) = b?;
+                    if ty == IFLA_ALT_IFNAME
+                        && let Some(n) = string(data)
+                    {
+                        link.altnames.push(n);
+                    }
+                }
+            }
             IFLA_LINKINFO => {
                 for b in attrs(data) {
                     let (ty, data) = b?;
@@ -332,6 +385,10 @@ fn parse_tun(data: &[u8]) -> Result<TunInfo, ParseError> {
             IFLA_TUN_TYPE => tun.dev_type = data.first().copied().unwrap_or(0),
             IFLA_TUN_OWNER => tun.owner = u32_of(data),
             IFLA_TUN_PERSIST => tun.persist = data.first().is_some_and(|&b| b != 0),
+            IFLA_TUN_NUM_QUEUES | IFLA_TUN_NUM_DISABLED_QUEUES => {
+                let n = u32_of(data).unwrap_or(0);
+                tun.queues = Some(tun.queues.unwrap_or(0).saturating_add(n));
+            }
             _ => {}
         }
     }
@@ -497,6 +554,9 @@ impl Netlink {
             SockProtocol::NetlinkRoute,
         )?;
         socket::bind(fd.as_raw_fd(), &NetlinkAddr::new(0, 0))?;
+        // Strict checking (Linux 4.20+): the kernel filters address dumps by ifindex, and refuses
+        // malformed get requests instead of guessing.
+        crate::sys::netlink_strict_check(fd.as_fd())?;
         Ok(Netlink {
             fd,
             seq: 1,
@@ -555,12 +615,21 @@ impl Netlink {
 
     /// `RTM_GETLINK` by index or by name; `ENODEV` if there is none.
     pub fn get_link(&mut self, index: u32, name: Option<&str>) -> NlResult<Link> {
+        self.get_link_by(index, name.map(|n| (IFLA_IFNAME, n)))
+    }
+
+    /// `RTM_GETLINK` by alternative name only (never an interface's main name); `ENODEV` if none.
+    pub fn get_link_by_altname(&mut self, altname: &str) -> NlResult<Link> {
+        self.get_link_by(0, Some((IFLA_ALT_IFNAME, altname)))
+    }
+
+    fn get_link_by(&mut self, index: u32, name: Option<(u16, &str)>) -> NlResult<Link> {
         let seq = self.next_seq();
         let mut msg = Msg::new(RTM_GETLINK, 0, seq)
             .ifinfomsg(index, 0, 0)
             .attr_u32(IFLA_EXT_MASK, RTEXT_FILTER_SKIP_STATS);
-        if let Some(name) = name {
-            msg = msg.attr_str(IFLA_IFNAME, name);
+        if let Some((ty, name)) = name {
+            msg = msg.attr_str(ty, name);
         }
         self.send(msg.finish())?;
         let mut found = None;
@@ -594,7 +663,7 @@ impl Netlink {
     }
 
     /// The FIB entry a lookup of `ip` matches (policy rules, local table first), or `None` when no
-    /// route matches. One round trip, whatever the number of interfaces and addresses.
+    /// route matches or the match delivers nowhere. One round trip, whatever the number of interfaces and addresses.
     pub fn route_lookup(&mut self, ip: IpAddr) -> NlResult<Option<Route>> {
         let seq = self.next_seq();
         let (family, len) = if ip.is_ipv4() { (2u8, 32u8) } else { (10, 128) };
@@ -611,22 +680,33 @@ impl Netlink {
             Ok(())
         }) {
             Ok(()) => Ok(found),
-            Err(Errno::ENETUNREACH | Errno::EHOSTUNREACH | Errno::ENOENT) => Ok(None),
+            // No route, or one that delivers nowhere: the lookup fails with the route type's error
+            // (unreachable EHOSTUNREACH, blackhole EINVAL, prohibit EACCES, throw EAGAIN).
+            Err(
+                Errno::ENETUNREACH
+                | Errno::EHOSTUNREACH
+                | Errno::ENOENT
+                | Errno::EINVAL
+                | Errno::EACCES
+                | Errno::EAGAIN,
+            ) => Ok(None),
             Err(e) => Err(e),
         }
     }
 
-    /// Dumps addresses of one family (2 = IPv4, 10 = IPv6).
-    pub fn dump_addrs(&mut self, family: u8, each: &mut dyn FnMut(&Addr)) -> NlResult<()> {
+    /// Dumps addresses of one family (2 = IPv4, 10 = IPv6), of every link (`index` 0) or of one: the
+    /// socket has strict checking on, so the kernel filters by index (and we check again).
+    pub fn dump_addrs(&mut self, family: u8, index: u32, each: &mut dyn FnMut(&Addr)) -> NlResult<()> {
         let seq = self.next_seq();
         self.send(
             Msg::new(RTM_GETADDR, NLM_F_DUMP, seq)
-                .ifaddrmsg(family, 0, 0)
+                .ifaddrmsg(family, 0, index)
                 .finish(),
         )?;
         self.receive(seq, &mut |hdr, payload| {
             if hdr.ty == RTM_NEWADDR
                 && let Some(a) = parse_addr(payload).map_err(|_| Errno::EPROTO)?
+                && (index == 0 || a.index == index)
             {
                 each(&a);
             }

@@ -10,8 +10,8 @@ use vmpriv_protocol::validate::{ValidConfig, ValidOp};
 use vmpriv_protocol::wire::{Status, Unsupported};
 use vmpriv_protocol::{Caller, Error, Invalid, Policy, Response, TapInfo, ValidRequest};
 
-use crate::configure::{check_config, configure, configure_checked, reset};
-use crate::netlink::{Link, Netlink};
+use crate::configure::{Plan, check_config, configure, configure_checked, reset};
+use crate::netlink::{IFLA_ALT_IFNAME, Link, Msg, NLM_F_ACK, Netlink, RTM_DELLINK, RTM_NEWLINKPROP};
 use crate::sys;
 
 const IFF_TAP: u16 = 0x0002;
@@ -33,6 +33,28 @@ pub struct Ctx {
     pub netns: (u64, u64),
     /// `TUNGETFEATURES`, asked once per session.
     pub tun_features: Option<u32>,
+    /// `O_PATH` on `/proc/sys/net/ipv6/conf`, where new taps get RAs and autoconfiguration turned off.
+    pub ipv6_conf: Option<OwnedFd>,
+    /// Where the next search for a free quota slot starts: a hint only, the kernel has the truth.
+    pub next_slot: u32,
+}
+
+/// The mark of a tap vmpriv made for a caller: the alternative name `vmpriv-UID-SLOT`. Only a
+/// CAP_NET_ADMIN holder can add or remove an alternative name, and the kernel keeps every name unique
+/// in the namespace, so the mark is proof of ownership that no tap fd can change (`TUNSETOWNER` and
+/// `TUNSETPERSIST` need no privilege), and the slots `0..quota` are the quota: a create claims a free
+/// slot, and a slot is taken for exactly as long as its tap exists.
+pub(crate) fn mark(uid: u32, slot: u32) -> String {
+    format!("vmpriv-{uid}-{slot}")
+}
+
+/// The uid a link's mark names, if it carries one.
+pub(crate) fn marked_uid(link: &Link) -> Option<u32> {
+    link.altnames.iter().find_map(|a| {
+        let (uid, slot) = a.strip_prefix("vmpriv-")?.split_once('-')?;
+        slot.parse::<u32>().ok()?;
+        uid.parse().ok()
+    })
 }
 
 /// A reply and the fds that go with it.
@@ -103,6 +125,10 @@ pub fn execute(ctx: &mut Ctx, valid: &ValidRequest, fds: &[OwnedFd]) -> Result<O
             let info = configure(ctx, &link, config)?;
             Ok(plain(Response::Tap(info), &link_name(&link)))
         }
+        ValidOp::RemoveLeftovers => {
+            let count = remove_leftovers(ctx)?;
+            Ok(plain(Response::Removed { count }, "-"))
+        }
         ValidOp::LinkAddr { tap } => {
             let fd = tap_fd(*tap)?;
             let link = resolve_tap(ctx, fd.as_fd())?;
@@ -148,19 +174,47 @@ pub(crate) fn tap_info(link: &Link) -> TapInfo {
     }
 }
 
-/// Live taps the caller owns, counted from the kernel: no database to fall out of step, and a tap the
-/// caller made persistent with its fd (which needs no privilege) still counts.
+/// Live taps the caller owns, counted from the kernel by their marks: no database to fall out of step,
+/// and a tap the caller re-owned or made persistent with its fd (neither needs privilege) still counts.
 fn count_taps(ctx: &mut Ctx) -> Result<u32, Error> {
     let uid = ctx.caller.uid;
     let mut n = 0u32;
     ctx.nl
         .dump_links("tun", &mut |l| {
-            if l.is_tap() && l.tun.as_ref().and_then(|t| t.owner) == Some(uid) {
+            if marked_uid(l) == Some(uid) {
                 n = n.saturating_add(1);
             }
         })
         .map_err(kernel)?;
     Ok(n)
+}
+
+/// Deletes the caller's marked taps that no fd holds (it made them persistent and closed them), so a
+/// quota filled by accident is freed without root. Each delete names the tap by its mark, so it can
+/// only ever remove a tap of this caller.
+fn remove_leftovers(ctx: &mut Ctx) -> Result<u32, Error> {
+    let uid = ctx.caller.uid;
+    let mut marks = Vec::new();
+    ctx.nl
+        .dump_links("tun", &mut |l| {
+            if marked_uid(l) == Some(uid) && !l.held_by_fds() {
+                marks.extend(l.altnames.iter().filter(|a| a.starts_with("vmpriv-")).cloned());
+            }
+        })
+        .map_err(kernel)?;
+    let mut removed = 0u32;
+    for m in marks {
+        match ctx.nl.request(|seq| {
+            Msg::new(RTM_DELLINK, NLM_F_ACK, seq)
+                .ifinfomsg(0, 0, 0)
+                .attr_str(IFLA_ALT_IFNAME, &m)
+        }) {
+            Ok(()) => removed = removed.saturating_add(1),
+            Err(Errno::ENODEV) => {} // gone meanwhile
+            Err(e) => return Err(kernel(e)),
+        }
+    }
+    Ok(removed)
 }
 
 /// A switch is a granted name (checked by the validator) that is a bridge. Absent or not a bridge:
@@ -219,10 +273,11 @@ fn resolve_tap(ctx: &mut Ctx, fd: BorrowedFd<'_>) -> Result<Link, Error> {
         Err(Errno::ENODEV) => return Err(Error::Denied),
         Err(e) => return Err(kernel(e)),
     };
-    let owner = link.tun.as_ref().and_then(|t| t.owner);
-    if !link.is_tap() || owner != Some(ctx.caller.uid) {
+    // The tun owner is the fd holder's word (TUNSETOWNER needs no privilege); the mark is ours.
+    let marked = marked_uid(&link);
+    if !link.is_tap() || marked != Some(ctx.caller.uid) {
         log::info!(
-            "uid={} tap {name} is owned by {owner:?}, not the caller",
+            "uid={} tap {name} carries the mark of uid {marked:?}, not the caller's",
             ctx.caller.uid
         );
         return Err(Error::Denied);
@@ -235,8 +290,86 @@ const IFF_VNET_HDR: i32 = 0x4000;
 const IFF_MULTI_QUEUE: i32 = 0x0100;
 const IFF_TUN_EXCL: i32 = 0x8000;
 
-/// A new, non-persistent tap owned by the caller, with a 0xFE MAC and the switch's MTU, configured as
-/// asked; its fds go back to the caller. If anything fails, dropping the fds removes the tap.
+/// The slots a quota covers: `0..quota`, or every u32 for `unlimited`.
+fn slot_space(quota: u32) -> u32 {
+    if quota == vmpriv_protocol::policy::UNLIMITED {
+        u32::MAX
+    } else {
+        quota
+    }
+}
+
+/// A quota slot of the caller that no tap holds now, searched from the session's hint: one lookup
+/// by name per slot tried, so a warm session pays one, whatever the number of taps on the host.
+fn free_slot(ctx: &mut Ctx, quota: u32) -> Result<u32, Error> {
+    let space = slot_space(quota);
+    let mut slot = ctx.next_slot.checked_rem(space).unwrap_or(0);
+    for _ in 0..space {
+        match ctx.nl.get_link_by_altname(&mark(ctx.caller.uid, slot)) {
+            Err(Errno::ENODEV) => return Ok(slot),
+            Ok(_) => slot = slot.wrapping_add(1).checked_rem(space).unwrap_or(0),
+            Err(e) => return Err(kernel(e)),
+        }
+    }
+    log::info!("uid={} holds all {quota} of its quota slots", ctx.caller.uid);
+    Err(Error::Quota { limit: quota })
+}
+
+/// Marks the new tap `index` with a free slot, starting at `slot` (found free a moment ago). The kernel
+/// adds a name atomically and only if no link has it, so two sessions of one user racing for the last
+/// slot cannot both win: the loser gets `EEXIST`, tries the next slots, and gives up with `Quota`.
+fn claim_slot(ctx: &mut Ctx, index: u32, quota: u32, mut slot: u32) -> Result<u32, Error> {
+    let space = slot_space(quota);
+    for _ in 0..space {
+        let name = mark(ctx.caller.uid, slot);
+        match ctx.nl.request(|seq| {
+            Msg::new(RTM_NEWLINKPROP, NLM_F_ACK, seq)
+                .ifinfomsg(index, 0, 0)
+                .attr_altname(&name)
+        }) {
+            Ok(()) => {
+                ctx.next_slot = slot.wrapping_add(1);
+                return Ok(slot);
+            }
+            Err(Errno::EEXIST) => slot = slot.wrapping_add(1).checked_rem(space).unwrap_or(0),
+            Err(e) => return Err(kernel(e)),
+        }
+    }
+    log::info!("uid={} lost the race for its last quota slot", ctx.caller.uid);
+    Err(Error::Quota { limit: quota })
+}
+
+/// A new tap must not route or autoconfigure from what its VM sends: router advertisements (a default
+/// route and a SLAAC address through the VM), autoconfiguration and redirects off, before it is up.
+/// CAP_NET_ADMIN may write a link's own sysctls; Landlock leaves only this directory writable.
+fn quiet_ipv6(ctx: &Ctx, name: &str) -> Result<(), Error> {
+    let Some(conf) = &ctx.ipv6_conf else {
+        return Ok(()); // no IPv6 in this kernel
+    };
+    if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+        return Err(Error::Kernel { errno: libc::EINVAL }); // kernel names never are; never a path
+    }
+    for key in ["accept_ra", "autoconf", "accept_redirects"] {
+        let path = format!("{name}/{key}");
+        let fd = match nix::fcntl::openat(
+            conf.as_fd(),
+            path.as_str(),
+            nix::fcntl::OFlag::O_WRONLY | nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NOFOLLOW,
+            nix::sys::stat::Mode::empty(),
+        ) {
+            Ok(fd) => fd,
+            // No IPv6 on this link (disabled, or an MTU below 1280): it cannot take an RA either.
+            Err(Errno::ENOENT) if key == "accept_ra" => return Ok(()),
+            Err(e) => return Err(kernel(e)),
+        };
+        nix::unistd::write(&fd, b"0").map_err(kernel)?;
+    }
+    Ok(())
+}
+
+/// A new, non-persistent tap owned by the caller and marked with one of its quota slots, with a 0xFE
+/// MAC, the switch's MTU and IPv6 autoconfiguration off, configured as asked; its fds go back to the
+/// caller. If anything fails the tap is deleted and the tun fds it never used go back to the pool.
 fn create_tap(
     ctx: &mut Ctx,
     queues: u8,
@@ -244,15 +377,57 @@ fn create_tap(
     quota: u32,
     config: &ValidConfig,
 ) -> Result<Outcome, Error> {
-    // Authorization before the first kernel object: quota, switch, VRF, addresses.
-    let limited = quota != vmpriv_protocol::policy::UNLIMITED;
-    let in_use = if limited { count_taps(ctx)? } else { 0 };
-    if limited && in_use >= quota {
-        log::info!("uid={} owns {in_use} taps, quota {quota}", ctx.caller.uid);
-        return Err(Error::Quota { limit: quota });
-    }
+    // Authorization before the first kernel object: a free quota slot, switch, VRF, addresses.
+    let slot = free_slot(ctx, quota)?;
     let plan = check_config(ctx, None, config)?;
     let mut fds = take_tun_fds(ctx, usize::from(queues))?;
+    let mut attached = 0usize;
+    let mut created = None;
+    let made = make_tap(
+        ctx,
+        &mut fds,
+        &mut attached,
+        &mut created,
+        (vnet_hdr, quota, slot),
+        config,
+        &plan,
+    );
+    match made {
+        Ok((name, info)) => Ok(Outcome {
+            response: Response::Tap(info),
+            fds,
+            target: name,
+        }),
+        Err(e) => {
+            if let Some(index) = created {
+                // Delete it outright: dropping our fds alone would leave it alive if another fd
+                // holds a queue of it.
+                match ctx
+                    .nl
+                    .request(|seq| Msg::new(RTM_DELLINK, NLM_F_ACK, seq).ifinfomsg(index, 0, 0))
+                {
+                    Ok(()) | Err(Errno::ENODEV) => {}
+                    Err(d) => log::error!("cannot delete the failed tap ifindex {index}: {d}"),
+                }
+            }
+            // fds that were never attached are as good as new: back to the pool.
+            ctx.tun_pool.extend(fds.drain(attached.min(fds.len())..));
+            Err(e)
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn make_tap(
+    ctx: &mut Ctx,
+    fds: &mut [OwnedFd],
+    attached: &mut usize,
+    created: &mut Option<u32>,
+    (vnet_hdr, quota, slot): (bool, u32, u32),
+    config: &ValidConfig,
+    plan: &Plan,
+) -> Result<(String, TapInfo), Error> {
+    let queues = fds.len();
     let features = if let Some(f) = ctx.tun_features {
         f
     } else {
@@ -262,13 +437,13 @@ fn create_tap(
     };
     let mut flags = i32::from(IFF_TAP) | IFF_NO_PI | IFF_TUN_EXCL;
     if vnet_hdr {
-        if features & 0x4000 == 0 {
+        if features & IFF_VNET_HDR.cast_unsigned() == 0 {
             return Err(Error::Unsupported(Unsupported::VnetHdr));
         }
         flags |= IFF_VNET_HDR;
     }
     if queues > 1 {
-        if features & 0x0100 == 0 {
+        if features & IFF_MULTI_QUEUE.cast_unsigned() == 0 {
             return Err(Error::Unsupported(Unsupported::MultiQueue));
         }
         flags |= IFF_MULTI_QUEUE;
@@ -277,10 +452,27 @@ fn create_tap(
     // Empty name: the kernel picks a free tapN, so we can never attach to an existing device;
     // IFF_TUN_EXCL makes that explicit (without it TUNSETIFF attaches to an existing tap).
     let name = sys::tun_set_iff(first, flags).map_err(|e| kernel_io(&e))?;
+    *attached = 1;
     // Owner first: from here on only the caller (and CAP_NET_ADMIN) may attach queues to it.
     sys::tun_set_owner(first, ctx.caller.uid).map_err(|e| kernel_io(&e))?;
+    let link = ctx.nl.get_link(0, Some(&name)).map_err(kernel)?;
+    *created = Some(link.index);
+    // Until TUNSETOWNER a multi-queue tap with no owner takes a queue from anyone who can open
+    // /dev/net/tun (where the device is 0666): one queue now means ours alone. (A single-queue tap
+    // refuses a second fd outright.)
+    let held = link.tun.as_ref().and_then(|t| t.queues);
+    if queues > 1 && held != Some(1) {
+        log::warn!(
+            "uid={} tap {name} had {held:?} queues right after creation: another process attached one",
+            ctx.caller.uid
+        );
+        return Err(Error::Kernel { errno: libc::EBUSY });
+    }
+    claim_slot(ctx, link.index, quota, slot)?;
+    quiet_ipv6(ctx, &name)?;
     for q in rest.iter_mut() {
         let got = sys::tun_set_iff_named(q, &name, flags & !IFF_TUN_EXCL).map_err(|e| kernel_io(&e))?;
+        *attached = attached.saturating_add(1);
         if got != name {
             return Err(Error::Kernel { errno: libc::EIO });
         }
@@ -289,26 +481,13 @@ fn create_tap(
     let mut mac = sys::tun_get_mac(first.as_fd()).map_err(|e| kernel_io(&e))?;
     mac[0] = 0xfe;
     sys::tun_set_mac(first, mac).map_err(|e| kernel_io(&e))?;
-    let link = ctx.nl.get_link(0, Some(&name)).map_err(kernel)?;
-    let mut info = configure_checked(ctx, &link, config, &plan, true)?;
+    let mut info = configure_checked(ctx, &link, config, plan)?;
     info.mac = mac;
-    // Another session of the same user may have raced us past the quota: count again, ours included.
-    let now = if limited { count_taps(ctx)? } else { 0 };
-    if limited && now > quota {
-        log::info!(
-            "uid={} raced past quota {quota} ({now} taps); dropping {name}",
-            ctx.caller.uid
-        );
-        return Err(Error::Quota { limit: quota });
-    }
-    Ok(Outcome {
-        response: Response::Tap(info),
-        fds: std::mem::take(&mut fds),
-        target: name,
-    })
+    Ok((name, info))
 }
 
 /// `/dev/net/tun` fds: from the start-up pool, else opened now (works where the device is 0666).
+/// All or none: on failure, the fds taken from the pool go back to it.
 fn take_tun_fds(ctx: &mut Ctx, n: usize) -> Result<Vec<OwnedFd>, Error> {
     let mut fds = Vec::with_capacity(n);
     while fds.len() < n {
@@ -316,16 +495,20 @@ fn take_tun_fds(ctx: &mut Ctx, n: usize) -> Result<Vec<OwnedFd>, Error> {
             fds.push(fd);
             continue;
         }
-        match std::fs::OpenOptions::new()
+        let opened = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
-            .open("/dev/net/tun")
-        {
+            .open("/dev/net/tun");
+        match opened {
             Ok(f) => fds.push(f.into()),
-            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
-                return Err(Error::Unsupported(Unsupported::TunFds));
+            Err(e) => {
+                ctx.tun_pool.append(&mut fds);
+                return Err(if e.kind() == std::io::ErrorKind::PermissionDenied {
+                    Error::Unsupported(Unsupported::TunFds)
+                } else {
+                    kernel_io(&e)
+                });
             }
-            Err(e) => return Err(kernel_io(&e)),
         }
     }
     Ok(fds)

@@ -81,6 +81,8 @@ pub fn serve(ctx: &mut Ctx, sock: &OwnedFd) -> Result<(), Errno> {
         greeted = true;
         let outcome = validate(&req, dgram.fds.len(), &ctx.caller, &ctx.policy)
             .and_then(|valid| ops::execute(ctx, &valid, &dgram.fds));
+        // The caller's fds close before the reply goes out: once it has the reply, we hold none.
+        drop(dgram.fds);
         match outcome {
             Ok(out) => {
                 log::info!("uid={uid} op={} target={} decision=done", req.op(), out.target);
@@ -91,6 +93,6 @@ pub fn serve(ctx: &mut Ctx, sock: &OwnedFd) -> Result<(), Errno> {
                 send(sock, &Response::Error(e), &[])?;
             }
         }
-        // dgram.fds and the outcome's fds close here: the caller has its own copies.
+        // The outcome's fds close here: the caller has its own copies.
     }
 }

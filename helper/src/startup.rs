@@ -44,6 +44,8 @@ pub enum StartError {
     Drop(io::Error),
     #[error("cannot open a route netlink socket: {0}")]
     Netlink(io::Error),
+    #[error("cannot open /proc/sys/net/ipv6/conf: {0}")]
+    Sysctl(io::Error),
     #[error("the session socket failed: {0}")]
     Session(io::Error),
     #[error("{0}")]
@@ -207,6 +209,9 @@ pub struct RootHeld {
     pub netns: (u64, u64),
     /// The route netlink socket.
     pub nl: Netlink,
+    /// `O_PATH` on `/proc/sys/net/ipv6/conf` (absent without IPv6): new taps get router
+    /// advertisements, autoconfiguration and redirects turned off there.
+    pub ipv6_conf: Option<OwnedFd>,
 }
 
 /// Step 5: the `/dev/net/tun` fds (bounded by the caller's quota and RLIMIT_NOFILE; one in QEMU
@@ -218,7 +223,10 @@ pub fn open_what_needs_root(quota: u32, one_shot: bool) -> Result<RootHeld, Star
     // Where the caller's RLIMIT_NOFILE could not be raised (no CAP_SYS_RESOURCE), leave room for the
     // fds a request needs; a session that runs out answers `Unsupported(TunFds)`, never half-done.
     let room = getrlimit(Resource::RLIMIT_NOFILE).map_or(0, |(soft, _)| soft.saturating_sub(FDS_RESERVED));
-    let wanted = if one_shot {
+    // No grant, no tap: a caller the policy gives no tap gets no tun fd either.
+    let wanted = if quota == 0 {
+        0
+    } else if one_shot {
         1
     } else {
         quota.saturating_add(7).min(SESSION_TUN_FDS_MAX)
@@ -234,11 +242,21 @@ pub fn open_what_needs_root(quota: u32, one_shot: bool) -> Result<RootHeld, Star
         .map(|m| (m.dev(), m.ino()))
         .map_err(|e| StartError::Identity(io::Error::other(format!("/proc/self/ns/net: {e}"))))?;
     let nl = Netlink::open().map_err(StartError::Netlink)?;
+    let ipv6_conf = match nix::fcntl::open(
+        "/proc/sys/net/ipv6/conf",
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    ) {
+        Ok(fd) => Some(fd),
+        Err(nix::errno::Errno::ENOENT) => None, // no IPv6 in this kernel: nothing to turn off
+        Err(e) => return Err(StartError::Sysctl(io_err(e))),
+    };
     Ok(RootHeld {
         tun_pool,
         tun_path,
         netns,
         nl,
+        ipv6_conf,
     })
 }
 

@@ -310,6 +310,30 @@ pub fn tun_set_mac(tun: &OwnedFd, mac: [u8; 6]) -> io::Result<()> {
     }
 }
 
+const SOL_NETLINK: libc::c_int = 270;
+const NETLINK_GET_STRICT_CHK: libc::c_int = 12;
+
+/// `NETLINK_GET_STRICT_CHK` on a netlink socket: get requests are checked strictly and dumps honour
+/// their filters (an address dump of one ifindex returns only that link's addresses).
+pub fn netlink_strict_check(sock: BorrowedFd<'_>) -> io::Result<()> {
+    let on: libc::c_int = 1;
+    // SAFETY: setsockopt reads `size_of::<c_int>()` bytes from `&on`, which lives across the call.
+    let r = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            SOL_NETLINK,
+            NETLINK_GET_STRICT_CHK,
+            (&raw const on).cast(),
+            libc::socklen_t::try_from(std::mem::size_of::<libc::c_int>()).unwrap_or(4),
+        )
+    };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
 /// Opens the syslog connection now (`LOG_NDELAY`), before Landlock closes the filesystem.
 pub fn open_syslog() {
     // SAFETY: the ident is a `'static` NUL-terminated string, as openlog requires (it keeps the pointer).
@@ -346,9 +370,18 @@ const ACCESS_FS_WRITE_FILE: u64 = 1 << 1;
 const ACCESS_FS_READ_FILE: u64 = 1 << 2;
 const ACCESS_FS_IOCTL_DEV: u64 = 1 << 15;
 
-/// Landlock: no further filesystem access except opening `/dev/net/tun` (`tun`, an `O_PATH` fd on it)
-/// read-write. Returns `Ok(false)` where the kernel lacks Landlock.
-pub fn landlock_deny_filesystem(tun: Option<BorrowedFd<'_>>) -> io::Result<bool> {
+/// What a Landlock rule lets the helper do beneath one directory or on one file.
+#[derive(Debug, Clone, Copy)]
+pub enum Allow {
+    /// Open the device read-write and use its ioctls (`/dev/net/tun`).
+    Device,
+    /// Open files beneath for writing (the per-interface sysctl directories).
+    WriteBeneath,
+}
+
+/// Landlock: no further filesystem access except what `rules` allow (each an `O_PATH` fd on a file
+/// or directory). Returns `Ok(false)` where the kernel lacks Landlock.
+pub fn landlock_deny_filesystem(rules: &[(BorrowedFd<'_>, Allow)]) -> io::Result<bool> {
     // SAFETY: with a null attr, size 0 and the VERSION flag, the syscall only returns the ABI version.
     let abi = unsafe {
         libc::syscall(
@@ -386,11 +419,15 @@ pub fn landlock_deny_filesystem(tun: Option<BorrowedFd<'_>>) -> io::Result<bool>
     let ruleset = RawFd::try_from(ruleset).map_err(|_| io::Error::from_raw_os_error(libc::EBADF))?;
     // SAFETY: the syscall returned a new fd that nothing else owns.
     let ruleset = unsafe { OwnedFd::from_raw_fd(ruleset) };
-    if let Some(tun) = tun {
+    for &(fd, allow) in rules {
         let ioctl = if abi >= 5 { ACCESS_FS_IOCTL_DEV } else { 0 };
+        let allowed_access = match allow {
+            Allow::Device => ACCESS_FS_READ_FILE | ACCESS_FS_WRITE_FILE | ioctl,
+            Allow::WriteBeneath => ACCESS_FS_WRITE_FILE,
+        };
         let rule = LandlockPathBeneathAttr {
-            allowed_access: ACCESS_FS_READ_FILE | ACCESS_FS_WRITE_FILE | ioctl,
-            parent_fd: tun.as_raw_fd(),
+            allowed_access,
+            parent_fd: fd.as_raw_fd(),
         };
         // SAFETY: `rule` is the packed `struct landlock_path_beneath_attr` the kernel reads for
         // LANDLOCK_RULE_PATH_BENEATH; it lives across the call.

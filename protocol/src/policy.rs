@@ -99,6 +99,39 @@ impl<T: fmt::Display> fmt::Display for Pattern<T> {
     }
 }
 
+/// The VM slots a `local` rule covers: `vm FIRST-LAST` (or `vm N`), or every slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VmRange {
+    /// First slot covered.
+    pub first: u32,
+    /// Last slot covered (inclusive).
+    pub last: u32,
+}
+
+impl VmRange {
+    /// Every slot.
+    pub const ANY: VmRange = VmRange {
+        first: 0,
+        last: u32::MAX,
+    };
+
+    fn contains(self, vm: u32) -> bool {
+        (self.first..=self.last).contains(&vm)
+    }
+}
+
+impl fmt::Display for VmRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if *self == VmRange::ANY {
+            Ok(())
+        } else if self.first == self.last {
+            write!(f, " vm {}", self.first)
+        } else {
+            write!(f, " vm {}-{}", self.first, self.last)
+        }
+    }
+}
+
 /// What a rule grants or denies.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Resource {
@@ -108,6 +141,8 @@ pub enum Resource {
     IfGroup(Pattern<GroupName>),
     /// `rdomain N|*`: put taps in this routing domain.
     Rdomain(Pattern<u32>),
+    /// `local [vm FIRST-LAST]`: taps on no switch, and the local addresses of these VM slots.
+    Local(VmRange),
 }
 
 impl fmt::Display for Resource {
@@ -116,6 +151,7 @@ impl fmt::Display for Resource {
             Resource::Switch(p) => write!(f, "switch {p}"),
             Resource::IfGroup(p) => write!(f, "ifgroup {p}"),
             Resource::Rdomain(p) => write!(f, "rdomain {p}"),
+            Resource::Local(r) => write!(f, "local{r}"),
         }
     }
 }
@@ -213,6 +249,36 @@ impl Policy {
         )
     }
 
+    /// May `caller` have a local tap (one on no switch), and with `vm`, that VM slot's addresses?
+    /// Without `vm`: some `allow … local` rule matches and no `deny … local` covering every slot does.
+    /// With `vm`: an allow whose range holds it, and no deny whose range holds it.
+    pub fn permits_local(&self, caller: &Caller, vm: Option<u32>) -> bool {
+        let mut allowed = false;
+        for rule in self.rules.iter().filter(|r| r.subject.matches(caller)) {
+            let Resource::Local(range) = rule.resource else {
+                continue;
+            };
+            match (rule.allow, vm) {
+                (true, None) => allowed = true,
+                (true, Some(v)) => allowed |= range.contains(v),
+                (false, None) if range == VmRange::ANY => return false,
+                (false, Some(v)) if range.contains(v) => return false,
+                (false, _) => {}
+            }
+        }
+        allowed
+    }
+
+    /// Whether the policy grants `caller` any tap at all: a switch or a local tap. No grant, no tap:
+    /// a caller without one has quota 0 and the helper opens nothing for it.
+    pub fn grants_taps(&self, caller: &Caller) -> bool {
+        self.rules.iter().any(|r| {
+            r.allow
+                && matches!(r.resource, Resource::Switch(_) | Resource::Local(_))
+                && r.subject.matches(caller)
+        })
+    }
+
     /// The number behind an `ifgroup` name.
     pub fn ifgroup_number(&self, group: &GroupName) -> Option<u32> {
         self.ifgroups.iter().find(|(g, _)| g == group).map(|&(_, n)| n)
@@ -223,9 +289,12 @@ impl Policy {
         self.rdomains.iter().find(|(n, _)| *n == rdomain).map(|(_, v)| v)
     }
 
-    /// The live-tap limit of `caller`: its `quota user` line; else the largest of its `quota group`
-    /// lines; else the `*` line; else [`DEFAULT_QUOTA`].
+    /// The live-tap limit of `caller`: 0 if the policy grants it no tap; else its `quota user` line;
+    /// else the largest of its `quota group` lines; else the `*` line; else [`DEFAULT_QUOTA`].
     pub fn quota_for(&self, caller: &Caller) -> u32 {
+        if !self.grants_taps(caller) {
+            return 0;
+        }
         let of = |pick: &dyn Fn(&Subject) -> bool| {
             self.quotas
                 .iter()
@@ -268,15 +337,61 @@ impl fmt::Display for Policy {
             }
         }
         if !self.quotas.iter().any(|q| q.subject == Subject::Anyone) {
-            writeln!(f, "# quota user * {DEFAULT_QUOTA}  (built-in default)")?;
+            writeln!(
+                f,
+                "# quota user * {DEFAULT_QUOTA}  (built-in default, for callers granted a tap)"
+            )?;
         }
         for r in &self.rules {
             writeln!(f, "{r}")?;
         }
-        if self.rules.is_empty() {
-            writeln!(f, "# no allow rules: every request is denied")?;
+        writeln!(
+            f,
+            "# What this grants (any matching deny overrides; no grant, no tap):"
+        )?;
+        for line in self.grants_summary() {
+            writeln!(f, "#   {line}")?;
         }
         Ok(())
+    }
+}
+
+impl Policy {
+    /// One line per subject that some `allow` names: what it may use. The last line says what every
+    /// other caller gets (nothing, unless `user *` is granted something).
+    pub fn grants_summary(&self) -> Vec<String> {
+        let mut subjects: Vec<&Subject> = Vec::new();
+        for r in self.rules.iter().filter(|r| r.allow) {
+            if !subjects.contains(&&r.subject) {
+                subjects.push(&r.subject);
+            }
+        }
+        let mut lines: Vec<String> = subjects
+            .iter()
+            .map(|s| {
+                let what: Vec<String> = self
+                    .rules
+                    .iter()
+                    .filter(|r| r.allow && r.subject == **s)
+                    .map(|r| r.resource.to_string())
+                    .collect();
+                let taps = self.rules.iter().any(|r| {
+                    r.allow
+                        && r.subject == **s
+                        && matches!(r.resource, Resource::Switch(_) | Resource::Local(_))
+                });
+                let note = if taps {
+                    ""
+                } else {
+                    " (no switch or local grant: no tap)"
+                };
+                format!("{s}: {}{note}", what.join(", "))
+            })
+            .collect();
+        if !subjects.contains(&&Subject::Anyone) {
+            lines.push("every other caller: nothing".to_owned());
+        }
+        lines
     }
 }
 
@@ -299,6 +414,8 @@ pub enum PolicyErrorKind {
     BadVrf(String, crate::name::NameError),
     #[error("bad number `{0}`")]
     BadNumber(String),
+    #[error("bad VM range `{0}`: FIRST-LAST with FIRST at most LAST")]
+    VmRange(String),
     #[error("rdomain must be 1 to 255 (0 is the default table)")]
     RdomainRange,
     #[error("quota must be 0 to 4096")]
@@ -419,7 +536,21 @@ impl Parser {
         match keyword {
             "allow" | "deny" => {
                 let subject = subject(words)?;
-                let kind = one(words, "`switch`, `ifgroup` or `rdomain`")?;
+                let kind = one(words, "`switch`, `ifgroup`, `rdomain` or `local`")?;
+                if kind == "local" {
+                    let range = match words.next() {
+                        None => VmRange::ANY,
+                        Some("vm") => vm_range(one(words, "a VM slot or range FIRST-LAST after `vm`")?)?,
+                        Some(w) => return Err(PolicyErrorKind::Trailing(w.to_owned())),
+                    };
+                    end(words)?;
+                    self.policy.rules.push(Rule {
+                        allow: keyword == "allow",
+                        subject,
+                        resource: Resource::Local(range),
+                    });
+                    return Ok(());
+                }
                 let value = one(words, "a name, a number or `*`")?;
                 let resource = match (kind, value) {
                     ("switch", "*") => Resource::Switch(Pattern::Any),
@@ -438,7 +569,11 @@ impl Parser {
                         self.uses.push((file.to_owned(), line, Use::Rdomain(n)));
                         Resource::Rdomain(Pattern::Exact(n))
                     }
-                    _ => return Err(PolicyErrorKind::Expected("`switch`, `ifgroup` or `rdomain`")),
+                    _ => {
+                        return Err(PolicyErrorKind::Expected(
+                            "`switch`, `ifgroup`, `rdomain` or `local`",
+                        ));
+                    }
                 };
                 end(words)?;
                 self.policy.rules.push(Rule {
@@ -595,6 +730,18 @@ fn number(v: &str) -> Result<u32, PolicyErrorKind> {
     v.parse().map_err(|_| PolicyErrorKind::BadNumber(v.to_owned()))
 }
 
+/// `N` or `FIRST-LAST`, first ≤ last.
+fn vm_range(v: &str) -> Result<VmRange, PolicyErrorKind> {
+    let (first, last) = match v.split_once('-') {
+        None => (number(v)?, number(v)?),
+        Some((a, b)) => (number(a)?, number(b)?),
+    };
+    if first > last {
+        return Err(PolicyErrorKind::VmRange(v.to_owned()));
+    }
+    Ok(VmRange { first, last })
+}
+
 fn rdomain(v: &str) -> Result<u32, PolicyErrorKind> {
     let n = number(v)?;
     if n == 0 || n > RDOMAIN_MAX {
@@ -632,7 +779,51 @@ mod tests {
         assert!(!p.permits_switch(&caller("alice", &["kvm"]), &sw("br0")));
         assert_eq!(p.inet, Inet4Prefix::DEFAULT);
         assert_eq!(p.inet6, Inet6Prefix::DEFAULT);
-        assert_eq!(p.quota_for(&caller("alice", &[])), DEFAULT_QUOTA);
+        // No grant, no tap: not even a quota.
+        assert_eq!(p.quota_for(&caller("alice", &[])), 0);
+        assert!(!p.permits_local(&caller("alice", &[]), None));
+        assert!(!p.permits_local(&caller("alice", &[]), Some(1)));
+        assert_eq!(p.grants_summary(), ["every other caller: nothing"]);
+    }
+
+    #[test]
+    fn local_grants_bind_vm_slots_to_callers() {
+        let p = parse_str(
+            "p",
+            "allow user alice local vm 1-10\nallow group kvm local\ndeny user mallory local vm 5\n\
+             allow user bob local vm 7\nallow user carol switch br0\n",
+        )
+        .unwrap();
+        let alice = caller("alice", &[]);
+        assert!(p.permits_local(&alice, None));
+        assert!(p.permits_local(&alice, Some(1)) && p.permits_local(&alice, Some(10)));
+        assert!(!p.permits_local(&alice, Some(0)) && !p.permits_local(&alice, Some(11)));
+        let mallory = caller("mallory", &["kvm"]);
+        assert!(p.permits_local(&mallory, Some(4)) && p.permits_local(&mallory, None));
+        assert!(
+            !p.permits_local(&mallory, Some(5)),
+            "deny of a slot beats the group's allow"
+        );
+        assert!(p.permits_local(&caller("bob", &[]), Some(7)));
+        assert!(!p.permits_local(&caller("bob", &[]), Some(8)));
+        // A switch grant is not a local grant, and the quota follows any tap grant.
+        let carol = caller("carol", &[]);
+        assert!(!p.permits_local(&carol, None));
+        assert_eq!(p.quota_for(&carol), DEFAULT_QUOTA);
+        assert_eq!(p.quota_for(&caller("dave", &[])), 0);
+        let q = parse_str("p", "allow group kvm local\ndeny user mallory local\n").unwrap();
+        assert!(!q.permits_local(&mallory, None) && !q.permits_local(&mallory, Some(3)));
+        assert_eq!(parse_str("p", &p.to_string()).unwrap(), p, "{p}");
+        assert_eq!(
+            p.grants_summary(),
+            [
+                "user alice: local vm 1-10",
+                "group kvm: local",
+                "user bob: local vm 7",
+                "user carol: switch br0",
+                "every other caller: nothing"
+            ]
+        );
     }
 
     #[test]
@@ -695,7 +886,7 @@ mod tests {
         let p = parse_str("p", "allow user bob switch br\nquota user bob 2\n").unwrap();
         assert!(!p.permits_switch(&caller("bobby", &[]), &sw("br")));
         assert!(!p.permits_switch(&caller("bob", &[]), &sw("br0")));
-        assert_eq!(p.quota_for(&caller("bobby", &[])), DEFAULT_QUOTA);
+        assert_eq!(p.quota_for(&caller("bobby", &[])), 0);
         assert_eq!(p.quota_for(&caller("bob", &[])), 2);
     }
 
@@ -716,7 +907,7 @@ mod tests {
         let p = parse_str(
             "p",
             "quota user * 3\nquota group kvm 5\nquota group big 9\nquota user alice 1\nquota user zero 0\n\
-             quota group ops unlimited\n",
+             quota group ops unlimited\nallow user * switch br0\n",
         )
         .unwrap();
         assert_eq!(p.quota_for(&caller("alice", &["big"])), 1);
@@ -836,6 +1027,14 @@ mod tests {
                 matches!(k, K::IncludeUnreadable(..))
             }),
             ("allow user a switch br0\x07\n", 1, |k| matches!(k, K::BadText)),
+            ("allow user a local vm 5-2\n", 1, |k| matches!(k, K::VmRange(_))),
+            ("allow user a local vm\n", 1, |k| matches!(k, K::Expected(_))),
+            ("allow user a local vm x\n", 1, |k| matches!(k, K::BadNumber(_))),
+            ("allow user a local vm 1-2-3\n", 1, |k| {
+                matches!(k, K::BadNumber(_))
+            }),
+            ("allow user a local 1-2\n", 1, |k| matches!(k, K::Trailing(_))),
+            ("allow user a local vm 1 2\n", 1, |k| matches!(k, K::Trailing(_))),
         ];
         for (text, line, check) in cases {
             let (l, kind) = err(text);

@@ -86,6 +86,8 @@ pub enum ValidOp {
         /// Which fd of the message.
         tap: FdIndex,
     },
+    /// Remove the caller's own taps that no fd holds any more (made persistent through their fds).
+    RemoveLeftovers,
     /// Undo configuration on the passed tap.
     Reset {
         /// Which fd of the message.
@@ -143,6 +145,10 @@ pub fn validate(req: &Request, nfds: usize, caller: &Caller, policy: &Policy) ->
                 return Err(invalid(Invalid::Queues));
             }
             let config = config_of(config, caller, policy)?;
+            // No grant, no tap: a tap on no switch is a local tap, which needs its own grant.
+            if config.switch.is_none() && !policy.permits_local(caller, None) {
+                return Err(Error::Denied);
+            }
             ValidOp::CreateTap {
                 queues: *queues,
                 vnet_hdr: *vnet_hdr,
@@ -210,6 +216,9 @@ pub fn validate(req: &Request, nfds: usize, caller: &Caller, policy: &Policy) ->
         }
         Request::AddLocalInet { tap, vm, nic } => {
             let inet = local_inet(policy.inet, *vm, *nic).map_err(|e| invalid(Invalid::Address(e)))?;
+            if !policy.permits_local(caller, Some(*vm)) {
+                return Err(Error::Denied);
+            }
             ValidOp::Configure {
                 tap: *tap,
                 config: ValidConfig {
@@ -221,6 +230,9 @@ pub fn validate(req: &Request, nfds: usize, caller: &Caller, policy: &Policy) ->
         Request::AddLocalInet6 { tap, vm, nic } => {
             let inet6 = local_inet6(policy.inet, policy.inet6, *vm, *nic)
                 .map_err(|e| invalid(Invalid::Address(e)))?;
+            if !policy.permits_local(caller, Some(*vm)) {
+                return Err(Error::Denied);
+            }
             ValidOp::Configure {
                 tap: *tap,
                 config: ValidConfig {
@@ -234,6 +246,7 @@ pub fn validate(req: &Request, nfds: usize, caller: &Caller, policy: &Policy) ->
             tap: *tap,
             policy_prefixes: (policy.inet, policy.inet6),
         },
+        Request::RemoveLeftovers => ValidOp::RemoveLeftovers,
     };
     Ok(ValidRequest(op))
 }
@@ -291,6 +304,12 @@ fn config_of(config: &IfConfig, caller: &Caller, policy: &Policy) -> Result<Vali
     {
         return Err(Error::Denied);
     }
+    // A VM slot's addresses belong to whoever the policy gives that slot: one user cannot take another's.
+    if let Some(l) = config.local
+        && !policy.permits_local(caller, Some(l.vm))
+    {
+        return Err(Error::Denied);
+    }
     let group = match group {
         None => None,
         Some(name) => match policy.ifgroup_number(&name) {
@@ -337,6 +356,8 @@ allow group kvm switch br1
 deny user mallory switch *
 allow user * ifgroup vms
 allow user alice rdomain 1
+allow user alice local vm 1-10
+allow group kvm local
 quota user alice 2
 ";
 
@@ -564,6 +585,48 @@ quota user alice 2
     }
 
     #[test]
+    fn no_grant_no_tap_and_vm_slots_belong_to_their_grantee() {
+        let local = |vm, nic| IfConfig {
+            local: Some(LocalRequest { vm, nic, inet6: true }),
+            ..IfConfig::default()
+        };
+        let stranger = Caller {
+            uid: 4242,
+            user: Some("stranger".into()),
+            gids: vec![4242],
+            groups: vec![],
+        };
+        // Nothing names the stranger: no local tap, no addresses, no switch, quota 0.
+        assert_eq!(check(&create(IfConfig::default()), &stranger), Err(Error::Denied));
+        assert_eq!(check(&create(local(1, 0)), &stranger), Err(Error::Denied));
+        let add = |vm| Request::AddLocalInet {
+            tap: FdIndex(0),
+            vm,
+            nic: 0,
+        };
+        assert_eq!(check(&add(1), &stranger), Err(Error::Denied));
+        assert_eq!(policy().quota_for(&stranger), 0);
+        // alice holds slots 1-10 only; kvm members hold every slot.
+        assert!(check(&create(local(10, 3)), &alice()).is_ok());
+        assert_eq!(check(&create(local(11, 0)), &alice()), Err(Error::Denied));
+        assert_eq!(check(&add(11), &alice()), Err(Error::Denied));
+        let add6 = Request::AddLocalInet6 {
+            tap: FdIndex(0),
+            vm: 11,
+            nic: 0,
+        };
+        assert_eq!(check(&add6, &alice()), Err(Error::Denied));
+        assert!(check(&add6, &mallory()).is_ok());
+        // A switched tap with local addresses needs both grants.
+        let both = IfConfig {
+            switch: Some("br0".into()),
+            ..local(12, 0)
+        };
+        assert_eq!(check(&create(both), &alice()), Err(Error::Denied));
+        assert!(check(&Request::RemoveLeftovers, &stranger).is_ok());
+    }
+
+    #[test]
     fn descriptions_are_checked() {
         let d = |t: &str| Request::SetDescription {
             tap: FdIndex(0),
@@ -677,7 +740,8 @@ quota user alice 2
                 "allow user alice switch br0",
                 "allow user alice switch secretbridge123",
                 "allow user * ifgroup vms",
-                "allow user alice rdomain 1"
+                "allow user alice rdomain 1",
+                "allow user alice local vm 1-10"
             ]
         );
     }

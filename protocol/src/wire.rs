@@ -94,6 +94,9 @@ pub enum Request {
     Reset { tap: FdIndex },
     /// What the policy grants the caller and how much of its quota is in use.
     Status,
+    /// Remove the caller's own taps that no fd holds any more (a tap's holder can make it persistent
+    /// through its fd; such a tap keeps counting against the quota until removed). Replies `Removed`.
+    RemoveLeftovers,
 }
 
 impl Request {
@@ -110,9 +113,11 @@ impl Request {
             | Request::AddLocalInet6 { tap, .. }
             | Request::GetLinkAddr { tap }
             | Request::Reset { tap } => Some(*tap),
-            Request::Hello | Request::CreateTap { .. } | Request::SwitchExists { .. } | Request::Status => {
-                None
-            }
+            Request::Hello
+            | Request::CreateTap { .. }
+            | Request::SwitchExists { .. }
+            | Request::Status
+            | Request::RemoveLeftovers => None,
         }
     }
 
@@ -138,6 +143,7 @@ impl Request {
             Request::GetLinkAddr { .. } => "link-addr",
             Request::Reset { .. } => "reset",
             Request::Status => "status",
+            Request::RemoveLeftovers => "remove-leftovers",
         }
     }
 }
@@ -191,6 +197,8 @@ pub enum Response {
     Status(Status),
     /// The request was refused or failed; nothing it asked for remains.
     Error(Error),
+    /// `RemoveLeftovers` removed this many of the caller's taps.
+    Removed { count: u32 },
 }
 
 /// Why a request failed. "Not allowed" and "does not exist" are the same [`Error::Denied`].
@@ -241,6 +249,8 @@ pub enum Invalid {
     AddressInUse,
     #[error("the tap is already attached to another master")]
     OtherMaster,
+    #[error("the tap already has a local address of that family (one per family, as in vmd)")]
+    AddressAssigned,
 }
 
 /// A feature this kernel or build lacks.

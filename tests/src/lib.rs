@@ -169,12 +169,7 @@ pub fn run<S: AsRef<OsStr>>(args: &[S]) -> Output {
 /// [`become_root`] can come back for setup and cleanup. The helper sees a caller of uid 65534 with no
 /// supplementary groups, exactly as from `setpriv --reuid=65534 --regid=65534 --clear-groups`.
 pub fn become_nobody() {
-    become_root();
-    nix::unistd::setgroups(&[]).unwrap();
-    let id = nix::unistd::Gid::from_raw(NOBODY);
-    nix::unistd::setresgid(id, id, 0.into()).unwrap();
-    let id = nix::unistd::Uid::from_raw(NOBODY);
-    nix::unistd::setresuid(id, id, 0.into()).unwrap();
+    become_uid(NOBODY);
 }
 
 /// `setpriv --reuid=65534 --regid=65534 --clear-groups PROGRAM`: a command run as uid 65534 with no
@@ -204,10 +199,33 @@ pub fn as_nobody<T>(f: impl FnOnce() -> T) -> T {
     r
 }
 
-/// `ip -j -d link show [dev NAME]` as JSON values.
+/// `ip -j ARGS` as JSON, failing loudly: a reader that returned an empty list when it could not read
+/// would turn every "nothing left behind" check into one that cannot fail.
+fn ip_json(args: &[&str]) -> Vec<Value> {
+    let mut all = vec!["ip", "-j"];
+    all.extend_from_slice(args);
+    let out = run(&all);
+    assert!(
+        out.status.success(),
+        "{all:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{all:?} printed no JSON list ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+/// `ip -j -d link show` as JSON values: every link of the namespace (never empty: `lo` is there).
 pub fn links() -> Vec<Value> {
-    let out = run(&["ip", "-j", "-d", "link", "show"]);
-    serde_json::from_slice(&out.stdout).unwrap_or_default()
+    let v = ip_json(&["-d", "link", "show"]);
+    assert!(
+        v.iter().any(|l| l["ifname"] == "lo"),
+        "ip link shows no lo: {v:?}"
+    );
+    v
 }
 
 /// One link by name, if it exists.
@@ -220,39 +238,52 @@ pub fn taps() -> Vec<String> {
     links()
         .into_iter()
         .filter(|l| l["linkinfo"]["info_kind"] == "tun" && l["linkinfo"]["info_data"]["type"] == "tap")
-        .filter_map(|l| l["ifname"].as_str().map(str::to_owned))
+        .map(|l| l["ifname"].as_str().expect("a link has a name").to_owned())
+        .collect()
+}
+
+/// The alternative names of a link (the helper marks its taps `vmpriv-UID-SLOT`).
+pub fn altnames(name: &str) -> Vec<String> {
+    let l = link(name).unwrap_or_else(|| panic!("no link {name}"));
+    l["altnames"]
+        .as_array()
+        .map(|a| a.iter().map(|n| n.as_str().unwrap().to_owned()).collect())
+        .unwrap_or_default()
+}
+
+fn global_addrs(l: &Value) -> Vec<String> {
+    let info = l["addr_info"].as_array().expect("ip -j addr gives addr_info");
+    info.iter()
+        .filter(|a| a["scope"] == "global")
+        .map(|a| format!("{}/{}", a["local"].as_str().unwrap(), a["prefixlen"]))
         .collect()
 }
 
 /// The `addr/prefixlen` strings of a link's global addresses.
 pub fn addrs(name: &str) -> Vec<String> {
-    let out = run(&["ip", "-j", "addr", "show", "dev", name]);
-    let v: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap_or_default();
-    v.iter()
-        .flat_map(|l| l["addr_info"].as_array().cloned().unwrap_or_default())
-        .filter(|a| a["scope"] == "global")
-        .map(|a| format!("{}/{}", a["local"].as_str().unwrap_or("?"), a["prefixlen"]))
-        .collect()
+    let v = ip_json(&["addr", "show", "dev", name]);
+    assert_eq!(v.len(), 1, "ip addr show dev {name}: {v:?}");
+    global_addrs(&v[0])
 }
 
 /// Every global address in the namespace, as `ifname addr/prefixlen`.
 pub fn all_addrs() -> Vec<String> {
-    let out = run(&["ip", "-j", "addr", "show"]);
-    let v: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    let v = ip_json(&["addr", "show"]);
+    assert!(
+        v.iter().any(|l| l["ifname"] == "lo"),
+        "ip addr shows no lo: {v:?}"
+    );
     let mut all = Vec::new();
     for l in &v {
-        for a in l["addr_info"].as_array().cloned().unwrap_or_default() {
-            if a["scope"] == "global" {
-                all.push(format!(
-                    "{} {}/{}",
-                    l["ifname"].as_str().unwrap_or("?"),
-                    a["local"].as_str().unwrap_or("?"),
-                    a["prefixlen"]
-                ));
-            }
-        }
+        let name = l["ifname"].as_str().unwrap();
+        all.extend(global_addrs(l).into_iter().map(|a| format!("{name} {a}")));
     }
     all
+}
+
+/// Routes of one family (`-4` or `-6`) in the main table, as `ip -j route` values.
+pub fn routes(family: &str) -> Vec<Value> {
+    ip_json(&[family, "route", "show"])
 }
 
 /// Makes a bridge (up) with an optional MTU.
@@ -281,9 +312,26 @@ pub fn proc_status(pid: u32) -> Vec<(String, String)> {
         .collect()
 }
 
-/// Number of open fds of a process.
+/// Number of open fds of a process, read as root (the helper is not dumpable, so its `/proc/PID/fd`
+/// is root's), failing loudly; then back to whoever this process was.
 pub fn fd_count(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, Iterator::count)
+    as_root(|| {
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap_or_else(|e| panic!("cannot read /proc/{pid}/fd: {e}"))
+            .count()
+    })
+}
+
+/// Runs `f` as root, then returns to the real and effective ids this process had (the scenario body
+/// acts as uid 65534 with a saved uid of 0).
+pub fn as_root<T>(f: impl FnOnce() -> T) -> T {
+    let u = nix::unistd::getresuid().unwrap();
+    let g = nix::unistd::getresgid().unwrap();
+    become_root();
+    let r = f();
+    nix::unistd::setresgid(g.real, g.effective, 0.into()).unwrap();
+    nix::unistd::setresuid(u.real, u.effective, 0.into()).unwrap();
+    r
 }
 
 /// As root: an fd attached to the tun device `name` in mode `kind` (`IFF_TAP` or `IFF_TUN`), creating
@@ -309,6 +357,83 @@ pub fn open_tun(name: &str, kind: libc::c_int) -> std::os::fd::OwnedFd {
         );
     }
     f.into()
+}
+
+/// Acts as `uid`/`uid` (real and effective) with no supplementary groups, keeping saved uid 0 so
+/// that [`become_root`] can come back. [`become_nobody`] is `become_uid(NOBODY)`.
+pub fn become_uid(uid: u32) {
+    become_root();
+    nix::unistd::setgroups(&[]).unwrap();
+    let g = nix::unistd::Gid::from_raw(uid);
+    nix::unistd::setresgid(g, g, 0.into()).unwrap();
+    let u = nix::unistd::Uid::from_raw(uid);
+    nix::unistd::setresuid(u, u, 0.into()).unwrap();
+}
+
+/// Replaces `/dev/net/tun` inside the scenario's mount namespace by a node of `mode` (0666 as most
+/// distributions ship it, or 0600 as this machine has it), whatever the host has.
+pub fn tun_device_mode(mode: u32) {
+    let node = format!("/var/tmp/vmpriv-tun-node.{}", std::process::id());
+    let _ = std::fs::remove_file(&node);
+    nix::sys::stat::mknod(
+        node.as_str(),
+        nix::sys::stat::SFlag::S_IFCHR,
+        nix::sys::stat::Mode::from_bits_truncate(mode),
+        nix::sys::stat::makedev(10, 200),
+    )
+    .unwrap();
+    chmod(Path::new(&node), mode);
+    sh(&["mount", "--bind", &node, "/dev/net/tun"]);
+}
+
+/// What a tap's holder can do through its fd without any privilege (`drivers/net/tun.c` checks
+/// nothing for these): `TUNSETOWNER` to any uid.
+pub fn tun_set_owner(fd: &impl std::os::fd::AsRawFd, uid: u32) -> std::io::Result<()> {
+    // SAFETY: TUNSETOWNER takes the uid by value.
+    #[allow(unsafe_code)]
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETOWNER, libc::c_ulong::from(uid)) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// `TUNSETPERSIST`: the tap outlives its fds (no privilege needed on an attached fd).
+pub fn tun_set_persist(fd: &impl std::os::fd::AsRawFd, on: bool) -> std::io::Result<()> {
+    // SAFETY: TUNSETPERSIST takes the flag by value.
+    #[allow(unsafe_code)]
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETPERSIST, libc::c_ulong::from(on)) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// As whoever this process is: open `/dev/net/tun` and attach to the existing tap `name` with
+/// `flags` (e.g. `IFF_TAP | IFF_MULTI_QUEUE`): no privilege is needed while the tap has no owner.
+pub fn tun_attach(name: &str, flags: libc::c_int) -> std::io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/net/tun")?;
+    // SAFETY: a zeroed ifreq is valid; TUNSETIFF reads and writes it; it lives across the call.
+    #[allow(unsafe_code)]
+    let r = unsafe {
+        let mut ifr: libc::ifreq = std::mem::zeroed();
+        for (d, s) in ifr.ifr_name.iter_mut().zip(name.bytes()) {
+            *d = s.cast_signed();
+        }
+        ifr.ifr_ifru.ifru_flags = i16::try_from(flags | libc::IFF_NO_PI).unwrap_or(0);
+        libc::ioctl(f.as_raw_fd(), libc::TUNSETIFF, &raw mut ifr)
+    };
+    if r == 0 {
+        Ok(f.into())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }
 
 /// One received message: its bytes, the fds it carried (now owned), and how many control messages

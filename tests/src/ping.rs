@@ -63,6 +63,48 @@ pub fn echo_request(
     f
 }
 
+/// An IPv6 router advertisement from the VM's link-local address to all nodes, announcing itself as
+/// a default router (lifetime 1800 s) and `prefix`/64 for SLAAC: what a hostile guest sends to take
+/// the host's IPv6 default route.
+pub fn router_advertisement(mac: [u8; 6], prefix: std::net::Ipv6Addr) -> Vec<u8> {
+    let src = std::net::Ipv6Addr::new(
+        0xfe80,
+        0,
+        0,
+        0,
+        u16::from_be_bytes([mac[0] ^ 2, mac[1]]),
+        u16::from_be_bytes([mac[2], 0xff]),
+        u16::from_be_bytes([0xfe, mac[3]]),
+        u16::from_be_bytes([mac[4], mac[5]]),
+    );
+    let dst: std::net::Ipv6Addr = "ff02::1".parse().unwrap_or(std::net::Ipv6Addr::UNSPECIFIED);
+    // type 134, code 0, checksum, hop limit 64, flags 0, router lifetime 1800, reachable 0, retrans 0
+    let mut icmp = vec![134, 0, 0, 0, 64, 0, 0x07, 0x08, 0, 0, 0, 0, 0, 0, 0, 0];
+    // prefix information: /64, on-link + autonomous, valid 86400 s, preferred 14400 s
+    icmp.extend_from_slice(&[3, 4, 64, 0xc0, 0, 1, 0x51, 0x80, 0, 0, 0x38, 0x40, 0, 0, 0, 0]);
+    icmp.extend_from_slice(&prefix.octets());
+    // source link-layer address
+    icmp.extend_from_slice(&[1, 1]);
+    icmp.extend_from_slice(&mac);
+    let len = u16::try_from(icmp.len()).unwrap_or(u16::MAX);
+    let mut pseudo = src.octets().to_vec();
+    pseudo.extend_from_slice(&dst.octets());
+    pseudo.extend_from_slice(&u32::from(len).to_be_bytes());
+    pseudo.extend_from_slice(&[0, 0, 0, 58]);
+    pseudo.extend_from_slice(&icmp);
+    let c = checksum(&pseudo).to_be_bytes();
+    icmp[2..4].copy_from_slice(&c);
+    let mut f = vec![0x33, 0x33, 0, 0, 0, 1];
+    f.extend_from_slice(&mac);
+    f.extend_from_slice(&[0x86, 0xdd, 0x60, 0, 0, 0]);
+    f.extend_from_slice(&len.to_be_bytes());
+    f.extend_from_slice(&[58, 255]);
+    f.extend_from_slice(&src.octets());
+    f.extend_from_slice(&dst.octets());
+    f.extend(icmp);
+    f
+}
+
 /// Reads frames from `fd` until `want` accepts one or `deadline` passes.
 fn read_until<T>(
     fd: BorrowedFd<'_>,

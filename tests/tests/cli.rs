@@ -11,7 +11,7 @@ use std::process::Output;
 
 use vmpriv_tests::{Scenario, addrs, bins, bridge, scenario, taps};
 
-const POLICY: &str = "allow user nobody switch br0\nquota user nobody 1\n";
+const POLICY: &str = "allow user nobody switch br0\nallow user nobody local\nquota user nobody 1\n";
 
 fn vmpriv(s: &Scenario, args: &[&str]) -> Output {
     vmpriv_tests::nobody_command(&s.cli)

@@ -29,6 +29,7 @@ allow user nobody switch nosuchbr
 deny user nobody switch br1
 allow user nobody ifgroup vms
 allow user nobody rdomain 1
+allow user nobody local
 quota user nobody 3
 ";
 
@@ -490,7 +491,8 @@ fn running_helper_holds_only_cap_net_admin_as_the_caller() {
             assert_eq!(get("CapAmb"), "0000000000000000");
             assert_eq!(get("NoNewPrivs"), "1");
             become_root();
-            // stdio, the session socket, netlink, and the /dev/net/tun pool (quota 3 + 7).
+            // stdio, the session socket, netlink, the /dev/net/tun pool (quota 3 + 7), and the IPv6
+            // sysctl directory where new taps get RAs and autoconfiguration turned off.
             let fds: Vec<String> = std::fs::read_dir(format!("/proc/{}/fd", h.pid()))
                 .unwrap()
                 .map(|e| {
@@ -510,7 +512,14 @@ fn running_helper_holds_only_cap_net_admin_as_the_caller() {
                 2,
                 "{fds:?}"
             );
-            assert_eq!(fds.len(), 15, "{fds:?}");
+            assert_eq!(
+                fds.iter()
+                    .filter(|f| f.as_str() == "/proc/sys/net/ipv6/conf")
+                    .count(),
+                1,
+                "{fds:?}"
+            );
+            assert_eq!(fds.len(), 16, "{fds:?}");
         },
     );
 }

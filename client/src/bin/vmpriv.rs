@@ -73,6 +73,9 @@ enum Cmd {
     },
     /// What the policy grants you, and how much of your quota is in use.
     Whoami,
+    /// Remove your own taps that no process holds any more (made persistent and left behind): they
+    /// count against your quota until removed.
+    Cleanup,
     /// Print qemu-bridge-helper's bridge.conf (with its includes) as vmpriv policy lines.
     ImportBridgeConf {
         /// The file (default /etc/qemu/bridge.conf).
@@ -117,6 +120,7 @@ fn main() -> ExitCode {
         }
         Cmd::CheckPolicy { file } => return check_policy(file.as_deref().unwrap_or(policy::POLICY_PATH)),
         Cmd::Whoami => whoami(),
+        Cmd::Cleanup => cleanup(),
         Cmd::ImportBridgeConf { file } => {
             return import_bridge_conf(file.as_deref().unwrap_or("/etc/qemu/bridge.conf"));
         }
@@ -228,12 +232,59 @@ fn check_policy(path: &str) -> ExitCode {
     match policy::parse(path, &text, &mut include) {
         Ok(p) => {
             print!("{p}");
+            warn_unfixed_macs(&unfixed_bridge_macs(&|b| {
+                p.rules.iter().any(|r| {
+                    r.allow
+                        && matches!(&r.resource, policy::Resource::Switch(sw)
+                            if matches!(sw, policy::Pattern::Any)
+                                || matches!(sw, policy::Pattern::Exact(n) if n.as_str() == b))
+                })
+            }));
             ExitCode::SUCCESS
         }
         Err(e) => {
             eprintln!("{e}");
             ExitCode::from(6)
         }
+    }
+}
+
+fn cleanup() -> Result<(), ClientError> {
+    let mut helper = Helper::spawn()?;
+    let n = helper.remove_leftovers()?;
+    println!("removed {n} leftover tap(s)");
+    let _ = helper.close();
+    Ok(())
+}
+
+/// The bridges in this network namespace (`/sys/class/net/*/bridge`) whose MAC the admin did not fix:
+/// such a bridge takes the lowest MAC of its ports, and a tap's holder sets its tap's MAC through its
+/// fd without privilege, so a VM can choose the bridge's (the host's) MAC. `granted` filters names.
+fn unfixed_bridge_macs(granted: &dyn Fn(&str) -> bool) -> Vec<String> {
+    let Ok(dir) = std::fs::read_dir("/sys/class/net") else {
+        return Vec::new();
+    };
+    let mut out: Vec<String> = dir
+        .filter_map(Result::ok)
+        .filter(|e| e.path().join("bridge").is_dir())
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|name| granted(name))
+        .filter(|name| {
+            // addr_assign_type 3 (NET_ADDR_SET): an address set by the admin, which the bridge keeps.
+            std::fs::read_to_string(format!("/sys/class/net/{name}/addr_assign_type"))
+                .map_or(true, |t| t.trim() != "3")
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+fn warn_unfixed_macs(bridges: &[String]) {
+    for b in bridges {
+        println!(
+            "# warning: bridge {b} has no fixed MAC address: it takes the lowest MAC of its ports, which a \
+             tap's holder can set; fix it with `ip link set {b} address <the MAC it has now>`"
+        );
     }
 }
 
@@ -255,6 +306,15 @@ fn whoami() -> Result<(), ClientError> {
     if s.more_rules {
         println!("(more rules name you; see the policy file)");
     }
+    // Which bridges the rules grant (switch NAME, or every bridge for switch *).
+    let switches: Vec<&str> = s
+        .rules
+        .iter()
+        .filter_map(|r| r.strip_prefix("allow ")?.split_once(" switch ").map(|(_, sw)| sw))
+        .collect();
+    warn_unfixed_macs(&unfixed_bridge_macs(&|b| {
+        switches.iter().any(|&sw| sw == "*" || sw == b)
+    }));
     let _ = helper.close();
     Ok(())
 }

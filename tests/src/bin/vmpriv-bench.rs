@@ -44,9 +44,9 @@ const CONTENDERS: [&str; 7] = [
 ];
 const QBH: &str = "/usr/lib/qemu/qemu-bridge-helper";
 /// vmpriv's contenders run with no quota (as qemu-bridge-helper has none); `vmpriv-warm-quota` shows
-/// what counting the caller's taps on every create costs.
-const POLICY: &str = "allow user nobody switch br0\nquota user nobody unlimited\n";
-const POLICY_QUOTA: &str = "allow user nobody switch br0\nquota user nobody 4096\n";
+/// what the quota costs (claiming a free slot: one lookup by name per create in a warm session).
+const POLICY: &str = "allow user nobody switch br0\nallow user nobody local\nquota user nobody unlimited\n";
+const POLICY_QUOTA: &str = "allow user nobody switch br0\nallow user nobody local\nquota user nobody 4096\n";
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -225,9 +225,9 @@ fn report(
         "\nnotes: vmpriv-warm = one session, every NIC fully configured (tap, switch, description, up, /31, /96),"
     );
     println!(
-        "  policy `quota unlimited`; vmpriv-warm-quota = the same with `quota 4096`, which counts the caller's"
+        "  policy `quota unlimited`; vmpriv-warm-quota = the same with `quota 4096`, where each create claims"
     );
-    println!("  taps from the kernel (a dump of every tap in the namespace) before and after each create;");
+    println!("  a free quota slot (a lookup by name, then the tap's vmpriv-UID-SLOT alternative name);");
     println!(
         "  vmpriv-oneshot = one setuid helper process per NIC in QEMU mode (tap, switch, MTU, MAC, up: no"
     );

@@ -14,8 +14,9 @@ use vmpriv_protocol::addr::local_inet;
 use vmpriv_tests::{bridge, ping, run, sh, taps};
 
 const POLICY: &str = "\
-# demo policy: nobody may put up to 4 taps on br0
+# demo policy: nobody may put up to 4 taps on br0, and have local taps with VM slot 1's addresses
 allow user nobody switch br0
+allow user nobody local vm 1
 quota user nobody 4
 ";
 

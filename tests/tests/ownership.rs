@@ -1,0 +1,632 @@
+//! The hostile battery, part two: what a tap's holder can do through its own fd without privilege
+//! (`TUNSETOWNER`, `TUNSETPERSIST`, attaching queues to a tap with no owner, writing any frame) must
+//! never buy it a tap, a quota slot, an address or a route it was not given. Each case does exactly
+//! what an attacker did against an earlier vmpriv, as uid 65534 (and uid 1000 as the other user), and
+//! reads the kernel's state back.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use vmpriv_client::{ClientError, Helper, TapOptions};
+use vmpriv_protocol::addr::{Inet6Prefix, local_inet6};
+use vmpriv_protocol::{Inet4Prefix, Invalid};
+use vmpriv_tests::{
+    NOBODY, Scenario, addrs, altnames, as_nobody, become_nobody, become_root, become_uid, bins, bridge, link,
+    master, routes, scenario, sh, taps, tun_attach, tun_set_owner, tun_set_persist,
+};
+
+/// The other user: a uid the policy names only through `user *`.
+const OTHER: u32 = 1000;
+
+const POLICY: &str = "allow user * switch br0\nallow user * local\nquota user * 4\n";
+
+fn helper(s: &Scenario) -> Helper {
+    Helper::spawn_at(&s.helper).expect("helper starts")
+}
+
+fn bridge_ports(br: &str) -> usize {
+    vmpriv_tests::links().iter().filter(|l| l["master"] == br).count()
+}
+
+fn in_use(s: &Scenario) -> u32 {
+    helper(s).status().unwrap().in_use
+}
+
+/// Broken 1, 2 and 5: re-owning each new tap to another uid and making it persistent used to take it
+/// out of the quota count (44 permanent taps with quota 4, a full bridge), and counted it against the
+/// uid it was given to. The mark is the helper's, so the taps still count for their maker, the other
+/// user keeps its whole quota, and the maker can remove its leftovers itself.
+#[test]
+fn reowned_persistent_taps_still_count_for_their_maker() {
+    scenario(
+        "reowned_persistent_taps_still_count_for_their_maker",
+        bins!(),
+        POLICY,
+        |s| {
+            bridge("br0", None);
+            become_nobody();
+            let mut h = helper(s);
+            let (mut made, mut refused) = (0, 0);
+            for _ in 0..12 {
+                match h.create_tap(&TapOptions::new().switch("br0")) {
+                    Ok(tap) => {
+                        let fd = &tap.fds()[0];
+                        tun_set_owner(fd, OTHER).unwrap();
+                        tun_set_persist(fd, true).unwrap();
+                        made += 1;
+                    }
+                    Err(ClientError::Quota { limit: 4 }) => refused += 1,
+                    Err(e) => panic!("{e:?}"),
+                }
+            }
+            assert_eq!((made, refused), (4, 8));
+            drop(h);
+            become_root();
+            let left = taps();
+            assert_eq!(left.len(), 4, "{left:?}");
+            let mut marks: Vec<String> = left.iter().flat_map(|t| altnames(t)).collect();
+            marks.sort();
+            assert_eq!(
+                marks,
+                [
+                    "vmpriv-65534-0",
+                    "vmpriv-65534-1",
+                    "vmpriv-65534-2",
+                    "vmpriv-65534-3"
+                ]
+            );
+            for t in &left {
+                let l = link(t).unwrap();
+                assert_eq!(l["linkinfo"]["info_data"]["persist"], true, "{l}");
+                assert_ne!(l["linkinfo"]["info_data"]["user"], "nobody", "re-owned: {l}");
+            }
+            assert_eq!(bridge_ports("br0"), 4);
+            // A new session of the same user is still at its quota.
+            become_nobody();
+            assert_eq!(in_use(s), 4);
+            let e = helper(s)
+                .create_tap(&TapOptions::new().switch("br0"))
+                .unwrap_err();
+            assert!(matches!(e, ClientError::Quota { limit: 4 }), "{e:?}");
+            // The user the taps were re-owned to owns none of them: its quota is whole, and the
+            // bridge takes its ports.
+            become_uid(OTHER);
+            assert_eq!(in_use(s), 0);
+            let mut b = helper(s);
+            let mine: Vec<_> = (0..4)
+                .map(|_| b.create_tap(&TapOptions::new().switch("br0")).unwrap())
+                .collect();
+            assert!(matches!(
+                b.create_tap(&TapOptions::new().switch("br0")),
+                Err(ClientError::Quota { limit: 4 })
+            ));
+            // It leaves one leftover of its own.
+            tun_set_persist(&mine[0].fds()[0], true).unwrap();
+            let other_left = mine[0].name().to_owned();
+            drop(mine);
+            drop(b);
+            become_root();
+            assert_eq!(bridge_ports("br0"), 5);
+            // The maker removes its own leftovers, and only those.
+            become_nobody();
+            let mut h = helper(s);
+            assert_eq!(h.remove_leftovers().unwrap(), 4);
+            // A tap a process still holds is not a leftover.
+            let held = h.create_tap(&TapOptions::new().switch("br0")).unwrap();
+            assert_eq!(h.remove_leftovers().unwrap(), 0);
+            become_root();
+            assert_eq!(taps().len(), 2, "{:?}", taps());
+            assert!(link(held.name()).is_some());
+            assert_eq!(altnames(&other_left), ["vmpriv-1000-0"]);
+            drop(held);
+            become_uid(OTHER);
+            assert_eq!(helper(s).remove_leftovers().unwrap(), 1);
+            become_root();
+            assert!(taps().is_empty(), "{:?}", taps());
+        },
+    );
+}
+
+/// Broken 3: given user A's tap fd, user B re-owned it (`TUNSETOWNER`) and then, through its own
+/// session, reset, readdressed and re-described it and moved it to a bridge only B is granted.
+#[test]
+fn another_user_cannot_take_over_my_tap_by_reowning_it() {
+    scenario(
+        "another_user_cannot_take_over_my_tap_by_reowning_it",
+        bins!(),
+        "allow user * switch br0\nallow user * switch brb\ndeny user nobody switch brb\n\
+         allow user * local\n",
+        |s| {
+            bridge("br0", None);
+            bridge("brb", None);
+            let (tap_a, name): (OwnedFd, String) = as_nobody(|| {
+                let t = helper(s)
+                    .create_tap(
+                        &TapOptions::new()
+                            .switch("br0")
+                            .local(1, 0, false)
+                            .description("A's"),
+                    )
+                    .unwrap();
+                let name = t.name().to_owned();
+                (t.into_fds().remove(0), name)
+            });
+            let before = link(&name).unwrap();
+            become_uid(OTHER);
+            tun_set_owner(&tap_a, OTHER).unwrap();
+            let mut b = helper(s);
+            let errors = [
+                b.attach(tap_a.as_fd(), "brb").unwrap_err(),
+                b.reset(tap_a.as_fd()).unwrap_err(),
+                b.set_up(tap_a.as_fd(), false).unwrap_err(),
+                b.add_local_inet(tap_a.as_fd(), 2, 0).unwrap_err(),
+                b.set_description(tap_a.as_fd(), "B's now").unwrap_err(),
+                b.link_addr(tap_a.as_fd()).unwrap_err(),
+            ];
+            for e in errors {
+                assert!(matches!(e, ClientError::Denied), "{e:?}");
+            }
+            become_root();
+            let after = link(&name).unwrap();
+            for key in [
+                "master", "flags", "ifalias", "group", "mtu", "address", "altnames",
+            ] {
+                assert_eq!(after[key], before[key], "A's tap untouched: {key}");
+            }
+            assert_eq!(master(&name).as_deref(), Some("br0"));
+            assert_eq!(addrs(&name), ["100.64.1.2/31"]);
+            assert_eq!(bridge_ports("brb"), 0);
+        },
+    );
+}
+
+/// Broken 4: where `/dev/net/tun` is 0666, a user attached to an admin's persistent tap that has no
+/// owner, re-owned it, and moved it off its bridge through the helper. It carries no mark: denied.
+#[test]
+fn an_admins_persistent_tap_cannot_be_hijacked() {
+    scenario(
+        "an_admins_persistent_tap_cannot_be_hijacked",
+        bins!(),
+        "allow user * switch br0\nallow user * switch brx\nallow user * local\n",
+        |s| {
+            vmpriv_tests::tun_device_mode(0o666);
+            bridge("br0", None);
+            bridge("brx", None);
+            sh(&["ip", "tuntap", "add", "admintap", "mode", "tap"]);
+            sh(&["ip", "link", "set", "admintap", "master", "br0", "up"]);
+            become_nobody();
+            let fd = tun_attach("admintap", libc::IFF_TAP).expect("no owner: anyone may attach");
+            tun_set_owner(&fd, NOBODY).unwrap();
+            let mut h = helper(s);
+            for e in [
+                h.attach(fd.as_fd(), "brx").unwrap_err(),
+                h.reset(fd.as_fd()).unwrap_err(),
+                h.set_description(fd.as_fd(), "mine").unwrap_err(),
+                h.add_local_inet(fd.as_fd(), 3, 0).unwrap_err(),
+            ] {
+                assert!(matches!(e, ClientError::Denied), "{e:?}");
+            }
+            become_root();
+            assert_eq!(master("admintap").as_deref(), Some("br0"));
+            assert!(altnames("admintap").is_empty());
+            assert!(addrs("admintap").is_empty());
+            assert_eq!(bridge_ports("brx"), 0);
+        },
+    );
+}
+
+/// Broken 6: one tap took 50,000 local addresses, and a slot nobody had legitimately taken. Now a tap
+/// holds one local address per family, and a VM slot's addresses belong to the user the policy gives
+/// the slot.
+#[test]
+fn one_local_address_per_family_and_slots_belong_to_their_grantee() {
+    scenario(
+        "one_local_address_per_family_and_slots_belong_to_their_grantee",
+        bins!(),
+        "allow user nobody local vm 1-2\nallow user * local vm 3\n",
+        |s| {
+            become_nobody();
+            let mut h = helper(s);
+            let tap = h.create_tap(&TapOptions::new().up(false)).unwrap();
+            h.add_local_inet(&tap, 1, 0).unwrap();
+            h.add_local_inet6(&tap, 1, 0).unwrap();
+            // The same again is no change; any other (vm, nic) is refused.
+            h.add_local_inet(&tap, 1, 0).unwrap();
+            h.add_local_inet6(&tap, 1, 0).unwrap();
+            for vm in 1..=3 {
+                for nic in 0..20 {
+                    if (vm, nic) == (1, 0) {
+                        continue;
+                    }
+                    for e in [
+                        h.add_local_inet(&tap, vm, nic).unwrap_err(),
+                        h.add_local_inet6(&tap, vm, nic).unwrap_err(),
+                    ] {
+                        assert!(
+                            matches!(e, ClientError::Invalid(Invalid::AddressAssigned)),
+                            "vm {vm} nic {nic}: {e:?}"
+                        );
+                    }
+                }
+            }
+            become_root();
+            let p6 = local_inet6(Inet4Prefix::DEFAULT, Inet6Prefix::DEFAULT, 1, 0).unwrap();
+            assert_eq!(
+                addrs(tap.name()),
+                ["100.64.1.2/31".to_owned(), format!("{}/96", p6.host)]
+            );
+            // The other user's slot is 3: slot 1 and 2 are nobody's, whether taken or not.
+            become_uid(OTHER);
+            let mut b = helper(s);
+            let theirs = b.create_tap(&TapOptions::new().up(false)).unwrap();
+            for vm in [1, 2] {
+                let e = b.add_local_inet(&theirs, vm, 1).unwrap_err();
+                assert!(matches!(e, ClientError::Denied), "{e:?}");
+                let e = b.create_tap(&TapOptions::new().local(vm, 1, true)).unwrap_err();
+                assert!(matches!(e, ClientError::Denied), "{e:?}");
+            }
+            b.add_local_inet(&theirs, 3, 0).unwrap();
+            become_root();
+            assert_eq!(addrs(theirs.name()), ["100.64.3.2/31"]);
+            assert_eq!(taps().len(), 2);
+        },
+    );
+}
+
+/// Broken 7: where `/dev/net/tun` is 0666, between `TUNSETIFF` and `TUNSETOWNER` anyone may attach a
+/// queue to a new multi-queue tap (53 of 100 tries won). Another user spins attaching to every tap
+/// name while the caller creates 100 two-queue taps: every tap handed out has exactly our two queues;
+/// a create that lost the race is refused and leaves no tap.
+#[test]
+fn multi_queue_create_race_is_never_won() {
+    scenario("multi_queue_create_race_is_never_won", bins!(), POLICY, |s| {
+        vmpriv_tests::tun_device_mode(0o666);
+        let attacker = spawn_queue_thief(OTHER, &["tap0", "tap1", "tap2"]);
+        become_nobody();
+        let mut h = helper(s);
+        let (mut ok, mut refused) = (0, 0);
+        for round in 0..100 {
+            match h.create_tap(&TapOptions::new().queues(2).up(false)) {
+                Ok(tap) => {
+                    let l = as_root_link(tap.name());
+                    let data = &l["linkinfo"]["info_data"];
+                    assert_eq!(
+                        (data["numqueues"].as_u64(), data["numdisabled"].as_u64()),
+                        (Some(2), Some(0)),
+                        "round {round}: only our two queues: {l}"
+                    );
+                    ok += 1;
+                }
+                Err(ClientError::Kernel { errno: libc::EBUSY }) => refused += 1,
+                Err(e) => panic!("round {round}: {e:?}"),
+            }
+        }
+        become_root();
+        let _ = nix::sys::signal::kill(attacker, nix::sys::signal::SIGKILL);
+        let _ = nix::sys::wait::waitpid(attacker, None);
+        println!("MEASURED mq race: {ok} creates clean, {refused} found a foreign queue and were refused");
+        assert_eq!(ok + refused, 100);
+        assert!(taps().is_empty(), "{:?}", taps());
+    });
+}
+
+fn as_root_link(name: &str) -> serde_json::Value {
+    vmpriv_tests::as_root(|| link(name).unwrap())
+}
+
+/// A child process, as `uid`, that opens `/dev/net/tun` and tries to attach a multi-queue tap queue
+/// to each of `names` in a tight loop, keeping what it gets for a while. Only raw syscalls after fork.
+fn spawn_queue_thief(uid: u32, names: &[&str]) -> nix::unistd::Pid {
+    let reqs: Vec<libc::ifreq> = names
+        .iter()
+        .map(|n| {
+            // SAFETY: a zeroed ifreq is a valid value.
+            #[allow(unsafe_code)]
+            let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
+            for (d, b) in ifr.ifr_name.iter_mut().zip(n.bytes()) {
+                *d = b.cast_signed();
+            }
+            ifr.ifr_ifru.ifru_flags =
+                i16::try_from(libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_MULTI_QUEUE).unwrap();
+            ifr
+        })
+        .collect();
+    // SAFETY: the child makes only async-signal-safe syscalls (setres[ug]id, open, ioctl, close) on
+    // memory prepared before the fork, and never returns.
+    #[allow(unsafe_code)]
+    unsafe {
+        match nix::unistd::fork().unwrap() {
+            nix::unistd::ForkResult::Parent { child } => child,
+            nix::unistd::ForkResult::Child => {
+                libc::setgroups(0, std::ptr::null());
+                libc::setresgid(uid, uid, uid);
+                libc::setresuid(uid, uid, uid);
+                let mut kept = [-1i32; 64];
+                let mut n = 0usize;
+                loop {
+                    for r in &reqs {
+                        let fd = libc::open(c"/dev/net/tun".as_ptr(), libc::O_RDWR);
+                        if fd < 0 {
+                            continue;
+                        }
+                        let mut ifr = *r;
+                        if libc::ioctl(fd, libc::TUNSETIFF, &raw mut ifr) == 0 && n < kept.len() {
+                            kept[n] = fd;
+                            n += 1;
+                        } else {
+                            libc::close(fd);
+                        }
+                        if n == kept.len() {
+                            for k in &mut kept {
+                                libc::close(*k);
+                                *k = -1;
+                            }
+                            n = 0;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Broken 8: on its own local tap, any user sent one router advertisement and the host installed a
+/// default route through the tap and a SLAAC address on it. New taps have RAs, autoconfiguration and
+/// redirects off. The control at the end (root turning RAs on for that tap, the same frame again)
+/// shows the frame is one the kernel acts on.
+#[test]
+fn a_router_advertisement_from_the_vm_changes_nothing() {
+    scenario(
+        "a_router_advertisement_from_the_vm_changes_nothing",
+        bins!(),
+        "allow user * local\n",
+        |s| {
+            become_nobody();
+            let tap = helper(s)
+                .create_tap(&TapOptions::new().local(1, 0, true).up(true))
+                .unwrap();
+            let name = tap.name().to_owned();
+            let prefix: std::net::Ipv6Addr = "2001:db8:1::".parse().unwrap();
+            let ra = vmpriv_tests::ping::router_advertisement(vmpriv_tests::ping::VM_MAC, prefix);
+            let send = || {
+                let n = nix::unistd::write(tap.fds()[0].as_fd(), &ra).unwrap();
+                assert_eq!(n, ra.len());
+            };
+            become_root();
+            let sysctl = |key: &str| {
+                std::fs::read_to_string(format!("/proc/sys/net/ipv6/conf/{name}/{key}"))
+                    .unwrap()
+                    .trim()
+                    .to_owned()
+            };
+            for key in ["accept_ra", "autoconf", "accept_redirects"] {
+                assert_eq!(sysctl(key), "0", "{key}");
+            }
+            assert_eq!(sysctl("forwarding"), "0", "a host, not a router: RAs would count");
+            // Let the tap's link-local address settle, then send the RA from the VM side.
+            std::thread::sleep(Duration::from_millis(300));
+            send();
+            send();
+            std::thread::sleep(Duration::from_millis(800));
+            let defaults = |r: &[serde_json::Value]| r.iter().filter(|r| r["dst"] == "default").count();
+            assert_eq!(defaults(&routes("-6")), 0, "{:?}", routes("-6"));
+            let slaac = |a: &[String]| a.iter().filter(|a| a.starts_with("2001:db8:1:")).count();
+            assert_eq!(slaac(&addrs(&name)), 0, "{:?}", addrs(&name));
+            // Control: the same frame on a tap that accepts RAs takes the route.
+            for key in ["accept_ra", "autoconf"] {
+                std::fs::write(format!("/proc/sys/net/ipv6/conf/{name}/{key}"), "1").unwrap();
+            }
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while defaults(&routes("-6")) == 0 && Instant::now() < deadline {
+                send();
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            assert_eq!(
+                defaults(&routes("-6")),
+                1,
+                "control: the RA is valid: {:?}",
+                routes("-6")
+            );
+        },
+    );
+}
+
+/// Weak: no grant, no tap. An empty policy grants nothing: no local tap, no switch, no quota, no tun
+/// fds, in session and in QEMU mode; `check-policy` says so.
+#[test]
+fn an_empty_policy_grants_nothing() {
+    scenario("an_empty_policy_grants_nothing", bins!(), "", |s| {
+        bridge("br0", None);
+        become_nobody();
+        let mut h = helper(s);
+        for opts in [
+            TapOptions::new(),
+            TapOptions::new().local(1, 0, true),
+            TapOptions::new().switch("br0"),
+        ] {
+            let e = h.create_tap(&opts).unwrap_err();
+            assert!(matches!(e, ClientError::Denied), "{e:?}");
+        }
+        let st = h.status().unwrap();
+        assert_eq!((st.quota, st.in_use), (0, 0));
+        assert!(vmpriv_tests::fd_count(h.pid()) > 4);
+        let tun_fds = vmpriv_tests::as_root(|| {
+            std::fs::read_dir(format!("/proc/{}/fd", h.pid()))
+                .unwrap()
+                .filter(|e| {
+                    std::fs::read_link(e.as_ref().unwrap().path()).unwrap().to_str() == Some("/dev/net/tun")
+                })
+                .count()
+        });
+        assert_eq!(tun_fds, 0, "no tun fd is opened for a caller with no grant");
+        drop(h);
+        let out = std::process::Command::new(&s.cli)
+            .args(["check-policy"])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{text}");
+        assert!(text.contains("#   every other caller: nothing"), "{text}");
+        become_root();
+        assert!(taps().is_empty());
+    });
+}
+
+/// Weak: a local /31 or /96 inside a route through another interface (a VPN's, a CGNAT range's)
+/// would steal its traffic, and an IPv6 address inside the /96 added with `noprefixroute` left no
+/// route to find. Both are "in use"; an admin's blackhole reserving the range is not.
+#[test]
+fn routes_and_addresses_of_other_interfaces_are_in_use() {
+    scenario(
+        "routes_and_addresses_of_other_interfaces_are_in_use",
+        bins!(),
+        "allow user * local\n",
+        |s| {
+            bridge("vpn0", None);
+            sh(&["ip", "route", "add", "100.64.0.0/16", "dev", "vpn0"]);
+            let p6 = local_inet6(Inet4Prefix::DEFAULT, Inet6Prefix::DEFAULT, 2, 0).unwrap();
+            let mut inside = p6.host.octets();
+            inside[15] = 5;
+            let inside = std::net::Ipv6Addr::from(inside);
+            sh(&[
+                "ip",
+                "-6",
+                "addr",
+                "add",
+                &format!("{inside}/128"),
+                "dev",
+                "vpn0",
+                "noprefixroute",
+                "nodad",
+            ]);
+            let before = vmpriv_tests::all_addrs();
+            become_nobody();
+            let mut h = helper(s);
+            // 100.64.1.2/31 and 100.64.200.10/31 are inside the VPN's 100.64.0.0/16.
+            for opts in [
+                TapOptions::new().local(1, 0, false),
+                TapOptions::new().local(200, 4, false),
+            ] {
+                let e = h.create_tap(&opts).unwrap_err();
+                assert!(matches!(e, ClientError::Invalid(Invalid::AddressInUse)), "{e:?}");
+            }
+            // 100.127.255.2/31 is outside it.
+            let outside = h.create_tap(&TapOptions::new().local(16383, 0, false)).unwrap();
+            become_root();
+            assert_eq!(taps(), [outside.name()]);
+            drop(outside);
+            sh(&["ip", "route", "del", "100.64.0.0/16", "dev", "vpn0"]);
+            // Without the VPN route, vm 2's /31 is free but its /96 holds vpn0's address.
+            become_nobody();
+            let e = h.create_tap(&TapOptions::new().local(2, 0, true)).unwrap_err();
+            assert!(matches!(e, ClientError::Invalid(Invalid::AddressInUse)), "{e:?}");
+            let v4_only = h.create_tap(&TapOptions::new().local(2, 0, false)).unwrap();
+            become_root();
+            assert_eq!(addrs(v4_only.name()), ["100.64.2.2/31"]);
+            drop(v4_only);
+            assert!(taps().is_empty());
+            assert_eq!(vmpriv_tests::all_addrs(), before);
+            // An admin's blackhole for the whole range reserves it; it does not hold it.
+            sh(&["ip", "route", "add", "blackhole", "100.64.0.0/10"]);
+            become_nobody();
+            let t = h.create_tap(&TapOptions::new().local(1, 0, false)).unwrap();
+            become_root();
+            assert_eq!(addrs(t.name()), ["100.64.1.2/31"]);
+        },
+    );
+}
+
+/// Weak: a failed request's rollback removed an address the tap already had. Here the IPv6 step
+/// fails (IPv6 disabled on the tap) after the IPv4 step found its address already there.
+#[test]
+fn rollback_keeps_what_the_tap_already_had() {
+    scenario(
+        "rollback_keeps_what_the_tap_already_had",
+        bins!(),
+        "allow user * local\n",
+        |s| {
+            become_nobody();
+            let mut h = helper(s);
+            let tap = h
+                .create_tap(&TapOptions::new().local(1, 0, false).description("kept"))
+                .unwrap();
+            become_root();
+            std::fs::write(
+                format!("/proc/sys/net/ipv6/conf/{}/disable_ipv6", tap.name()),
+                "1",
+            )
+            .unwrap();
+            become_nobody();
+            let again = TapOptions::new().local(1, 0, true).description("changed");
+            let e = h.configure(&tap, again.config()).unwrap_err();
+            assert!(matches!(e, ClientError::Unsupported(_)), "{e:?}");
+            become_root();
+            assert_eq!(addrs(tap.name()), ["100.64.1.2/31"]);
+            assert_eq!(link(tap.name()).unwrap()["ifalias"], "kept");
+        },
+    );
+}
+
+/// Weak: a failed multi-queue create lost the tun fds it had taken from the pool (0600 device), and
+/// the session then refused creates it had fds for. Quota 4 gives a pool of 11 fds.
+#[test]
+fn a_failed_create_returns_its_tun_fds() {
+    scenario("a_failed_create_returns_its_tun_fds", bins!(), POLICY, |s| {
+        vmpriv_tests::tun_device_mode(0o600);
+        become_nobody();
+        let mut h = helper(s);
+        let eight = h.create_tap(&TapOptions::new().queues(8)).unwrap();
+        let e = h.create_tap(&TapOptions::new().queues(8)).unwrap_err();
+        assert!(matches!(e, ClientError::Unsupported(_)), "{e:?}");
+        let three = h.create_tap(&TapOptions::new().queues(3)).unwrap();
+        assert_eq!((eight.fds().len(), three.fds().len()), (8, 3));
+        let e = h.create_tap(&TapOptions::new()).unwrap_err();
+        assert!(
+            matches!(e, ClientError::Unsupported(_)),
+            "the pool is spent now: {e:?}"
+        );
+        become_root();
+        assert_eq!(taps().len(), 2);
+    });
+}
+
+/// Weak: `--br` reached the audit log and stderr raw (newline, CR, TAB, escape). Every logged string
+/// is escaped: one line, no control byte.
+#[test]
+fn caller_words_are_escaped_in_every_line() {
+    scenario("caller_words_are_escaped_in_every_line", bins!(), POLICY, |s| {
+        become_nobody();
+        let (mine, theirs) = nix::sys::socket::socketpair(
+            nix::sys::socket::AddressFamily::Unix,
+            nix::sys::socket::SockType::Stream,
+            None,
+            nix::sys::socket::SockFlag::empty(),
+        )
+        .unwrap();
+        let mut cmd = std::process::Command::new(&s.helper);
+        vmpriv_client::keep_fd_across_exec(&mut cmd, theirs.as_raw_fd());
+        let out = cmd
+            .arg("--br=b\n0\r\t\x1b[2J ok")
+            .arg(format!("--fd={}", theirs.as_raw_fd()))
+            .output()
+            .unwrap();
+        drop(mine);
+        let err = out.stderr;
+        assert_eq!(out.status.code(), Some(1));
+        assert_eq!(String::from_utf8_lossy(&err).lines().count(), 1, "{err:?}");
+        assert!(err.ends_with(b"\n"));
+        assert!(
+            err.iter().all(|&b| b == b'\n' || (0x20..0x7f).contains(&b)),
+            "{}",
+            String::from_utf8_lossy(&err)
+        );
+        let line = String::from_utf8_lossy(&err);
+        assert!(line.contains("\\x1b[2J") || line.contains("\\x0a"), "{line}");
+    });
+}
