@@ -60,6 +60,14 @@ pub enum ClientError {
         /// Its exit status.
         status: ExitStatus,
     },
+    /// The helper refused to start because of the policy file (missing, unsafe or unparsable); it
+    /// printed the reason on stderr.
+    #[error(
+        "the vmpriv policy ({}) is missing, unsafe or has an error: see the helper's message above, \
+         and `vmpriv check-policy`",
+        vmpriv_protocol::POLICY_PATH
+    )]
+    Policy,
     /// The helper died or closed the session mid-call.
     #[error(
         "vmpriv-helper died or closed the session mid-call (its reason, if any, is on stderr above or in \
@@ -68,12 +76,14 @@ pub enum ClientError {
     HelperDied,
     /// The policy does not grant this, or the object does not exist (one answer, by design).
     #[error(
-        "denied: the policy does not grant this, or it does not exist (ask the admin; `vmpriv whoami` shows your grants)"
+        "denied: {} does not grant you this, or it does not exist (`vmpriv whoami` shows your grants)",
+        vmpriv_protocol::POLICY_PATH
     )]
     Denied,
     /// The caller already owns as many live taps as its quota allows.
     #[error(
-        "quota reached: you already own {limit} live taps (close some, or ask the admin for a larger quota)"
+        "quota reached: all {limit} of your quota's taps are in use (close some, `vmpriv cleanup` removes \
+         leftovers, or ask the admin for a larger quota)"
     )]
     Quota {
         /// The quota.
@@ -370,7 +380,12 @@ impl Helper {
             Ok(_) => Err(ClientError::Protocol),
             Err(ClientError::HelperDied) => {
                 let status = helper.child.wait()?;
-                Err(ClientError::HelperExited { status })
+                // 6: the helper's exit status for a policy-file refusal.
+                if status.code() == Some(6) {
+                    Err(ClientError::Policy)
+                } else {
+                    Err(ClientError::HelperExited { status })
+                }
             }
             Err(e) => Err(e),
         }

@@ -1,10 +1,10 @@
 //! The audit log: one line per decision, through `log`. To syslog (authpriv) when `/dev/log` exists,
-//! else to stderr. Written here in a few lines rather than pulling a logging backend into the helper.
+//! else to the systemd journal, else nowhere (never to the caller's stderr). Written here in a few lines rather than pulling a logging backend into the helper.
 
 use std::ffi::CString;
 use std::fmt::Write as _;
-use std::io::Write;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::os::unix::net::UnixDatagram;
+use std::sync::OnceLock;
 
 use log::{Level, LevelFilter, Log, Metadata, Record};
 
@@ -12,9 +12,17 @@ use crate::sys;
 
 struct Audit;
 
-/// Whether records go to syslog (set once, before the logger is installed).
-static SYSLOG: AtomicBool = AtomicBool::new(false);
+/// Where records go, chosen once before the logger is installed: syslog when `/dev/log` exists, else
+/// the systemd journal's socket when it exists, else nowhere. Never the caller's stderr: it gets one
+/// line on refusal and nothing on success, and the log's details (which the uniform `Denied` reply hides
+/// on purpose) are not the caller's to read.
+static SINK: OnceLock<Sink> = OnceLock::new();
 static AUDIT: Audit = Audit;
+
+enum Sink {
+    Syslog,
+    Journal(UnixDatagram),
+}
 
 impl Log for Audit {
     fn enabled(&self, _: &Metadata<'_>) -> bool {
@@ -23,21 +31,27 @@ impl Log for Audit {
 
     fn log(&self, record: &Record<'_>) {
         let line = escape(&format!("{}", record.args()));
-        if SYSLOG.load(Ordering::Relaxed) {
-            let priority = match record.level() {
-                Level::Error => libc::LOG_ERR,
-                Level::Warn => libc::LOG_WARNING,
-                Level::Info => libc::LOG_INFO,
-                Level::Debug | Level::Trace => libc::LOG_DEBUG,
-            };
-            if let Ok(msg) = CString::new(line) {
-                sys::syslog(priority, &msg);
+        let priority = match record.level() {
+            Level::Error => libc::LOG_ERR,
+            Level::Warn => libc::LOG_WARNING,
+            Level::Info => libc::LOG_INFO,
+            Level::Debug | Level::Trace => libc::LOG_DEBUG,
+        };
+        match SINK.get() {
+            Some(Sink::Syslog) => {
+                if let Ok(msg) = CString::new(line) {
+                    sys::syslog(priority, &msg);
+                }
             }
-        } else {
-            // One write(2) per line: stderr is unbuffered, and writeln! would write each piece.
-            let _ = std::io::stderr()
-                .lock()
-                .write_all(format!("vmpriv-helper: {line}\n").as_bytes());
+            Some(Sink::Journal(sock)) => {
+                // The journal's native protocol: KEY=VALUE lines in one datagram (the line is escaped,
+                // so it holds no newline).
+                let entry = format!(
+                    "MESSAGE={line}\nPRIORITY={priority}\nSYSLOG_IDENTIFIER=vmpriv-helper\nSYSLOG_FACILITY=10\n"
+                );
+                let _ = sock.send(entry.as_bytes());
+            }
+            None => {}
         }
     }
 
@@ -59,23 +73,27 @@ pub fn escape(text: &str) -> String {
     out
 }
 
-/// Installs the audit logger. Call before Landlock (syslog connects now). `quiet_stderr` keeps decision
-/// lines off stderr (QEMU mode: stderr is for the one failure line QEMU and libvirt show).
-pub fn init(quiet_stderr: bool) {
-    let syslog = std::path::Path::new("/dev/log").exists();
-    if syslog {
+/// Installs the audit logger. Call before Landlock: the syslog or journal socket connects now.
+pub fn init() {
+    let sink = if std::path::Path::new("/dev/log").exists() {
         sys::open_syslog();
-    }
-    let level = if syslog || !quiet_stderr {
-        LevelFilter::Info
+        Some(Sink::Syslog)
     } else {
-        LevelFilter::Off
+        UnixDatagram::unbound()
+            .and_then(|s| s.connect(JOURNAL_SOCKET).map(|()| s))
+            .ok()
+            .map(Sink::Journal)
     };
-    SYSLOG.store(syslog, Ordering::Relaxed);
-    if log::set_logger(&AUDIT).is_ok() {
-        log::set_max_level(level);
+    if let Some(sink) = sink {
+        let _ = SINK.set(sink);
+        if log::set_logger(&AUDIT).is_ok() {
+            log::set_max_level(LevelFilter::Info);
+        }
     }
 }
+
+/// The systemd journal's native socket.
+const JOURNAL_SOCKET: &str = "/run/systemd/journal/socket";
 
 #[cfg(test)]
 mod tests {

@@ -34,13 +34,32 @@ fn main() -> ExitCode {
             policy,
         } => (fd, policy, Some((bridge, vnet_hdr))),
     };
-    match run(fd, policy_path.as_deref(), qemu) {
+    // The socket outlives the refusal line: libvirt kills the helper as soon as its receive fails, so
+    // the line must be on stderr before the socket closes.
+    let mut sock = None;
+    let result = run(fd, policy_path.as_deref(), qemu, &mut sock);
+    let code = match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e @ (StartError::Policy(_) | StartError::PolicyFile(_) | StartError::PolicyNotRoot)) => {
+            fail(&e.to_string());
+            ExitCode::from(EXIT_POLICY)
+        }
         Err(e) => fail(&e.to_string()),
-    }
+    };
+    drop(sock);
+    code
 }
 
-fn run(fd: i32, policy_path: Option<&str>, qemu: Option<(String, bool)>) -> Result<(), StartError> {
+/// The exit status of a start-up refused for the policy file (missing, unsafe, unparsable): the
+/// client reports it as a policy error, not as a helper that is missing or not privileged.
+const EXIT_POLICY: u8 = 6;
+
+fn run(
+    fd: i32,
+    policy_path: Option<&str>,
+    qemu: Option<(String, bool)>,
+    sock_slot: &mut Option<OwnedFd>,
+) -> Result<(), StartError> {
     // 1. Hygiene: stdio open, inherited fds closed, environment empty, signals reset, not dumpable.
     startup::sanitize_process(Some(fd))?;
     // The socket: open, AF_UNIX, SOCK_SEQPACKET (session) or SOCK_STREAM (QEMU's socketpair).
@@ -49,12 +68,12 @@ fn run(fd: i32, policy_path: Option<&str>, qemu: Option<(String, bool)>) -> Resu
     } else {
         SockType::SeqPacket
     };
-    let sock = adopt_socket(fd, want)?;
+    let sock: &OwnedFd = sock_slot.insert(adopt_socket(fd, want)?);
     // 2. Refuse early and clearly when setuid/file capabilities did not take effect.
     startup::check_privilege()?;
     // 3. The caller: real ids and group names.
     let caller = startup::identify_caller()?;
-    audit::init(qemu.is_some());
+    audit::init();
     // 4. The policy, from root-owned files only.
     let policy = startup::load_policy(&caller, policy_path)?;
     // 5. What needs root: /dev/net/tun fds (bounded by the quota), our netns identity, netlink.
@@ -87,8 +106,8 @@ fn run(fd: i32, policy_path: Option<&str>, qemu: Option<(String, bool)>) -> Resu
     };
     // 7. Serve.
     match qemu {
-        None => session::serve(&mut ctx, &sock).map_err(|e| StartError::Session(sys::errno_io(e))),
-        Some((bridge, vnet_hdr)) => vmpriv_helper::qemu::serve(&mut ctx, &sock, &bridge, vnet_hdr),
+        None => session::serve(&mut ctx, sock).map_err(|e| StartError::Session(sys::errno_io(e))),
+        Some((bridge, vnet_hdr)) => vmpriv_helper::qemu::serve(&mut ctx, sock, &bridge, vnet_hdr),
     }
 }
 
@@ -105,7 +124,29 @@ fn say(text: &str) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// The one stderr line of a refusal, in one write, escaped, without Rust's "(os error N)" suffixes.
 fn fail(text: &str) -> ExitCode {
-    let _ = writeln!(std::io::stderr(), "vmpriv-helper: {}", audit::escape(text));
+    let line = format!("vmpriv-helper: {}\n", audit::escape(&without_os_error(text)));
+    let _ = std::io::stderr().write_all(line.as_bytes());
     ExitCode::FAILURE
+}
+
+/// `text` without the " (os error N)" that `io::Error`'s Display appends: the words say it already.
+fn without_os_error(text: &str) -> String {
+    const MARK: &str = " (os error ";
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some((head, after)) = rest.split_once(MARK) {
+        out.push_str(head);
+        let digits = after.bytes().take_while(u8::is_ascii_digit).count();
+        match after.get(digits..).and_then(|t| t.strip_prefix(')')) {
+            Some(tail) if digits > 0 => rest = tail,
+            _ => {
+                out.push_str(MARK);
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
 }

@@ -141,7 +141,7 @@ fn failures_have_one_line_and_distinct_exit_codes() {
             }
             let o = vmpriv(s, &["tap", "--switch", "br0", "--", "true"]);
             assert_eq!(code(&o), 5, "quota: {}", text(&o));
-            assert!(text(&o).contains("quota reached: you already own 1 live taps"));
+            assert!(text(&o).contains("quota reached: all 1 of your quota's taps are in use"));
             holder.kill().unwrap();
             holder.wait().unwrap();
             // The helper missing, or not setuid.
@@ -165,6 +165,20 @@ fn failures_have_one_line_and_distinct_exit_codes() {
                 "{}",
                 text(&o)
             );
+            // Usage: a queue count out of range is refused by the command line itself.
+            let o = vmpriv(s, &["tap", "--queues", "9", "--", "true"]);
+            assert_eq!(code(&o), 2, "{}", text(&o));
+            // A broken policy is a policy error, with the helper's line and ours.
+            vmpriv_tests::write_policy("allow user nobody swich br0\n");
+            let o = vmpriv(s, &["tap", "--switch", "br0", "--", "true"]);
+            assert_eq!(code(&o), 6, "{}", text(&o));
+            assert!(text(&o).contains("policy.conf:1: expected"), "{}", text(&o));
+            assert!(!text(&o).contains("os error"), "{}", text(&o));
+            vmpriv_tests::write_policy(POLICY);
+            // Success says nothing on stderr: the audit trail is not the caller's.
+            let o = vmpriv(s, &["tap", "--switch", "br0", "--", "true"]);
+            assert_eq!(code(&o), 0, "{}", text(&o));
+            assert!(o.stderr.is_empty(), "{}", String::from_utf8_lossy(&o.stderr));
             assert!(taps().is_empty());
             assert!(addrs("br0").is_empty());
         },

@@ -278,3 +278,73 @@ fn libvirt_order_and_strict_receive() {
         );
     });
 }
+
+/// libvirt receives strictly and, the moment the receive fails, kills the helper and reads its stderr.
+/// The refusal line must already be there: the helper writes it before its socket closes. 100 tries
+/// for each refusal: a bridge not granted, a bridge that does not exist, a broken policy, a missing
+/// policy, a helper that is not setuid.
+#[test]
+fn libvirt_sees_the_refusal_line_every_time() {
+    scenario("libvirt_sees_the_refusal_line_every_time", bins!(), POLICY, |s| {
+        use std::io::Read;
+        use std::process::Stdio;
+        bridge("br0", None);
+        bridge("br1", None);
+        let plain = s.dir.join("plain-helper");
+        std::fs::copy(&s.helper, &plain).unwrap();
+        vmpriv_tests::chmod(&plain, 0o755);
+        let cases: [(&str, &std::path::Path, &str, Option<&str>); 5] = [
+            ("not granted", &s.helper, "br1", None),
+            ("absent", &s.helper, "nosuchbr", None),
+            (
+                "broken policy",
+                &s.helper,
+                "br0",
+                Some("allow user nobody swich br0\n"),
+            ),
+            ("missing policy", &s.helper, "br0", Some("")),
+            ("not setuid", &plain, "br0", None),
+        ];
+        for (what, helper, br, policy) in cases {
+            match policy {
+                Some("") => std::fs::remove_file("/etc/vmpriv/policy.conf").unwrap(),
+                Some(p) => vmpriv_tests::write_policy(p),
+                None => vmpriv_tests::write_policy(POLICY),
+            }
+            for round in 0..100 {
+                let (ours, theirs) = socketpair(
+                    AddressFamily::Unix,
+                    SockType::Stream,
+                    None,
+                    SockFlag::SOCK_CLOEXEC,
+                )
+                .unwrap();
+                let fd = theirs.as_raw_fd();
+                let mut cmd = vmpriv_tests::nobody_command(helper);
+                cmd.args([
+                    "--use-vnet".to_owned(),
+                    format!("--br={br}"),
+                    format!("--fd={fd}"),
+                ])
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped());
+                vmpriv_client::keep_fd_across_exec(&mut cmd, fd);
+                let mut child = cmd.spawn().unwrap();
+                drop(theirs);
+                let got = vmpriv_tests::recv_with_fds(&ours, 16);
+                assert!(got.fds.is_empty(), "{what}: nothing sent");
+                // The receive failed: kill at once, as libvirt does, then read what stderr holds.
+                let _ = child.kill();
+                let mut err = String::new();
+                child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+                child.wait().unwrap();
+                assert!(
+                    err.starts_with("vmpriv-helper: ") && err.lines().count() == 1,
+                    "{what}, round {round}: {err:?}"
+                );
+            }
+        }
+        vmpriv_tests::write_policy(POLICY);
+        assert!(taps().is_empty());
+    });
+}

@@ -36,7 +36,7 @@ enum Cmd {
         #[arg(long)]
         vnet_hdr: bool,
         /// Number of queues (fds), 1 to 8.
-        #[arg(long, default_value_t = 1)]
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=8))]
         queues: u8,
         /// The VM's slot, for local addresses.
         #[arg(long, requires = "local")]
@@ -128,7 +128,10 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("vmpriv: {e}");
+            // One line, without Rust's "(os error N)": the words already say it.
+            let text = e.to_string();
+            let text = text.split(" (os error ").next().unwrap_or(&text);
+            eprintln!("vmpriv: {text}");
             ExitCode::from(exit_code(&e))
         }
     }
@@ -139,7 +142,7 @@ fn exit_code(e: &ClientError) -> u8 {
         ClientError::NotFound | ClientError::Spawn { .. } | ClientError::HelperExited { .. } => 3,
         ClientError::Denied => 4,
         ClientError::Quota { .. } => 5,
-        ClientError::Invalid(_) => 6,
+        ClientError::Invalid(_) | ClientError::Policy => 6,
         ClientError::Kernel { .. } => 7,
         ClientError::Unsupported(_) => 8,
         ClientError::HelperDied | ClientError::Protocol | ClientError::Version { .. } => 9,
