@@ -301,7 +301,7 @@ pub struct Link {
     pub tun: Option<TunInfo>,
     /// Alternative names (`IFLA_PROP_LIST`/`IFLA_ALT_IFNAME`): only CAP_NET_ADMIN sets them.
     pub altnames: Vec<String>,
-    /// `IFLA_CARRIER`: a tap has carrier while some fd holds it (only CAP_NET_ADMIN can force it).
+    /// `IFLA_CARRIER`: a tap has carrier while some fd holds it (its holder can also turn it off).
     pub carrier: Option<bool>,
 }
 
@@ -618,7 +618,8 @@ impl Netlink {
         self.get_link_by(index, name.map(|n| (IFLA_IFNAME, n)))
     }
 
-    /// `RTM_GETLINK` by alternative name only (never an interface's main name); `ENODEV` if none.
+    /// `RTM_GETLINK` by alternative name (the kernel looks main names up in the same table, so a
+    /// device *named* like a mark, which only root can make, also answers); `ENODEV` if none.
     pub fn get_link_by_altname(&mut self, altname: &str) -> NlResult<Link> {
         self.get_link_by(0, Some((IFLA_ALT_IFNAME, altname)))
     }

@@ -11,7 +11,7 @@ use vmpriv_protocol::wire::{Status, Unsupported};
 use vmpriv_protocol::{Caller, Error, Invalid, Policy, Response, TapInfo, ValidRequest};
 
 use crate::configure::{Plan, check_config, configure, configure_checked, reset};
-use crate::netlink::{IFLA_ALT_IFNAME, Link, Msg, NLM_F_ACK, Netlink, RTM_DELLINK, RTM_NEWLINKPROP};
+use crate::netlink::{Link, Msg, NLM_F_ACK, Netlink, RTM_DELLINK, RTM_NEWLINKPROP};
 use crate::sys;
 
 const IFF_TAP: u16 = 0x0002;
@@ -122,6 +122,13 @@ pub fn execute(ctx: &mut Ctx, valid: &ValidRequest, fds: &[OwnedFd]) -> Result<O
         ValidOp::Configure { tap, config } => {
             let fd = tap_fd(*tap)?;
             let link = resolve_tap(ctx, fd.as_fd())?;
+            // A tap on no switch that comes up is a local tap: that needs the local grant, also when
+            // it got there by a Reset that detached it from its switch.
+            let local = link.master.is_none() && config.switch.is_none() && config.vrf.is_none();
+            if local && config.up == Some(true) && !ctx.policy.permits_local(&ctx.caller, None) {
+                log::info!("uid={} may not have a local tap up", ctx.caller.uid);
+                return Err(Error::Denied);
+            }
             let info = configure(ctx, &link, config)?;
             Ok(plain(Response::Tap(info), &link_name(&link)))
         }
@@ -190,25 +197,32 @@ fn count_taps(ctx: &mut Ctx) -> Result<u32, Error> {
 }
 
 /// Deletes the caller's marked taps that no fd holds (it made them persistent and closed them), so a
-/// quota filled by accident is freed without root. Each delete names the tap by its mark, so it can
-/// only ever remove a tap of this caller.
+/// quota filled by accident is freed without root. Each tap is checked again by its index right
+/// before its delete. "Held" is read from the queue count (multi-queue) or the carrier, which the
+/// holder can turn off itself (`TUNSETCARRIER`): then only its own tap goes.
 fn remove_leftovers(ctx: &mut Ctx) -> Result<u32, Error> {
     let uid = ctx.caller.uid;
-    let mut marks = Vec::new();
+    let mut found = Vec::new();
     ctx.nl
         .dump_links("tun", &mut |l| {
             if marked_uid(l) == Some(uid) && !l.held_by_fds() {
-                marks.extend(l.altnames.iter().filter(|a| a.starts_with("vmpriv-")).cloned());
+                found.push(l.index);
             }
         })
         .map_err(kernel)?;
     let mut removed = 0u32;
-    for m in marks {
-        match ctx.nl.request(|seq| {
-            Msg::new(RTM_DELLINK, NLM_F_ACK, seq)
-                .ifinfomsg(0, 0, 0)
-                .attr_str(IFLA_ALT_IFNAME, &m)
-        }) {
+    for index in found {
+        // Checked again right before the delete, by the index the dump gave (indices are allocated
+        // cyclically, not reused at once): still this caller's mark, still held by no fd.
+        match ctx.nl.get_link(index, None) {
+            Ok(l) if marked_uid(&l) == Some(uid) && !l.held_by_fds() => {}
+            Ok(_) | Err(Errno::ENODEV) => continue,
+            Err(e) => return Err(kernel(e)),
+        }
+        match ctx
+            .nl
+            .request(|seq| Msg::new(RTM_DELLINK, NLM_F_ACK, seq).ifinfomsg(index, 0, 0))
+        {
             Ok(()) => removed = removed.saturating_add(1),
             Err(Errno::ENODEV) => {} // gone meanwhile
             Err(e) => return Err(kernel(e)),

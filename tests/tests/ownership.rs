@@ -630,3 +630,27 @@ fn caller_words_are_escaped_in_every_line() {
         assert!(line.contains("\\x1b[2J") || line.contains("\\x0a"), "{line}");
     });
 }
+
+/// A caller granted only a switch cannot turn its tap into a local one: `Reset` detaches it, and
+/// bringing a detached tap up needs the local grant.
+#[test]
+fn a_switch_grant_is_not_a_local_grant() {
+    scenario(
+        "a_switch_grant_is_not_a_local_grant",
+        bins!(),
+        "allow user * switch br0\n",
+        |s| {
+            bridge("br0", None);
+            become_nobody();
+            let mut h = helper(s);
+            let tap = h.create_tap(&TapOptions::new().switch("br0")).unwrap();
+            h.reset(&tap).unwrap();
+            let e = h.set_up(&tap, true).unwrap_err();
+            assert!(matches!(e, ClientError::Denied), "{e:?}");
+            become_root();
+            let l = link(tap.name()).unwrap();
+            assert!(l["master"].is_null(), "{l}");
+            assert!(!l["flags"].as_array().unwrap().iter().any(|f| f == "UP"), "{l}");
+        },
+    );
+}
