@@ -471,6 +471,9 @@ fn running_helper_holds_only_cap_net_admin_as_the_caller() {
         bins!(),
         POLICY,
         |s| {
+            // The pool below exists where the caller cannot open the device: make it so here,
+            // whatever mode the host's /dev/net/tun has.
+            vmpriv_tests::tun_device_mode(0o600);
             become_nobody();
             let h = helper(s);
             let st = proc_status(h.pid());
