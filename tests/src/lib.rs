@@ -10,6 +10,7 @@
     clippy::panic
 )]
 
+pub mod guest;
 pub mod ping;
 
 use std::ffi::OsStr;
@@ -91,7 +92,14 @@ pub fn scenario(test: &str, bins: (&str, &str), policy: &str, body: impl FnOnce(
     let out = Command::new("unshare")
         .args(["--net", "--mount", "--"])
         .arg(&exe)
-        .args([test, "--exact", "--nocapture", "--test-threads=1"])
+        // --include-ignored: the outer run chose to run this test, ignored or not.
+        .args([
+            test,
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+            "--include-ignored",
+        ])
         .env("VMPRIV_SCENARIO", test)
         .output()
         .expect("unshare (util-linux) runs");
@@ -102,11 +110,11 @@ pub fn scenario(test: &str, bins: (&str, &str), policy: &str, body: impl FnOnce(
         "scenario {test} failed ({}):\n--- stdout\n{stdout}\n--- stderr\n{stderr}",
         out.status
     );
-    // Show what the scenario printed (figures, skips) in the outer run too.
+    // Show what the scenario printed (figures, skips, a guest's console) in the outer run too.
     for line in stdout
         .lines()
         .chain(stderr.lines())
-        .filter(|l| l.starts_with("SKIPPED") || l.starts_with("MEASURED"))
+        .filter(|l| l.starts_with("SKIPPED") || l.starts_with("MEASURED") || l.starts_with("GUEST"))
     {
         eprintln!("{line}");
     }
