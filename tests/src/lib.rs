@@ -32,18 +32,16 @@ pub struct Scenario {
     pub cli: PathBuf,
 }
 
-/// Whether this process may run kernel scenarios. Without root they skip with a printed reason,
-/// except under `VMPRIV_REQUIRE_PRIVILEGED=1` (CI), where a skip is a failure.
+/// Checks that this process may run kernel scenarios: root. Without it a scenario fails naming
+/// the cause; it never passes without running (libtest has no runtime skip, and an `ok` that ran
+/// nothing hides a broken setup). Returns true (the signature is kept for the callers).
 pub fn privileged(test: &str) -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
     assert!(
-        std::env::var_os("VMPRIV_REQUIRE_PRIVILEGED").is_none_or(|v| v != "1"),
-        "{test}: needs root (VMPRIV_REQUIRE_PRIVILEGED=1 makes this a failure, not a skip)"
+        nix::unistd::geteuid().is_root(),
+        "{test}: needs root to make namespaces and a setuid copy (run the kernel scenarios as root; \
+         `cargo test --workspace --lib` and `--test corpus` need none)"
     );
-    eprintln!("SKIPPED {test}: needs root to make namespaces and a setuid copy");
-    false
+    true
 }
 
 /// The binaries under test: `(helper, cli)`. Only integration tests know their paths, hence a macro.
@@ -57,22 +55,16 @@ macro_rules! bins {
     };
 }
 
-/// Whether `tool` (a prerequisite CI installs) runs here. Elsewhere its absence is a printed skip;
-/// under `VMPRIV_REQUIRE_PRIVILEGED=1` it is a failure.
+/// Checks that `tool` (a prerequisite `.ci/run` installs) runs here; without it the test fails
+/// naming the package, never passes without running. Returns true (the signature is kept for the
+/// callers).
 pub fn have_tool(test: &str, tool: &str, install: &str) -> bool {
-    if Command::new(tool)
+    let runs = Command::new(tool)
         .arg("--version")
         .output()
-        .is_ok_and(|o| o.status.success())
-    {
-        return true;
-    }
-    assert!(
-        std::env::var_os("VMPRIV_REQUIRE_PRIVILEGED").is_none_or(|v| v != "1"),
-        "{test}: {tool} is not installed ({install})"
-    );
-    println!("SKIPPED {test}: {tool} is not installed ({install})");
-    false
+        .is_ok_and(|o| o.status.success());
+    assert!(runs, "{test}: {tool} is not installed ({install})");
+    true
 }
 
 /// Runs `body` as `test` (the `#[test]` function's name) in its own network and mount namespaces,
@@ -110,11 +102,11 @@ pub fn scenario(test: &str, bins: (&str, &str), policy: &str, body: impl FnOnce(
         "scenario {test} failed ({}):\n--- stdout\n{stdout}\n--- stderr\n{stderr}",
         out.status
     );
-    // Show what the scenario printed (figures, skips, a guest's console) in the outer run too.
+    // Show what the scenario printed (figures, a guest's console) in the outer run too.
     for line in stdout
         .lines()
         .chain(stderr.lines())
-        .filter(|l| l.starts_with("SKIPPED") || l.starts_with("MEASURED") || l.starts_with("GUEST"))
+        .filter(|l| l.starts_with("MEASURED") || l.starts_with("GUEST"))
     {
         eprintln!("{line}");
     }
@@ -301,6 +293,38 @@ pub fn bridge(name: &str, mtu: Option<u32>) {
         sh(&["ip", "link", "set", name, "mtu", &m.to_string()]);
     }
     sh(&["ip", "link", "set", name, "up"]);
+}
+
+/// `ip link add NAME type KIND ARGS…` for a kernel feature that an ignored test needs. Such a test
+/// runs only when asked for (`--include-ignored`, the stock-kernel matrix), so a kernel without the
+/// driver is a failure that names it, never a pass.
+pub fn add_link(name: &str, kind: &str, args: &[&str]) {
+    let mut cmd = vec!["ip", "link", "add"];
+    // A vlan's `link DEV` goes before `type`.
+    let (link, rest) = match args {
+        ["link", dev, rest @ ..] => (Some(*dev), rest),
+        _ => (None, args),
+    };
+    if let Some(dev) = link {
+        cmd.extend(["link", dev]);
+    }
+    cmd.extend(["name", name, "type", kind]);
+    cmd.extend(rest);
+    let out = run(&cmd);
+    assert!(
+        out.status.success(),
+        "this kernel ({}) cannot make a {kind} device: {} (the stock-kernel matrix loads tun, \
+         bridge, vrf, dummy and 8021q)",
+        sh(&["uname", "-r"]).trim(),
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+}
+
+/// `ip -j route show ARGS…` (e.g. `table 10`) as JSON values; panics if ip fails.
+pub fn routes(args: &[&str]) -> Vec<Value> {
+    let mut cmd = vec!["ip", "-j", "route", "show"];
+    cmd.extend(args);
+    serde_json::from_str(&sh(&cmd)).expect("ip -j route prints JSON")
 }
 
 /// The `master` of a link, if any.
