@@ -80,7 +80,8 @@ fn fetch_stock_kernel() -> Kernel {
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work).unwrap();
     let status = Command::new("apt-get")
-        .args(["download", "-q", &package])
+        // As root into a root-owned directory: no `_apt` sandbox (apt warns it cannot use it here).
+        .args(["download", "-q", "-o", "APT::Sandbox::User=root", &package])
         .current_dir(&work)
         .status()
         .expect("apt-get runs");
