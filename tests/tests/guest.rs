@@ -138,6 +138,7 @@ fn guest_on_a_vmpriv_tap(s: &Scenario, queues: u8) {
     stdout.read_line(&mut line).unwrap();
     let report: serde_json::Value =
         serde_json::from_str(&line).unwrap_or_else(|e| panic!("no JSON report ({e}): {line:?}"));
+    println!("\nGUEST | (host) vmpriv tap --json: {}", line.trim_end());
     assert_eq!(report["fds"].as_array().unwrap().len(), usize::from(queues));
     let mut net = Vec::new();
     let mut peers = Vec::new();
