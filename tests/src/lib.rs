@@ -320,11 +320,9 @@ pub fn add_link(name: &str, kind: &str, args: &[&str]) {
     );
 }
 
-/// `ip -j route show ARGS…` (e.g. `table 10`) as JSON values; panics if ip fails.
-pub fn routes(args: &[&str]) -> Vec<Value> {
-    let mut cmd = vec!["ip", "-j", "route", "show"];
-    cmd.extend(args);
-    serde_json::from_str(&sh(&cmd)).expect("ip -j route prints JSON")
+/// IPv4 routes of routing table `table` (`10`, `main`), as `ip -j route` values.
+pub fn table_routes(table: &str) -> Vec<Value> {
+    ip_json(&["-4", "route", "show", "table", table])
 }
 
 /// The `master` of a link, if any.

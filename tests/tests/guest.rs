@@ -18,9 +18,8 @@ use std::time::Duration;
 use vmpriv_tests::guest::{Console, build_initramfs, cmdline, qemu_args, read_console, stock_kernel};
 use vmpriv_tests::{Scenario, bins, bridge, nobody_command, scenario, sh, taps};
 
-/// The policy of every guest scenario, in one place. (Issue 10 will require an explicit grant for
-/// local taps: `allow user nobody local` goes here.)
-const POLICY: &str = "allow user nobody switch br0\n";
+/// The policy of every guest scenario, in one place.
+const POLICY: &str = "allow user nobody switch br0\nallow user nobody local\n";
 const QEMU: &str = "qemu-system-x86_64";
 /// A guest boots to userland in ~10 s under TCG on an idle 2-core machine; this leaves room for a
 /// busy one.

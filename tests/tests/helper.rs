@@ -14,7 +14,7 @@ use vmpriv_client::{ClientError, Helper, IfConfig, Invalid, LocalRequest, TapOpt
 use vmpriv_protocol::name::NameError;
 use vmpriv_tests::{
     Scenario, add_link, addrs, all_addrs, as_nobody, become_nobody, become_root, bins, bridge, link, links,
-    master, proc_status, routes, scenario, sh, taps,
+    master, proc_status, scenario, sh, table_routes, taps,
 };
 
 const POLICY: &str = "\
@@ -263,14 +263,14 @@ fn rdomain_enslaves_to_the_mapped_vrf() {
         become_root();
         assert_eq!(master(tap.name()).as_deref(), Some("vrf-blue"));
         assert_eq!(addrs(tap.name()), ["100.64.1.2/31"]);
-        let in_vrf = routes(&["table", "10"]);
+        let in_vrf = table_routes("10");
         assert!(
             in_vrf
                 .iter()
                 .any(|r| r["dst"] == "100.64.1.2/31" && r["dev"] == tap.name()),
             "the /31 is routed in the VRF's table: {in_vrf:?}"
         );
-        let main = routes(&["table", "main"]);
+        let main = table_routes("main");
         assert!(
             !main.iter().any(|r| r["dev"] == tap.name()),
             "nothing in the main table: {main:?}"

@@ -1,5 +1,5 @@
 //! `cargo run -p vmpriv-tests --bin vmpriv-stock-kernel [-- TEST…]` (as root): the privileged
-//! scenario tests (default `helper hostile cli qemu`) on Debian's stock kernel, inside a virtme-ng
+//! scenario tests (default `helper hostile ownership cli qemu`) on Debian's stock kernel, inside a virtme-ng
 //! guest under TCG that shares this machine's root read-only. There the VRF, dummy and vlan drivers
 //! exist, so the tests this machine's kernel cannot run (`#[ignore = "needs VRF…"]`) run for real:
 //! every test binary runs with `--include-ignored`, and any test left ignored, any failure or any
@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use vmpriv_tests::guest::stock_kernel;
 use vmpriv_tests::sh;
 
-const DEFAULT_TESTS: [&str; 4] = ["helper", "hostile", "cli", "qemu"];
+const DEFAULT_TESTS: [&str; 5] = ["helper", "hostile", "ownership", "cli", "qemu"];
 /// The kernel features the scenarios need, loaded in the guest (the host shares no modules).
 const MODULES: [&str; 5] = ["tun", "bridge", "vrf", "dummy", "8021q"];
 /// The whole matrix took 5 min on this 2-core machine; a hung guest must not hang CI.
