@@ -13,6 +13,7 @@ use crate::netlink::{
     NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, Netlink, RTM_DELADDR, RTM_NEWADDR, RTM_SETLINK,
 };
 use crate::ops::{Ctx, find_bridge, kernel, link_name, tap_info};
+use std::os::fd::AsFd;
 
 /// What phase 1 found: the objects phase 2 will act on.
 pub(crate) struct Plan {
@@ -163,6 +164,36 @@ fn check_no_inet6_inside(ctx: &mut Ctx, index: u32, p: Inet6Pair) -> Result<(), 
     Ok(())
 }
 
+/// A new tap must not route or autoconfigure from what its VM sends: router advertisements (a default
+/// route and a SLAAC address through the VM), autoconfiguration and redirects off, before it is up.
+/// CAP_NET_ADMIN may write a link's own sysctls; Landlock leaves only this directory writable. Run at
+/// creation and again after every MTU change: an MTU below 1280 drops the link's IPv6 state, and it
+/// comes back with the defaults (RAs on).
+pub(crate) fn quiet_ipv6(ctx: &Ctx, name: &str) -> Result<(), Error> {
+    let Some(conf) = &ctx.ipv6_conf else {
+        return Ok(()); // no IPv6 in this kernel
+    };
+    if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+        return Err(Error::Kernel { errno: libc::EINVAL }); // kernel names never are; never a path
+    }
+    for key in ["accept_ra", "autoconf", "accept_redirects"] {
+        let path = format!("{name}/{key}");
+        let fd = match nix::fcntl::openat(
+            conf.as_fd(),
+            path.as_str(),
+            nix::fcntl::OFlag::O_WRONLY | nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NOFOLLOW,
+            nix::sys::stat::Mode::empty(),
+        ) {
+            Ok(fd) => fd,
+            // No IPv6 on this link (disabled, or an MTU below 1280): it cannot take an RA either.
+            Err(Errno::ENOENT) if key == "accept_ra" => return Ok(()),
+            Err(e) => return Err(kernel(e)),
+        };
+        nix::unistd::write(&fd, b"0").map_err(kernel)?;
+    }
+    Ok(())
+}
+
 /// Phase 2 bookkeeping: each change made, so a failure can undo them in reverse.
 enum Undo {
     Alias(String),
@@ -228,6 +259,17 @@ pub(crate) fn configure_checked(
             undo.len()
         );
         rollback(&mut ctx.nl, link.index, undo);
+    }
+    let mtu_changed = plan
+        .bridge
+        .as_ref()
+        .and_then(|b| b.mtu)
+        .is_some_and(|m| Some(m) != link.mtu);
+    if mtu_changed {
+        let quiet = quiet_ipv6(ctx, &link_name(link));
+        if result.is_ok() {
+            quiet?;
+        }
     }
     result
 }

@@ -14,8 +14,6 @@ use nix::sys::socket::{self, AddressFamily, MsgFlags, NetlinkAddr, SockFlag, Soc
 
 pub const RTM_DELLINK: u16 = 17;
 pub const RTM_GETLINK: u16 = 18;
-/// Add a property (an alternative name) to a link: needs CAP_NET_ADMIN (Linux 5.5+).
-pub const RTM_NEWLINKPROP: u16 = 108;
 pub const RTM_SETLINK: u16 = 19;
 pub const RTM_NEWLINK: u16 = 16;
 pub const RTM_NEWADDR: u16 = 20;
@@ -57,12 +55,11 @@ pub const IFLA_IFALIAS: u16 = 20;
 pub const IFLA_GROUP: u16 = 27;
 pub const IFLA_CARRIER: u16 = 33;
 pub const IFLA_EXT_MASK: u16 = 29;
-pub const IFLA_PROP_LIST: u16 = 52;
-pub const IFLA_ALT_IFNAME: u16 = 53;
 const IFLA_INFO_KIND: u16 = 1;
 const IFLA_INFO_DATA: u16 = 2;
 const IFLA_TUN_OWNER: u16 = 1;
 const IFLA_TUN_TYPE: u16 = 3;
+const IFLA_TUN_GROUP: u16 = 2;
 const IFLA_TUN_PERSIST: u16 = 6;
 const IFLA_TUN_NUM_QUEUES: u16 = 8;
 const IFLA_TUN_NUM_DISABLED_QUEUES: u16 = 9;
@@ -160,19 +157,6 @@ impl Msg {
             IpAddr::V4(a) => self.attr(ty, &a.octets()),
             IpAddr::V6(a) => self.attr(ty, &a.octets()),
         }
-    }
-
-    /// `IFLA_PROP_LIST { IFLA_ALT_IFNAME = name }`.
-    pub fn attr_altname(self, name: &str) -> Self {
-        let inner = Msg {
-            buf: Vec::new(),
-            overflow: false,
-        }
-        .attr_str(IFLA_ALT_IFNAME, name);
-        let overflow = inner.overflow;
-        let mut m = self.attr(IFLA_PROP_LIST | NLA_F_NESTED, &inner.buf);
-        m.overflow |= overflow;
-        m
     }
 
     /// `IFLA_LINKINFO { IFLA_INFO_KIND = kind }`, used only as a dump filter.
@@ -279,6 +263,8 @@ pub struct TunInfo {
     pub dev_type: u8,
     /// The owner uid, if one is set.
     pub owner: Option<u32>,
+    /// The group gid, if one is set.
+    pub group: Option<u32>,
     /// Whether it outlives its fds.
     pub persist: bool,
     /// Queues attached now, enabled and disabled (`IFLA_TUN_NUM_QUEUES` + `…_DISABLED_QUEUES`): the
@@ -299,8 +285,6 @@ pub struct Link {
     pub mac: Option<[u8; 6]>,
     pub kind: Option<String>,
     pub tun: Option<TunInfo>,
-    /// Alternative names (`IFLA_PROP_LIST`/`IFLA_ALT_IFNAME`): only CAP_NET_ADMIN sets them.
-    pub altnames: Vec<String>,
     /// `IFLA_CARRIER`: a tap has carrier while some fd holds it (its holder can also turn it off).
     pub carrier: Option<bool>,
 }
@@ -347,16 +331,6 @@ pub fn parse_link(payload: &[u8]) -> Result<Link, ParseError> {
             IFLA_IFALIAS => link.alias = string(data),
             IFLA_ADDRESS => link.mac = data.try_into().ok(),
             IFLA_CARRIER => link.carrier = data.first().map(|&c| c != 0),
-            IFLA_PROP_LIST => {
-                for b in attrs(data) {
-                    let (ty, data) = b?;
-                    if ty == IFLA_ALT_IFNAME
-                        && let Some(n) = string(data)
-                    {
-                        link.altnames.push(n);
-                    }
-                }
-            }
             IFLA_LINKINFO => {
                 for b in attrs(data) {
                     let (ty, data) = b?;
@@ -384,6 +358,7 @@ fn parse_tun(data: &[u8]) -> Result<TunInfo, ParseError> {
         match ty {
             IFLA_TUN_TYPE => tun.dev_type = data.first().copied().unwrap_or(0),
             IFLA_TUN_OWNER => tun.owner = u32_of(data),
+            IFLA_TUN_GROUP => tun.group = u32_of(data),
             IFLA_TUN_PERSIST => tun.persist = data.first().is_some_and(|&b| b != 0),
             IFLA_TUN_NUM_QUEUES | IFLA_TUN_NUM_DISABLED_QUEUES => {
                 let n = u32_of(data).unwrap_or(0);
@@ -615,22 +590,12 @@ impl Netlink {
 
     /// `RTM_GETLINK` by index or by name; `ENODEV` if there is none.
     pub fn get_link(&mut self, index: u32, name: Option<&str>) -> NlResult<Link> {
-        self.get_link_by(index, name.map(|n| (IFLA_IFNAME, n)))
-    }
-
-    /// `RTM_GETLINK` by alternative name (the kernel looks main names up in the same table, so a
-    /// device *named* like a mark, which only root can make, also answers); `ENODEV` if none.
-    pub fn get_link_by_altname(&mut self, altname: &str) -> NlResult<Link> {
-        self.get_link_by(0, Some((IFLA_ALT_IFNAME, altname)))
-    }
-
-    fn get_link_by(&mut self, index: u32, name: Option<(u16, &str)>) -> NlResult<Link> {
         let seq = self.next_seq();
         let mut msg = Msg::new(RTM_GETLINK, 0, seq)
             .ifinfomsg(index, 0, 0)
             .attr_u32(IFLA_EXT_MASK, RTEXT_FILTER_SKIP_STATS);
-        if let Some((ty, name)) = name {
-            msg = msg.attr_str(ty, name);
+        if let Some(name) = name {
+            msg = msg.attr_str(IFLA_IFNAME, name);
         }
         self.send(msg.finish())?;
         let mut found = None;

@@ -10,8 +10,8 @@ use vmpriv_protocol::validate::{ValidConfig, ValidOp};
 use vmpriv_protocol::wire::{Status, Unsupported};
 use vmpriv_protocol::{Caller, Error, Invalid, Policy, Response, TapInfo, ValidRequest};
 
-use crate::configure::{Plan, check_config, configure, configure_checked, reset};
-use crate::netlink::{Link, Msg, NLM_F_ACK, Netlink, RTM_DELLINK, RTM_NEWLINKPROP};
+use crate::configure::{Plan, check_config, configure, configure_checked, quiet_ipv6, reset};
+use crate::netlink::{Link, Msg, NLM_F_ACK, Netlink, RTM_DELLINK};
 use crate::sys;
 
 const IFF_TAP: u16 = 0x0002;
@@ -39,23 +39,27 @@ pub struct Ctx {
     pub next_slot: u32,
 }
 
-/// The mark of a tap vmpriv made for a caller: the alternative name `vmpriv-UID-SLOT`. Only a
-/// CAP_NET_ADMIN holder can add or remove an alternative name, and the kernel keeps every name unique
-/// in the namespace, so the mark is proof of ownership that no tap fd can change (`TUNSETOWNER` and
-/// `TUNSETPERSIST` need no privilege), and the slots `0..quota` are the quota: a create claims a free
-/// slot, and a slot is taken for exactly as long as its tap exists.
+/// The mark of a tap vmpriv made for a caller: its name, `vpUID-SLOT` in hex (at most 15 bytes). The
+/// helper creates the tap under that name (`TUNSETIFF` with `IFF_TUN_EXCL`), so a tap is never without
+/// its mark; only CAP_NET_ADMIN can rename a link, and the kernel keeps names unique in the namespace.
+/// So the mark is proof of ownership that no tap fd can change (`TUNSETOWNER` and `TUNSETPERSIST` need
+/// no privilege), and the slots `0..quota` are the quota: a slot is taken exactly as long as its tap
+/// exists.
 pub(crate) fn mark(uid: u32, slot: u32) -> String {
-    format!("vmpriv-{uid}-{slot}")
+    format!("vp{uid:x}-{slot:x}")
 }
 
-/// The uid a link's mark names, if it carries one.
+/// The uid a link's name marks, if it is a mark (exactly as [`mark`] writes it).
 pub(crate) fn marked_uid(link: &Link) -> Option<u32> {
-    link.altnames.iter().find_map(|a| {
-        let (uid, slot) = a.strip_prefix("vmpriv-")?.split_once('-')?;
-        slot.parse::<u32>().ok()?;
-        uid.parse().ok()
-    })
+    let name = link.name.as_deref()?;
+    let (uid, slot) = name.strip_prefix("vp")?.split_once('-')?;
+    let uid = u32::from_str_radix(uid, 16).ok()?;
+    let slot = u32::from_str_radix(slot, 16).ok()?;
+    (mark(uid, slot) == name && slot < SLOTS_MAX).then_some(uid)
 }
+
+/// Slots of `quota … unlimited`: four hex digits keep every mark within 15 bytes.
+const SLOTS_MAX: u32 = 0x1_0000;
 
 /// A reply and the fds that go with it.
 pub struct Outcome {
@@ -304,13 +308,9 @@ const IFF_VNET_HDR: i32 = 0x4000;
 const IFF_MULTI_QUEUE: i32 = 0x0100;
 const IFF_TUN_EXCL: i32 = 0x8000;
 
-/// The slots a quota covers: `0..quota`, or every u32 for `unlimited`.
+/// The slots a quota covers: `0..quota`, or 65,536 for `unlimited`.
 fn slot_space(quota: u32) -> u32 {
-    if quota == vmpriv_protocol::policy::UNLIMITED {
-        u32::MAX
-    } else {
-        quota
-    }
+    quota.min(SLOTS_MAX)
 }
 
 /// A quota slot of the caller that no tap holds now, searched from the session's hint: one lookup
@@ -319,7 +319,7 @@ fn free_slot(ctx: &mut Ctx, quota: u32) -> Result<u32, Error> {
     let space = slot_space(quota);
     let mut slot = ctx.next_slot.checked_rem(space).unwrap_or(0);
     for _ in 0..space {
-        match ctx.nl.get_link_by_altname(&mark(ctx.caller.uid, slot)) {
+        match ctx.nl.get_link(0, Some(&mark(ctx.caller.uid, slot))) {
             Err(Errno::ENODEV) => return Ok(slot),
             Ok(_) => slot = slot.wrapping_add(1).checked_rem(space).unwrap_or(0),
             Err(e) => return Err(kernel(e)),
@@ -327,58 +327,6 @@ fn free_slot(ctx: &mut Ctx, quota: u32) -> Result<u32, Error> {
     }
     log::info!("uid={} holds all {quota} of its quota slots", ctx.caller.uid);
     Err(Error::Quota { limit: quota })
-}
-
-/// Marks the new tap `index` with a free slot, starting at `slot` (found free a moment ago). The kernel
-/// adds a name atomically and only if no link has it, so two sessions of one user racing for the last
-/// slot cannot both win: the loser gets `EEXIST`, tries the next slots, and gives up with `Quota`.
-fn claim_slot(ctx: &mut Ctx, index: u32, quota: u32, mut slot: u32) -> Result<u32, Error> {
-    let space = slot_space(quota);
-    for _ in 0..space {
-        let name = mark(ctx.caller.uid, slot);
-        match ctx.nl.request(|seq| {
-            Msg::new(RTM_NEWLINKPROP, NLM_F_ACK, seq)
-                .ifinfomsg(index, 0, 0)
-                .attr_altname(&name)
-        }) {
-            Ok(()) => {
-                ctx.next_slot = slot.wrapping_add(1);
-                return Ok(slot);
-            }
-            Err(Errno::EEXIST) => slot = slot.wrapping_add(1).checked_rem(space).unwrap_or(0),
-            Err(e) => return Err(kernel(e)),
-        }
-    }
-    log::info!("uid={} lost the race for its last quota slot", ctx.caller.uid);
-    Err(Error::Quota { limit: quota })
-}
-
-/// A new tap must not route or autoconfigure from what its VM sends: router advertisements (a default
-/// route and a SLAAC address through the VM), autoconfiguration and redirects off, before it is up.
-/// CAP_NET_ADMIN may write a link's own sysctls; Landlock leaves only this directory writable.
-fn quiet_ipv6(ctx: &Ctx, name: &str) -> Result<(), Error> {
-    let Some(conf) = &ctx.ipv6_conf else {
-        return Ok(()); // no IPv6 in this kernel
-    };
-    if name.is_empty() || name.contains('/') || name == "." || name == ".." {
-        return Err(Error::Kernel { errno: libc::EINVAL }); // kernel names never are; never a path
-    }
-    for key in ["accept_ra", "autoconf", "accept_redirects"] {
-        let path = format!("{name}/{key}");
-        let fd = match nix::fcntl::openat(
-            conf.as_fd(),
-            path.as_str(),
-            nix::fcntl::OFlag::O_WRONLY | nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NOFOLLOW,
-            nix::sys::stat::Mode::empty(),
-        ) {
-            Ok(fd) => fd,
-            // No IPv6 on this link (disabled, or an MTU below 1280): it cannot take an RA either.
-            Err(Errno::ENOENT) if key == "accept_ra" => return Ok(()),
-            Err(e) => return Err(kernel(e)),
-        };
-        nix::unistd::write(&fd, b"0").map_err(kernel)?;
-    }
-    Ok(())
 }
 
 /// A new, non-persistent tap owned by the caller and marked with one of its quota slots, with a 0xFE
@@ -463,26 +411,54 @@ fn make_tap(
         flags |= IFF_MULTI_QUEUE;
     }
     let (first, rest) = fds.split_first_mut().ok_or(Error::Invalid(Invalid::Queues))?;
-    // Empty name: the kernel picks a free tapN, so we can never attach to an existing device;
-    // IFF_TUN_EXCL makes that explicit (without it TUNSETIFF attaches to an existing tap).
-    let name = sys::tun_set_iff(first, flags).map_err(|e| kernel_io(&e))?;
+    // The tap is created under its mark, the name of a free quota slot: IFF_TUN_EXCL makes TUNSETIFF
+    // fail (EBUSY) when any link has that name (without it, it would attach to an existing tap), so
+    // two sessions of one user racing for the last slot cannot both win: the loser tries the next
+    // slots, then answers Quota.
+    let space = slot_space(quota);
+    let mut slot = slot;
+    let mut name = None;
+    for _ in 0..space {
+        let want = mark(ctx.caller.uid, slot);
+        match sys::tun_set_iff_named(first, &want, flags) {
+            Ok(_) => {
+                name = Some(want);
+                break;
+            }
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+                slot = slot.wrapping_add(1).checked_rem(space).unwrap_or(0);
+            }
+            Err(e) => return Err(kernel_io(&e)),
+        }
+    }
+    let Some(name) = name else {
+        log::info!("uid={} lost the race for its last quota slot", ctx.caller.uid);
+        return Err(Error::Quota { limit: quota });
+    };
+    ctx.next_slot = slot.wrapping_add(1);
     *attached = 1;
     // Owner first: from here on only the caller (and CAP_NET_ADMIN) may attach queues to it.
     sys::tun_set_owner(first, ctx.caller.uid).map_err(|e| kernel_io(&e))?;
     let link = ctx.nl.get_link(0, Some(&name)).map_err(kernel)?;
     *created = Some(link.index);
-    // Until TUNSETOWNER a multi-queue tap with no owner takes a queue from anyone who can open
-    // /dev/net/tun (where the device is 0666): one queue now means ours alone. (A single-queue tap
-    // refuses a second fd outright.)
-    let held = link.tun.as_ref().and_then(|t| t.queues);
-    if queues > 1 && held != Some(1) {
-        log::warn!(
-            "uid={} tap {name} had {held:?} queues right after creation: another process attached one",
-            ctx.caller.uid
-        );
-        return Err(Error::Kernel { errno: libc::EBUSY });
+    if queues > 1 {
+        // Until TUNSETOWNER a multi-queue tap with no owner takes a queue from anyone who can open
+        // /dev/net/tun (where the device is 0666). (A single-queue tap refuses a second fd.) A queue
+        // still attached now is refused; one that came and went may have left settings behind: a
+        // group is refused (it cannot be unset), everything else is put back.
+        let tun = link.tun.as_ref();
+        let held = tun.and_then(|t| t.queues);
+        if held != Some(1) || tun.is_some_and(|t| t.group.is_some()) {
+            log::warn!(
+                "uid={} tap {name}: another process attached a queue before it was owned ({held:?} \
+                 queues, group {:?})",
+                ctx.caller.uid,
+                tun.and_then(|t| t.group)
+            );
+            return Err(Error::Kernel { errno: libc::EBUSY });
+        }
+        sys::tun_reset_shared_state(first).map_err(|e| kernel_io(&e))?;
     }
-    claim_slot(ctx, link.index, quota, slot)?;
     quiet_ipv6(ctx, &name)?;
     for q in rest.iter_mut() {
         let got = sys::tun_set_iff_named(q, &name, flags & !IFF_TUN_EXCL).map_err(|e| kernel_io(&e))?;

@@ -197,11 +197,6 @@ fn ifr_name(ifr: &libc::ifreq) -> String {
     String::from_utf8_lossy(&bytes).into_owned()
 }
 
-/// `TUNSETIFF` with an empty name (the kernel picks a free `tapN`) and `flags`; returns the chosen name.
-pub fn tun_set_iff(tun: &OwnedFd, flags: i32) -> io::Result<String> {
-    tun_set_iff_named(tun, "", flags)
-}
-
 /// `TUNSETIFF` on `name` (at most 15 bytes; longer is refused, never cut) with `flags`.
 pub fn tun_set_iff_named(tun: &OwnedFd, name: &str, flags: i32) -> io::Result<String> {
     let mut ifr = ifreq();
@@ -245,6 +240,61 @@ pub fn tun_set_owner(tun: &OwnedFd, uid: u32) -> io::Result<()> {
     } else {
         Ok(())
     }
+}
+
+/// A tun ioctl that takes its argument by value.
+fn tun_ioctl_value(tun: &OwnedFd, request: libc::Ioctl, value: libc::c_ulong) -> io::Result<()> {
+    // SAFETY: the request is one of the tun ioctls that read their argument as a plain integer
+    // (no pointer is passed); `tun` is a tun fd the caller attached.
+    let r = unsafe { libc::ioctl(tun.as_raw_fd(), request, value) };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// A tun ioctl that reads one `int` through its pointer argument.
+fn tun_ioctl_int(tun: &OwnedFd, request: libc::Ioctl, value: libc::c_int) -> io::Result<()> {
+    // SAFETY: the request reads one `int` from the pointer, which points at `value`, alive across
+    // the call; `tun` is a tun fd the caller attached.
+    let r = unsafe { libc::ioctl(tun.as_raw_fd(), request, &raw const value) };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// Puts back every setting of a new multi-queue tap that any fd attached to it may change without
+/// privilege (`drivers/net/tun.c` checks nothing for these), in case someone attached a queue before
+/// `TUNSETOWNER`, changed them and detached: persistence, link type, offloads, send buffer, vnet
+/// header size and byte order, the tx filter, classic and eBPF filters, eBPF steering, carrier.
+pub fn tun_reset_shared_state(tun: &OwnedFd) -> io::Result<()> {
+    tun_ioctl_value(tun, libc::TUNSETPERSIST, 0)?;
+    tun_ioctl_value(tun, libc::TUNSETLINK, libc::c_ulong::from(ARPHRD_ETHER))?;
+    tun_ioctl_value(tun, libc::TUNSETOFFLOAD, 0)?;
+    tun_ioctl_int(tun, libc::TUNSETSNDBUF, libc::c_int::MAX)?;
+    // sizeof(struct virtio_net_hdr): the size a new tap starts with.
+    tun_ioctl_int(tun, libc::TUNSETVNETHDRSZ, 10)?;
+    tun_ioctl_int(tun, libc::TUNSETVNETLE, 0)?;
+    match tun_ioctl_int(tun, libc::TUNSETVNETBE, 0) {
+        // Kernels without CONFIG_TUN_VNET_CROSS_LE have no big-endian mode to undo.
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
+        other => other?,
+    }
+    // struct tun_filter { flags, count }: count 0 clears the filter.
+    let empty: [u16; 2] = [0, 0];
+    // SAFETY: TUNSETTXFILTER reads a `struct tun_filter` header (two u16) and, with count 0, nothing
+    // more; `empty` is that header and lives across the call.
+    let r = unsafe { libc::ioctl(tun.as_raw_fd(), libc::TUNSETTXFILTER, &raw const empty) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    tun_ioctl_value(tun, libc::TUNDETACHFILTER, 0)?;
+    tun_ioctl_int(tun, libc::TUNSETFILTEREBPF, -1)?;
+    tun_ioctl_int(tun, libc::TUNSETSTEERINGEBPF, -1)?;
+    tun_ioctl_int(tun, libc::TUNSETCARRIER, 1)
 }
 
 /// `TUNGETFEATURES`: the `IFF_*` flags this kernel's tun driver supports.

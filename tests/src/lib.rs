@@ -242,15 +242,6 @@ pub fn taps() -> Vec<String> {
         .collect()
 }
 
-/// The alternative names of a link (the helper marks its taps `vmpriv-UID-SLOT`).
-pub fn altnames(name: &str) -> Vec<String> {
-    let l = link(name).unwrap_or_else(|| panic!("no link {name}"));
-    l["altnames"]
-        .as_array()
-        .map(|a| a.iter().map(|n| n.as_str().unwrap().to_owned()).collect())
-        .unwrap_or_default()
-}
-
 fn global_addrs(l: &Value) -> Vec<String> {
     let info = l["addr_info"].as_array().expect("ip -j addr gives addr_info");
     info.iter()

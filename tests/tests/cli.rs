@@ -96,7 +96,7 @@ fn tap_execs_the_command_with_fds_from_3() {
             );
             let out = text(&o);
             assert!(o.status.success(), "{out}");
-            assert!(out.contains("FDS=3,4,5 NAME=tap"), "{out}");
+            assert!(out.contains("FDS=3,4,5 NAME=vpfffe-0"), "{out}");
             assert_eq!(out.matches("/dev/net/tun").count(), 3, "{out}");
             let link: serde_json::Value =
                 serde_json::from_str(out.lines().find(|l| l.starts_with('[')).unwrap()).unwrap();

@@ -17,8 +17,8 @@ use vmpriv_client::{ClientError, Helper, TapOptions};
 use vmpriv_protocol::addr::{Inet6Prefix, local_inet6};
 use vmpriv_protocol::{Inet4Prefix, Invalid};
 use vmpriv_tests::{
-    NOBODY, Scenario, addrs, altnames, as_nobody, become_nobody, become_root, become_uid, bins, bridge, link,
-    master, routes, scenario, sh, taps, tun_attach, tun_set_owner, tun_set_persist,
+    NOBODY, Scenario, addrs, as_nobody, become_nobody, become_root, become_uid, bins, bridge, link, master,
+    routes, scenario, sh, taps, tun_attach, tun_set_owner, tun_set_persist,
 };
 
 /// The other user: a uid the policy names only through `user *`.
@@ -70,17 +70,10 @@ fn reowned_persistent_taps_still_count_for_their_maker() {
             become_root();
             let left = taps();
             assert_eq!(left.len(), 4, "{left:?}");
-            let mut marks: Vec<String> = left.iter().flat_map(|t| altnames(t)).collect();
+            // Each tap's name is its maker's mark: vp + uid 65534 in hex + its quota slot.
+            let mut marks = left.clone();
             marks.sort();
-            assert_eq!(
-                marks,
-                [
-                    "vmpriv-65534-0",
-                    "vmpriv-65534-1",
-                    "vmpriv-65534-2",
-                    "vmpriv-65534-3"
-                ]
-            );
+            assert_eq!(marks, ["vpfffe-0", "vpfffe-1", "vpfffe-2", "vpfffe-3"]);
             for t in &left {
                 let l = link(t).unwrap();
                 assert_eq!(l["linkinfo"]["info_data"]["persist"], true, "{l}");
@@ -123,7 +116,7 @@ fn reowned_persistent_taps_still_count_for_their_maker() {
             become_root();
             assert_eq!(taps().len(), 2, "{:?}", taps());
             assert!(link(held.name()).is_some());
-            assert_eq!(altnames(&other_left), ["vmpriv-1000-0"]);
+            assert_eq!(other_left, "vp3e8-0", "uid 1000's mark");
             drop(held);
             become_uid(OTHER);
             assert_eq!(helper(s).remove_leftovers().unwrap(), 1);
@@ -174,9 +167,7 @@ fn another_user_cannot_take_over_my_tap_by_reowning_it() {
             }
             become_root();
             let after = link(&name).unwrap();
-            for key in [
-                "master", "flags", "ifalias", "group", "mtu", "address", "altnames",
-            ] {
+            for key in ["master", "flags", "ifalias", "group", "mtu", "address", "ifname"] {
                 assert_eq!(after[key], before[key], "A's tap untouched: {key}");
             }
             assert_eq!(master(&name).as_deref(), Some("br0"));
@@ -214,7 +205,6 @@ fn an_admins_persistent_tap_cannot_be_hijacked() {
             }
             become_root();
             assert_eq!(master("admintap").as_deref(), Some("br0"));
-            assert!(altnames("admintap").is_empty());
             assert!(addrs("admintap").is_empty());
             assert_eq!(bridge_ports("brx"), 0);
         },
@@ -280,39 +270,49 @@ fn one_local_address_per_family_and_slots_belong_to_their_grantee() {
 }
 
 /// Broken 7: where `/dev/net/tun` is 0666, between `TUNSETIFF` and `TUNSETOWNER` anyone may attach a
-/// queue to a new multi-queue tap (53 of 100 tries won). Another user spins attaching to every tap
-/// name while the caller creates 100 two-queue taps: every tap handed out has exactly our two queues;
-/// a create that lost the race is refused and leaves no tap.
+/// queue to a new multi-queue tap (53 of 100 tries won). Another user spins attaching to the names the
+/// caller's taps get, either keeping the queue or, hit and run, making the tap persistent, giving it
+/// its group, shrinking its send buffer and detaching at once. Every tap handed out has exactly our two
+/// queues and none of that; a create that found a foreign queue or group is refused and leaves no tap.
 #[test]
 fn multi_queue_create_race_is_never_won() {
     scenario("multi_queue_create_race_is_never_won", bins!(), POLICY, |s| {
         vmpriv_tests::tun_device_mode(0o666);
-        let attacker = spawn_queue_thief(OTHER, &["tap0", "tap1", "tap2"]);
-        become_nobody();
-        let mut h = helper(s);
-        let (mut ok, mut refused) = (0, 0);
-        for round in 0..100 {
-            match h.create_tap(&TapOptions::new().queues(2).up(false)) {
-                Ok(tap) => {
-                    let l = as_root_link(tap.name());
-                    let data = &l["linkinfo"]["info_data"];
-                    assert_eq!(
-                        (data["numqueues"].as_u64(), data["numdisabled"].as_u64()),
-                        (Some(2), Some(0)),
-                        "round {round}: only our two queues: {l}"
-                    );
-                    ok += 1;
+        let names = ["vpfffe-0", "vpfffe-1", "vpfffe-2", "vpfffe-3"];
+        for hit_and_run in [false, true] {
+            let attacker = spawn_queue_thief(OTHER, &names, hit_and_run);
+            become_nobody();
+            let mut h = helper(s);
+            let (mut ok, mut refused) = (0, 0);
+            for round in 0..100 {
+                match h.create_tap(&TapOptions::new().queues(2).up(false)) {
+                    Ok(tap) => {
+                        let l = as_root_link(tap.name());
+                        let data = &l["linkinfo"]["info_data"];
+                        assert_eq!(
+                            (data["numqueues"].as_u64(), data["numdisabled"].as_u64()),
+                            (Some(2), Some(0)),
+                            "round {round}: only our two queues: {l}"
+                        );
+                        assert_eq!(data["persist"], false, "round {round}: {l}");
+                        assert!(data["group"].is_null(), "round {round}: {l}");
+                        ok += 1;
+                    }
+                    Err(ClientError::Kernel { errno: libc::EBUSY }) => refused += 1,
+                    Err(e) => panic!("round {round}: {e:?}"),
                 }
-                Err(ClientError::Kernel { errno: libc::EBUSY }) => refused += 1,
-                Err(e) => panic!("round {round}: {e:?}"),
             }
+            drop(h);
+            become_root();
+            let _ = nix::sys::signal::kill(attacker, nix::sys::signal::SIGKILL);
+            let _ = nix::sys::wait::waitpid(attacker, None);
+            println!(
+                "MEASURED mq race (hit and run: {hit_and_run}): {ok} creates clean, {refused} found a \
+                 foreign queue or group and were refused"
+            );
+            assert_eq!(ok + refused, 100);
+            assert!(taps().is_empty(), "nothing persists: {:?}", taps());
         }
-        become_root();
-        let _ = nix::sys::signal::kill(attacker, nix::sys::signal::SIGKILL);
-        let _ = nix::sys::wait::waitpid(attacker, None);
-        println!("MEASURED mq race: {ok} creates clean, {refused} found a foreign queue and were refused");
-        assert_eq!(ok + refused, 100);
-        assert!(taps().is_empty(), "{:?}", taps());
     });
 }
 
@@ -321,8 +321,9 @@ fn as_root_link(name: &str) -> serde_json::Value {
 }
 
 /// A child process, as `uid`, that opens `/dev/net/tun` and tries to attach a multi-queue tap queue
-/// to each of `names` in a tight loop, keeping what it gets for a while. Only raw syscalls after fork.
-fn spawn_queue_thief(uid: u32, names: &[&str]) -> nix::unistd::Pid {
+/// to each of `names` in a tight loop, keeping what it gets for a while, or with `hit_and_run` setting
+/// persistence, its group and a tiny send buffer and detaching at once. Only raw syscalls after fork.
+fn spawn_queue_thief(uid: u32, names: &[&str], hit_and_run: bool) -> nix::unistd::Pid {
     let reqs: Vec<libc::ifreq> = names
         .iter()
         .map(|n| {
@@ -356,7 +357,14 @@ fn spawn_queue_thief(uid: u32, names: &[&str]) -> nix::unistd::Pid {
                             continue;
                         }
                         let mut ifr = *r;
-                        if libc::ioctl(fd, libc::TUNSETIFF, &raw mut ifr) == 0 && n < kept.len() {
+                        let got = libc::ioctl(fd, libc::TUNSETIFF, &raw mut ifr) == 0;
+                        if got && hit_and_run {
+                            let one: libc::c_int = 1;
+                            libc::ioctl(fd, libc::TUNSETPERSIST, 1 as libc::c_ulong);
+                            libc::ioctl(fd, libc::TUNSETGROUP, libc::c_ulong::from(uid));
+                            libc::ioctl(fd, libc::TUNSETSNDBUF, &raw const one);
+                            libc::close(fd);
+                        } else if got && n < kept.len() {
                             kept[n] = fd;
                             n += 1;
                         } else {
@@ -651,6 +659,33 @@ fn a_switch_grant_is_not_a_local_grant() {
             let l = link(tap.name()).unwrap();
             assert!(l["master"].is_null(), "{l}");
             assert!(!l["flags"].as_array().unwrap().iter().any(|f| f == "UP"), "{l}");
+        },
+    );
+}
+
+/// An MTU below 1280 drops a link's IPv6 state, which comes back with the defaults (RAs on) when the
+/// MTU grows again: moving a tap from a small-MTU bridge to a normal one keeps RAs off.
+#[test]
+fn router_advertisements_stay_off_across_an_mtu_dip() {
+    scenario(
+        "router_advertisements_stay_off_across_an_mtu_dip",
+        bins!(),
+        "allow user * switch *\n",
+        |s| {
+            bridge("brsmall", Some(1200));
+            bridge("br0", None);
+            become_nobody();
+            let mut h = helper(s);
+            let tap = h.create_tap(&TapOptions::new().switch("brsmall")).unwrap();
+            h.reset(&tap).unwrap();
+            h.attach(&tap, "br0").unwrap();
+            become_root();
+            let name = tap.name();
+            assert_eq!(link(name).unwrap()["mtu"], 1500);
+            for key in ["accept_ra", "autoconf", "accept_redirects"] {
+                let v = std::fs::read_to_string(format!("/proc/sys/net/ipv6/conf/{name}/{key}")).unwrap();
+                assert_eq!(v.trim(), "0", "{key}");
+            }
         },
     );
 }

@@ -416,7 +416,9 @@ fn floor(n: usize) {
             .open("/dev/net/tun")
             .unwrap()
             .into();
-        let name = vmpriv_helper::sys::tun_set_iff(&tun, 0x0002 | 0x1000 | 0x8000).unwrap();
+        // Named as vmpriv names its taps (a chosen name, not tap%d).
+        let name = vmpriv_helper::sys::tun_set_iff_named(&tun, &format!("fl{i:x}"), 0x0002 | 0x1000 | 0x8000)
+            .unwrap();
         vmpriv_helper::sys::tun_set_owner(&tun, NOBODY).unwrap();
         let mut mac = vmpriv_helper::sys::tun_get_mac(std::os::fd::AsFd::as_fd(&tun)).unwrap();
         mac[0] = 0xfe;
