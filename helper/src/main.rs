@@ -90,7 +90,8 @@ fn run(
     match sys::landlock_deny_filesystem(&allowed) {
         Ok(true) => {}
         Ok(false) => log::info!("landlock not available; relying on the privilege drop alone"),
-        Err(e) => log::warn!("landlock failed ({e}); relying on the privilege drop alone"),
+        // The kernel has Landlock and refused our rules: something is off; do not serve without it.
+        Err(e) => return Err(StartError::Landlock(e)),
     }
     drop(allowed);
     drop(held.tun_path);

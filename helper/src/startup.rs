@@ -46,6 +46,8 @@ pub enum StartError {
     Netlink(io::Error),
     #[error("cannot open /proc/sys/net/ipv6/conf: {0}")]
     Sysctl(io::Error),
+    #[error("cannot confine the filesystem with Landlock, which this kernel has: {0}")]
+    Landlock(io::Error),
     #[error("the session socket failed: {0}")]
     Session(io::Error),
     #[error("{0}")]
