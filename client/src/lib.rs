@@ -648,6 +648,37 @@ impl Helper {
         }
     }
 
+    /// Deletes `taps` (ours) in kernel batches of up to 253, far faster than dropping them one by one
+    /// (each tap that goes away on its own waits for its own RCU grace period). Returns how many went.
+    /// If a batch is refused, nothing of that batch changed; the error is returned and the taps not
+    /// destroyed by an earlier batch are dropped (so they go away one by one).
+    ///
+    /// ```no_run
+    /// use vmpriv_client::{Helper, TapOptions};
+    /// let mut helper = Helper::spawn()?;
+    /// let taps: Vec<_> = (0..10)
+    ///     .map(|_| helper.create_tap(&TapOptions::new().switch("br0")))
+    ///     .collect::<Result<_, _>>()?;
+    /// assert_eq!(helper.destroy(taps)?, 10);
+    /// # Ok::<(), vmpriv_client::ClientError>(())
+    /// ```
+    pub fn destroy(&mut self, taps: Vec<Tap>) -> Result<u32, ClientError> {
+        let mut removed = 0u32;
+        for chunk in taps.chunks(usize::from(wire::MAX_DESTROY)) {
+            let fds: Vec<BorrowedFd<'_>> = chunk
+                .iter()
+                .filter_map(|t| t.fds().first().map(AsFd::as_fd))
+                .collect();
+            let count = u8::try_from(fds.len()).map_err(|_| ClientError::Protocol)?;
+            match self.call(&Request::DestroyTaps { count }, &fds)? {
+                (Response::Removed { count }, _) => removed = removed.saturating_add(count),
+                _ => return Err(ClientError::Protocol),
+            }
+        }
+        drop(taps); // our fds on taps that are gone
+        Ok(removed)
+    }
+
     /// Ends the session and waits for the helper to exit.
     pub fn close(mut self) -> Result<ExitStatus, ClientError> {
         let _ = nix::sys::socket::shutdown(self.sock.as_raw_fd(), nix::sys::socket::Shutdown::Both);

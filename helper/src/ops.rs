@@ -11,7 +11,7 @@ use vmpriv_protocol::wire::{Status, Unsupported};
 use vmpriv_protocol::{Caller, Error, Invalid, Policy, Response, TapInfo, ValidRequest};
 
 use crate::configure::{Plan, check_config, configure, configure_checked, quiet_ipv6, reset};
-use crate::netlink::{Link, Msg, NLM_F_ACK, Netlink, RTM_DELLINK};
+use crate::netlink::{IFLA_GROUP, Link, Msg, NLM_F_ACK, Netlink, RTM_DELLINK, RTM_SETLINK};
 use crate::sys;
 
 const IFF_TAP: u16 = 0x0002;
@@ -136,6 +136,10 @@ pub fn execute(ctx: &mut Ctx, valid: &ValidRequest, fds: &[OwnedFd]) -> Result<O
             let info = configure(ctx, &link, config)?;
             Ok(plain(Response::Tap(info), &link_name(&link)))
         }
+        ValidOp::DestroyTaps { groups_in_use, .. } => {
+            let count = destroy_taps(ctx, fds, groups_in_use)?;
+            Ok(plain(Response::Removed { count }, "-"))
+        }
         ValidOp::RemoveLeftovers => {
             let count = remove_leftovers(ctx)?;
             Ok(plain(Response::Removed { count }, "-"))
@@ -233,6 +237,66 @@ fn remove_leftovers(ctx: &mut Ctx) -> Result<u32, Error> {
         }
     }
     Ok(removed)
+}
+
+/// Deletes the taps passed as `fds` in one kernel batch (`RTM_DELLINK` by interface group goes through
+/// `unregister_netdevice_many`: one RCU grace period for all, not one each). Every fd must name one of
+/// the caller's taps, or nothing changes. The batch borrows an interface group: a fresh random number
+/// that is none of the policy's `ifgroup` numbers, so no user can put anything else in it (a caller
+/// reaches only the policy's groups, through `SetGroup`), nor can another batch of the same user (its
+/// number is its own). The taps' own groups do not matter any more: they are being deleted.
+fn destroy_taps(ctx: &mut Ctx, fds: &[OwnedFd], groups_in_use: &[u32]) -> Result<u32, Error> {
+    let mut taps = Vec::with_capacity(fds.len());
+    for fd in fds {
+        let link = resolve_tap(ctx, fd.as_fd())?;
+        if !taps.iter().any(|l: &Link| l.index == link.index) {
+            taps.push(link);
+        }
+    }
+    let group = batch_group(groups_in_use);
+    let mut moved: Vec<&Link> = Vec::with_capacity(taps.len());
+    for link in &taps {
+        let r = ctx.nl.request(|seq| {
+            Msg::new(RTM_SETLINK, NLM_F_ACK, seq)
+                .ifinfomsg(link.index, 0, 0)
+                .attr_u32(IFLA_GROUP, group)
+        });
+        if let Err(e) = r {
+            // Put back the groups changed so far: the request changes nothing when it fails.
+            for l in moved {
+                let _ = ctx.nl.request(|seq| {
+                    Msg::new(RTM_SETLINK, NLM_F_ACK, seq)
+                        .ifinfomsg(l.index, 0, 0)
+                        .attr_u32(IFLA_GROUP, l.group)
+                });
+            }
+            return Err(kernel(e));
+        }
+        moved.push(link);
+    }
+    ctx.nl
+        .request(|seq| {
+            Msg::new(RTM_DELLINK, NLM_F_ACK, seq)
+                .ifinfomsg(0, 0, 0)
+                .attr_u32(IFLA_GROUP, group)
+        })
+        .map_err(kernel)?;
+    Ok(u32::try_from(taps.len()).unwrap_or(u32::MAX))
+}
+
+/// A random interface group number for one batch, outside the policy's numbers and never 0 (the
+/// default group every link starts in). The randomness is std's per-process SipHash keys, which come
+/// from the kernel's random source.
+fn batch_group(in_use: &[u32]) -> u32 {
+    use std::hash::BuildHasher;
+    let keys = std::hash::RandomState::new();
+    (0..=u64::from(u32::MAX))
+        .map(|i| {
+            let h = keys.hash_one(i);
+            u32::try_from(h >> 33).unwrap_or(1) | 0x8000_0000
+        })
+        .find(|g| !in_use.contains(g))
+        .unwrap_or(0x8000_0001)
 }
 
 /// A switch is a granted name (checked by the validator) that is a bridge. Absent or not a bridge:

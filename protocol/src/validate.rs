@@ -5,7 +5,7 @@
 use crate::addr::{Inet4Pair, Inet6Pair, local_inet, local_inet6};
 use crate::name::{Description, GroupName, IfName};
 use crate::policy::{Caller, Policy, RDOMAIN_MAX};
-use crate::wire::{Error, FdIndex, IfConfig, Invalid, MAX_QUEUES, Request, STATUS_RULES_MAX};
+use crate::wire::{Error, FdIndex, IfConfig, Invalid, MAX_DESTROY, MAX_QUEUES, Request, STATUS_RULES_MAX};
 
 /// A routing domain the caller may use, and the VRF device that implements it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,6 +88,13 @@ pub enum ValidOp {
     },
     /// Remove the caller's own taps that no fd holds any more (made persistent through their fds).
     RemoveLeftovers,
+    /// Delete the taps passed as fds (every fd of the message), in one batch.
+    DestroyTaps {
+        /// How many fds, 1..=MAX_DESTROY.
+        count: u8,
+        /// The interface group numbers the policy defines: the batch group must be none of them.
+        groups_in_use: Vec<u32>,
+    },
     /// Undo configuration on the passed tap.
     Reset {
         /// Which fd of the message.
@@ -115,7 +122,7 @@ pub fn validate(req: &Request, nfds: usize, caller: &Caller, policy: &Policy) ->
     if nfds != expected {
         let got = u8::try_from(nfds).unwrap_or(u8::MAX);
         return Err(invalid(Invalid::FdCount {
-            expected: u8::from(expected == 1),
+            expected: u8::try_from(expected).unwrap_or(u8::MAX),
             got,
         }));
     }
@@ -247,6 +254,18 @@ pub fn validate(req: &Request, nfds: usize, caller: &Caller, policy: &Policy) ->
             policy_prefixes: (policy.inet, policy.inet6),
         },
         Request::RemoveLeftovers => ValidOp::RemoveLeftovers,
+        Request::DestroyTaps { count } => {
+            if *count == 0 || *count > MAX_DESTROY {
+                return Err(invalid(Invalid::FdCount {
+                    expected: (*count).clamp(1, MAX_DESTROY),
+                    got: *count,
+                }));
+            }
+            ValidOp::DestroyTaps {
+                count: *count,
+                groups_in_use: policy.ifgroups.iter().map(|&(_, n)| n).collect(),
+            }
+        }
     };
     Ok(ValidRequest(op))
 }

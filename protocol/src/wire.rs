@@ -17,6 +17,8 @@ pub const VERSION: u8 = 1;
 pub const MAX_FRAME: usize = 2048;
 /// Queues (fds) a tap may have: vmd's VMs use 1; virtio-net multiqueue rarely wants more than 8.
 pub const MAX_QUEUES: u8 = 8;
+/// Taps one `DestroyTaps` deletes at most: the kernel's `SCM_MAX_FD`, the most fds one message carries.
+pub const MAX_DESTROY: u8 = 253;
 /// Rules listed in a [`Status`] reply at most.
 pub const STATUS_RULES_MAX: usize = 24;
 
@@ -97,6 +99,9 @@ pub enum Request {
     /// Remove the caller's own taps that no fd holds any more (a tap's holder can make it persistent
     /// through its fd; such a tap keeps counting against the quota until removed). Replies `Removed`.
     RemoveLeftovers,
+    /// Delete the `count` taps whose fds this datagram carries (1 to [`MAX_DESTROY`]), all in one
+    /// kernel batch: each must be the caller's, or nothing is deleted. Replies `Removed`.
+    DestroyTaps { count: u8 },
 }
 
 impl Request {
@@ -117,13 +122,17 @@ impl Request {
             | Request::CreateTap { .. }
             | Request::SwitchExists { .. }
             | Request::Status
-            | Request::RemoveLeftovers => None,
+            | Request::RemoveLeftovers
+            | Request::DestroyTaps { .. } => None,
         }
     }
 
     /// The number of fds the datagram carrying this request must have.
     pub fn fds_expected(&self) -> usize {
-        usize::from(self.tap().is_some())
+        match self {
+            Request::DestroyTaps { count } => usize::from(*count),
+            _ => usize::from(self.tap().is_some()),
+        }
     }
 
     /// A short name for logs.
@@ -144,6 +153,7 @@ impl Request {
             Request::Reset { .. } => "reset",
             Request::Status => "status",
             Request::RemoveLeftovers => "remove-leftovers",
+            Request::DestroyTaps { .. } => "destroy-taps",
         }
     }
 }

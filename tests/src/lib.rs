@@ -103,12 +103,11 @@ pub fn scenario(test: &str, bins: (&str, &str), policy: &str, body: impl FnOnce(
         out.status
     );
     // Show what the scenario printed (figures, a guest's console) in the outer run too.
-    for line in stdout
-        .lines()
-        .chain(stderr.lines())
-        .filter(|l| l.starts_with("MEASURED") || l.starts_with("GUEST"))
-    {
-        eprintln!("{line}");
+    // (libtest may print "test NAME ... " in front of a body's first line.)
+    for line in stdout.lines().chain(stderr.lines()) {
+        if let Some(i) = line.find("MEASURED").or_else(|| line.find("GUEST")) {
+            eprintln!("{}", &line[i..]);
+        }
     }
 }
 
