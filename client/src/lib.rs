@@ -296,6 +296,8 @@ pub struct SwitchInfo {
 pub struct Helper {
     sock: OwnedFd,
     child: Child,
+    /// The helper binary, to start a fresh session when this one has used its tun fds.
+    path: PathBuf,
 }
 
 /// Makes `fd` (close-on-exec in this process) stay open, at the same number, in the program `cmd`
@@ -373,7 +375,11 @@ impl Helper {
             source,
         })?;
         drop(theirs);
-        let mut helper = Helper { sock: ours, child };
+        let mut helper = Helper {
+            sock: ours,
+            child,
+            path: path.to_owned(),
+        };
         match helper.call(&Request::Hello, &[]) {
             Ok((Response::Hello { version }, _)) if version == wire::VERSION => Ok(helper),
             Ok((Response::Hello { version }, _)) => Err(ClientError::Version { supported: version }),
@@ -505,7 +511,24 @@ impl Helper {
     /// assert_eq!(tap.inet().unwrap().vm.to_string(), "100.64.1.3");
     /// # Ok::<(), vmpriv_client::ClientError>(())
     /// ```
+    ///
+    /// Where `/dev/net/tun` is not open to us (mode 0600), a session can only use the tun fds its
+    /// helper opened at start-up (our quota + 7, at most 64). When they run out, this starts a fresh
+    /// session of the same helper binary (`spawn_at`, so without extra arguments a `spawn_command`
+    /// gave) and asks again: the limits left are our quota and our RLIMIT_NOFILE. Taps we hold are
+    /// not tied to a session.
     pub fn create_tap(&mut self, opts: &TapOptions) -> Result<Tap, ClientError> {
+        match self.create_tap_once(opts) {
+            Err(ClientError::Unsupported(Unsupported::TunFds)) => {
+                let fresh = Helper::spawn_at(&self.path.clone())?;
+                let _old = std::mem::replace(self, fresh); // the old session ends on drop
+                self.create_tap_once(opts)
+            }
+            other => other,
+        }
+    }
+
+    fn create_tap_once(&mut self, opts: &TapOptions) -> Result<Tap, ClientError> {
         let req = Request::CreateTap {
             queues: opts.queues,
             vnet_hdr: opts.vnet_hdr,

@@ -582,19 +582,28 @@ fn rollback_keeps_what_the_tap_already_had() {
 }
 
 /// Weak: a failed multi-queue create lost the tun fds it had taken from the pool (0600 device), and
-/// the session then refused creates it had fds for. Quota 4 gives a pool of 11 fds.
+/// the session then refused creates it had fds for. Quota 4 gives a pool of 11 fds. The session is
+/// asked directly (`Helper::create_tap` would start a fresh session when this one runs out).
 #[test]
 fn a_failed_create_returns_its_tun_fds() {
     scenario("a_failed_create_returns_its_tun_fds", bins!(), POLICY, |s| {
         vmpriv_tests::tun_device_mode(0o600);
         become_nobody();
         let mut h = helper(s);
-        let eight = h.create_tap(&TapOptions::new().queues(8)).unwrap();
-        let e = h.create_tap(&TapOptions::new().queues(8)).unwrap_err();
+        let mut create = |queues: u8| {
+            let req = vmpriv_protocol::Request::CreateTap {
+                queues,
+                vnet_hdr: false,
+                config: TapOptions::new().config().clone(),
+            };
+            h.call(&req, &[]).map(|(_, fds)| fds)
+        };
+        let eight = create(8).unwrap();
+        let e = create(8).unwrap_err();
         assert!(matches!(e, ClientError::Unsupported(_)), "{e:?}");
-        let three = h.create_tap(&TapOptions::new().queues(3)).unwrap();
-        assert_eq!((eight.fds().len(), three.fds().len()), (8, 3));
-        let e = h.create_tap(&TapOptions::new()).unwrap_err();
+        let three = create(3).unwrap();
+        assert_eq!((eight.len(), three.len()), (8, 3));
+        let e = create(1).unwrap_err();
         assert!(
             matches!(e, ClientError::Unsupported(_)),
             "the pool is spent now: {e:?}"
@@ -602,6 +611,37 @@ fn a_failed_create_returns_its_tun_fds() {
         become_root();
         assert_eq!(taps().len(), 2);
     });
+}
+
+/// No budget wall: where `/dev/net/tun` is 0600 a session has at most 64 tun fds, and a long-lived
+/// manager keeps creating through one `Helper`, which starts fresh sessions as needed. 200 taps.
+#[test]
+fn one_helper_creates_200_taps_on_a_0600_device() {
+    scenario(
+        "one_helper_creates_200_taps_on_a_0600_device",
+        bins!(),
+        "allow user * switch br0\nquota user * 200\n",
+        |s| {
+            vmpriv_tests::tun_device_mode(0o600);
+            bridge("br0", None);
+            become_nobody();
+            let mut h = helper(s);
+            let first = h.pid();
+            let all: Vec<_> = (0..200)
+                .map(|i| {
+                    h.create_tap(&TapOptions::new().switch("br0"))
+                        .unwrap_or_else(|e| panic!("tap {i}: {e:?}"))
+                })
+                .collect();
+            assert_ne!(h.pid(), first, "a fresh session took over");
+            let e = h.create_tap(&TapOptions::new().switch("br0")).unwrap_err();
+            assert!(matches!(e, ClientError::Quota { limit: 200 }), "{e:?}");
+            become_root();
+            assert_eq!(taps().len(), 200);
+            assert_eq!(bridge_ports("br0"), 200);
+            drop(all);
+        },
+    );
 }
 
 /// Weak: `--br` reached the audit log and stderr raw (newline, CR, TAB, escape). Every logged string
