@@ -50,7 +50,7 @@ fn main() -> ExitCode {
     code
 }
 
-/// The exit status of a start-up refused for the policy file (missing, unsafe, unparsable): the
+/// The exit status of a start-up refused for the policy file (missing, not root's, unparsable): the
 /// client reports it as a policy error, not as a helper that is missing or not privileged.
 const EXIT_POLICY: u8 = 6;
 

@@ -446,7 +446,7 @@ pub fn tun_attach(name: &str, flags: libc::c_int) -> std::io::Result<std::os::fd
         for (d, s) in ifr.ifr_name.iter_mut().zip(name.bytes()) {
             *d = s.cast_signed();
         }
-        ifr.ifr_ifru.ifru_flags = i16::try_from(flags | libc::IFF_NO_PI).unwrap_or(0);
+        ifr.ifr_ifru.ifru_flags = i16::try_from(flags | libc::IFF_NO_PI).expect("tun flags fit a short");
         libc::ioctl(f.as_raw_fd(), libc::TUNSETIFF, &raw mut ifr)
     };
     if r == 0 {
@@ -454,6 +454,19 @@ pub fn tun_attach(name: &str, flags: libc::c_int) -> std::io::Result<std::os::fd
     } else {
         Err(std::io::Error::last_os_error())
     }
+}
+
+/// The stream socketpair QEMU and libvirt hand a `helper=` (`--fd=N` names `theirs`, which must be
+/// kept across exec): `(ours, theirs)`, both close-on-exec here.
+pub fn qemu_socketpair() -> (std::os::fd::OwnedFd, std::os::fd::OwnedFd) {
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
+    socketpair(
+        AddressFamily::Unix,
+        SockType::Stream,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+    .unwrap()
 }
 
 /// One received message: its bytes, the fds it carried (now owned), and how many control messages

@@ -650,13 +650,7 @@ fn one_helper_creates_200_taps_on_a_0600_device() {
 fn caller_words_are_escaped_in_every_line() {
     scenario("caller_words_are_escaped_in_every_line", bins!(), POLICY, |s| {
         become_nobody();
-        let (mine, theirs) = nix::sys::socket::socketpair(
-            nix::sys::socket::AddressFamily::Unix,
-            nix::sys::socket::SockType::Stream,
-            None,
-            nix::sys::socket::SockFlag::empty(),
-        )
-        .unwrap();
+        let (mine, theirs) = vmpriv_tests::qemu_socketpair();
         let mut cmd = std::process::Command::new(&s.helper);
         vmpriv_client::keep_fd_across_exec(&mut cmd, theirs.as_raw_fd());
         let out = cmd

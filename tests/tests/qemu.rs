@@ -10,7 +10,6 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
 use vmpriv_tests::{Scenario, bins, bridge, link, scenario, taps};
 
 const POLICY: &str = "\
@@ -213,13 +212,7 @@ fn libvirt_order_and_strict_receive() {
     scenario("libvirt_order_and_strict_receive", bins!(), POLICY, |s| {
         bridge("br0", None);
         let run = |args: &[String]| -> (std::process::Output, Vec<u8>, Vec<OwnedFd>, usize) {
-            let (ours, theirs) = socketpair(
-                AddressFamily::Unix,
-                SockType::Stream,
-                None,
-                SockFlag::SOCK_CLOEXEC,
-            )
-            .unwrap();
+            let (ours, theirs) = vmpriv_tests::qemu_socketpair();
             let fd = theirs.as_raw_fd();
             let mut cmd = vmpriv_tests::nobody_command(&s.helper);
             cmd.args(args.iter().map(|a| a.replace("{fd}", &fd.to_string())));
@@ -312,13 +305,7 @@ fn libvirt_sees_the_refusal_line_every_time() {
                 None => vmpriv_tests::write_policy(POLICY),
             }
             for round in 0..100 {
-                let (ours, theirs) = socketpair(
-                    AddressFamily::Unix,
-                    SockType::Stream,
-                    None,
-                    SockFlag::SOCK_CLOEXEC,
-                )
-                .unwrap();
+                let (ours, theirs) = vmpriv_tests::qemu_socketpair();
                 let fd = theirs.as_raw_fd();
                 let mut cmd = vmpriv_tests::nobody_command(helper);
                 cmd.args([

@@ -23,7 +23,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
 use vmpriv_client::{Helper, TapOptions};
 use vmpriv_helper::netlink::{
     IFA_ADDRESS, IFA_LOCAL, IFF_UP, IFLA_IFALIAS, IFLA_MASTER, Msg, NLM_F_ACK, NLM_F_CREATE, NLM_F_REPLACE,
@@ -560,13 +559,7 @@ fn worker(kind: &str, n: usize, helper: &Path) {
 
 /// QEMU's way: socketpair, spawn `HELPER --use-vnet --br=br0 --fd=N`, receive the fd, reap.
 fn oneshot(helper: &Path) -> OwnedFd {
-    let (ours, theirs) = socketpair(
-        AddressFamily::Unix,
-        SockType::Stream,
-        None,
-        SockFlag::SOCK_CLOEXEC,
-    )
-    .unwrap();
+    let (ours, theirs) = vmpriv_tests::qemu_socketpair();
     let fd = theirs.as_raw_fd();
     let mut cmd = Command::new(helper);
     cmd.args(["--use-vnet", "--br=br0", &format!("--fd={fd}")]);
