@@ -25,8 +25,8 @@ use std::time::Instant;
 
 use vmpriv_client::{Helper, TapOptions};
 use vmpriv_helper::netlink::{
-    IFA_ADDRESS, IFA_LOCAL, IFF_UP, IFLA_IFALIAS, IFLA_MASTER, Msg, NLM_F_ACK, NLM_F_CREATE, NLM_F_REPLACE,
-    Netlink, RTM_NEWADDR, RTM_SETLINK,
+    IFA_ADDRESS, IFA_LOCAL, IFF_UP, IFLA_GROUP, IFLA_IFALIAS, IFLA_MASTER, Msg, NLM_F_ACK, NLM_F_CREATE,
+    NLM_F_REPLACE, Netlink, RTM_NEWADDR, RTM_SETLINK,
 };
 use vmpriv_protocol::addr::{local_inet, local_inet6};
 use vmpriv_protocol::{Inet4Prefix, Inet6Prefix};
@@ -58,6 +58,12 @@ fn main() {
     match args.first().map(String::as_str) {
         Some("--run") => run(&args[1], args[2].parse().unwrap()),
         Some("--worker") => worker(&args[1], args[2].parse().unwrap(), Path::new(&args[3])),
+        Some("--startup") => {
+            let n = get("--startup").and_then(|v| v.parse().ok()).unwrap_or(200);
+            let (helper, hello) = startup_in_namespace(n);
+            print_startup(&helper, &hello);
+            println!("startup_vs_spawn={:.3}", median(&helper) / median(&hello));
+        }
         _ => {
             let n: usize = get("--nics")
                 .and_then(|v| v.parse().ok())
@@ -76,7 +82,9 @@ fn main() {
 }
 
 fn usage() -> ! {
-    eprintln!("usage: vmpriv-bench --nics N [--rounds R]   (as root; makes its own namespaces)");
+    eprintln!(
+        "usage: vmpriv-bench --nics N [--rounds R] | --startup [N]   (as root; makes its own namespaces)"
+    );
     std::process::exit(2);
 }
 
@@ -152,7 +160,9 @@ fn parent(n: usize, rounds: usize) {
         }
         eprintln!("vmpriv-bench: round {}/{rounds} done", round + 1);
     }
-    report(n, rounds, &contenders, &samples, &stats, have_qbh);
+    eprintln!("vmpriv-bench: start-up, 200 spawns each");
+    let startup = startup_in_namespace(200);
+    report(n, rounds, &contenders, &samples, &stats, &startup, have_qbh);
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -175,6 +185,7 @@ fn report(
     contenders: &[&str],
     samples: &BTreeMap<&str, Vec<Vec<f64>>>,
     stats: &BTreeMap<String, Vec<f64>>,
+    startup: &(Vec<f64>, Vec<f64>),
     have_qbh: bool,
 ) {
     let pooled = |c: &str| -> Vec<f64> {
@@ -226,7 +237,7 @@ fn report(
     println!(
         "  policy `quota unlimited`; vmpriv-warm-quota = the same with `quota 4096`, where each create claims"
     );
-    println!("  a free quota slot (a lookup by name, then the tap's vmpriv-UID-SLOT alternative name);");
+    println!("  a free quota slot (one lookup by name: the tap is created under its name vpUID-SLOT);");
     println!(
         "  vmpriv-oneshot = one setuid helper process per NIC in QEMU mode (tap, switch, MTU, MAC, up: no"
     );
@@ -246,10 +257,7 @@ fn report(
         "\nhelper: peak RSS {:.0} KiB (VmHWM, warm session after {n} NICs)",
         s("helper_vmhwm_kib")
     );
-    println!(
-        "helper: start-up to first reply {:.0} us (median, spawn to Hello reply, setuid, as uid 65534)",
-        s("startup_us")
-    );
+    print_startup(&startup.0, &startup.1);
     let size = std::fs::metadata(exe_dir().join("vmpriv-helper")).map_or(0, |m| m.len());
     println!("helper: binary size {size} bytes (release, stripped)");
     println!(
@@ -264,8 +272,38 @@ fn report(
         }
         None => println!("syscalls per NIC: strace not installed"),
     }
+    let per_tap = |k: &str| s(k) / n as f64 * 1e6;
+    println!(
+        "teardown per tap (us, median of rounds): vmpriv batched {:.0}, vmpriv closing fds one by one {:.0}, \
+         root `ip link delete group` {:.0}",
+        per_tap("teardown_batched_s"),
+        per_tap("teardown_close_s"),
+        per_tap("teardown_root_group_s"),
+    );
     println!();
     println!("warm_vs_floor={:.3}", warm / floor);
+    println!("warm_quota_vs_floor={:.3}", med("vmpriv-warm-quota") / floor);
+    println!("teardown_{n}_s={:.3}", s("teardown_batched_s"));
+    println!("startup_vs_spawn={:.3}", median(&startup.0) / median(&startup.1));
+    if n >= 200 {
+        // vmpriv warm's last 100 NICs against the best non-vmpriv contender's last 100.
+        let last = |c: &str| {
+            median(
+                &samples[c]
+                    .iter()
+                    .flat_map(|r| r[n - 100..].to_vec())
+                    .collect::<Vec<_>>(),
+            )
+        };
+        let best = contenders
+            .iter()
+            .filter(|c| !c.starts_with("vmpriv"))
+            .map(|c| (last(c), *c))
+            .min_by(|a, b| a.0.total_cmp(&b.0))
+            .unwrap();
+        println!("# best last-100 contender: {} ({:.0} us)", best.1, best.0);
+        println!("warm_last100_vs_best={:.3}", last("vmpriv-warm") / best.0);
+    }
     if have_qbh {
         println!(
             "oneshot_vs_qemu_bridge_helper={:.3}",
@@ -309,6 +347,21 @@ fn run(contender: &str, n: usize) {
     sh(&["ip", "link", "add", "br0", "type", "bridge"]);
     sh(&["ip", "link", "set", "br0", "up"]);
     match contender {
+        "startup" => {
+            let dir = exe_dir();
+            let s = vmpriv_tests::setup(
+                "bench-startup",
+                (
+                    dir.join("vmpriv-helper").to_str().unwrap(),
+                    std::env::current_exe().unwrap().to_str().unwrap(),
+                ),
+                POLICY,
+            );
+            static_hello(&s.dir.join("hello"));
+            tun_0666(&s.dir);
+            as_worker("startup", n, &s.helper);
+            let _ = std::fs::remove_dir_all(&s.dir);
+        }
         "floor" => floor(n),
         "iproute2" => iproute2(n),
         "ip-batch" => ip_batch(n),
@@ -434,6 +487,14 @@ fn floor(n: usize) {
             .unwrap();
         };
         set(&mut nl, 0, 0, Some((IFLA_MASTER, br.to_ne_bytes().to_vec())));
+        // Group 7, for root's one-batch teardown below (an attribute of its own message: the same
+        // work as vmpriv's, where the helper sets the group only for a batched teardown).
+        set(
+            &mut nl,
+            0,
+            0,
+            Some((IFLA_GROUP, FLOOR_GROUP.to_ne_bytes().to_vec())),
+        );
         set(&mut nl, 0, 0, Some((IFLA_IFALIAS, plan(i).1.into_bytes())));
         set(&mut nl, IFF_UP, IFF_UP, None);
         let (v4, v6) = addrs(i);
@@ -452,6 +513,21 @@ fn floor(n: usize) {
         keep.push(tun);
         println!("nic {:.1}", t.elapsed().as_secs_f64() * 1e6);
     }
+    let t = Instant::now();
+    sh(&["ip", "link", "delete", "group", &FLOOR_GROUP.to_string()]);
+    println!("stat teardown_root_group_s {:.4}", t.elapsed().as_secs_f64());
+    assert_eq!(taps_left(), 0, "floor: taps left after `ip link delete group`");
+}
+
+/// The floor's interface group.
+const FLOOR_GROUP: u32 = 7;
+
+/// Tun/tap devices in this namespace, read back from the kernel (`ip -j -d link show`).
+fn taps_left() -> usize {
+    vmpriv_tests::links()
+        .iter()
+        .filter(|l| l["linkinfo"]["info_kind"] == "tun")
+        .count()
 }
 
 /// The six `ip` commands of NIC i, as argument vectors.
@@ -516,9 +592,7 @@ fn ip_batch(n: usize) {
 fn worker(kind: &str, n: usize, helper: &Path) {
     match kind {
         "vmpriv-warm" | "vmpriv-warm-quota" => {
-            let t = Instant::now();
             let mut h = Helper::spawn_at(helper).unwrap();
-            println!("stat startup_us {:.1}", t.elapsed().as_secs_f64() * 1e6);
             // The bare cost of a request: Hello does no kernel work, so this is the IPC round trip.
             let mut rtts: Vec<f64> = (0..200)
                 .map(|_| {
@@ -544,6 +618,20 @@ fn worker(kind: &str, n: usize, helper: &Path) {
             let status = std::fs::read_to_string(format!("/proc/{}/status", h.pid())).unwrap();
             let hwm = status.lines().find_map(|l| l.strip_prefix("VmHWM:")).unwrap();
             println!("stat helper_vmhwm_kib {}", hwm.trim().trim_end_matches(" kB"));
+            // Teardown: the plain session lets the helper delete its taps in kernel batches
+            // (DestroyTaps); the quota'd one closes its fds one by one, as a manager does that drops
+            // its taps (each close unregisters its tap alone). Both wait for the kernel to finish.
+            let t = Instant::now();
+            if kind == "vmpriv-warm" {
+                assert_eq!(h.destroy(keep).unwrap() as usize, n, "every tap removed");
+                println!("stat teardown_batched_s {:.4}", t.elapsed().as_secs_f64());
+            } else {
+                for tap in keep {
+                    drop(tap);
+                }
+                println!("stat teardown_close_s {:.4}", t.elapsed().as_secs_f64());
+            }
+            assert_eq!(taps_left(), 0, "{kind}: taps left after teardown");
         }
         "vmpriv-oneshot" | "qemu-bridge-helper" => {
             let mut keep = Vec::new();
@@ -553,8 +641,85 @@ fn worker(kind: &str, n: usize, helper: &Path) {
                 println!("nic {:.1}", t.elapsed().as_secs_f64() * 1e6);
             }
         }
+        "startup" => {
+            // Interleaved, so that both see the same machine: the static hello world, spawned exactly
+            // as the client spawns the helper (socketpair, fd kept across exec), answering one byte;
+            // then the setuid helper from spawn to its Hello reply.
+            let hello = helper.with_file_name("hello");
+            for _ in 0..n {
+                let t = Instant::now();
+                let (ours, theirs) = vmpriv_tests::qemu_socketpair();
+                let fd = theirs.as_raw_fd();
+                let mut cmd = Command::new(&hello);
+                cmd.arg(format!("--fd={fd}"));
+                vmpriv_client::keep_fd_across_exec(&mut cmd, fd);
+                let mut child = cmd.spawn().unwrap();
+                drop(theirs);
+                let mut byte = [0u8; 1];
+                assert_eq!(nix::unistd::read(&ours, &mut byte).unwrap(), 1, "hello answered");
+                println!("startup hello {:.1}", t.elapsed().as_secs_f64() * 1e6);
+                child.wait().unwrap();
+                let t = Instant::now();
+                let h = Helper::spawn_at(helper).unwrap();
+                println!("startup helper {:.1}", t.elapsed().as_secs_f64() * 1e6);
+                drop(h);
+            }
+        }
         other => panic!("unknown worker {other}"),
     }
+}
+
+/// A static hello world in C (the spawn baseline): writes one byte to the fd named by `--fd=N`.
+fn static_hello(out: &Path) {
+    let src = out.with_extension("c");
+    std::fs::write(
+        &src,
+        "#include <stdlib.h>\n#include <string.h>\n#include <unistd.h>\n\
+         int main(int c, char **v) { if (c < 2 || strncmp(v[1], \"--fd=\", 5)) return 2;\n\
+         return write(atoi(v[1] + 5), \"h\", 1) == 1 ? 0 : 1; }\n",
+    )
+    .unwrap();
+    let st = Command::new("gcc")
+        .args(["-static", "-O2", "-o"])
+        .arg(out)
+        .arg(&src)
+        .status()
+        .expect("gcc (to build the static hello world the start-up is compared with)");
+    assert!(st.success(), "gcc -static failed: is libc6-dev installed?");
+    vmpriv_tests::chmod(out, 0o755);
+}
+
+/// Runs the start-up comparison in a fresh namespace: (helper samples, hello samples), microseconds.
+fn startup_in_namespace(n: usize) -> (Vec<f64>, Vec<f64>) {
+    let out = Command::new("unshare")
+        .args(["--net", "--mount", "--"])
+        .arg(std::env::current_exe().unwrap())
+        .args(["--run", "startup", &n.to_string()])
+        .stderr(Stdio::inherit())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "the start-up run failed");
+    let (mut helper, mut hello) = (Vec::new(), Vec::new());
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        match line.split_whitespace().collect::<Vec<_>>()[..] {
+            ["startup", "helper", us] => helper.push(us.parse().unwrap()),
+            ["startup", "hello", us] => hello.push(us.parse().unwrap()),
+            _ => {}
+        }
+    }
+    assert_eq!((helper.len(), hello.len()), (n, n), "start-up samples");
+    (helper, hello)
+}
+
+/// The start-up line: medians of all samples.
+fn print_startup(h: &[f64], s: &[f64]) {
+    println!(
+        "helper: start-up {:.0} us (median of {}, spawn to Hello reply, setuid, as uid 65534); \
+         a static hello world {:.0} us (spawned the same way, to its first byte)",
+        median(h),
+        h.len(),
+        median(s)
+    );
 }
 
 /// QEMU's way: socketpair, spawn `HELPER --use-vnet --br=br0 --fd=N`, receive the fd, reap.
