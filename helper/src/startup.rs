@@ -4,7 +4,7 @@
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::MetadataExt;
 
 use caps::{CapSet, Capability, CapsHashSet};
 use nix::fcntl::{OFlag, openat};
@@ -16,6 +16,7 @@ use nix::unistd::{
 };
 use vmpriv_protocol::Caller;
 use vmpriv_protocol::policy::{self, Policy};
+use vmpriv_protocol::trust;
 
 use crate::netlink::Netlink;
 use crate::sys;
@@ -128,71 +129,58 @@ pub fn load_policy(caller: &Caller, path: Option<&str>) -> Result<Policy, StartE
     Ok(policy::parse(path, &text, &mut include)?)
 }
 
-/// The largest policy file we read: a policy is a few hundred lines.
-const POLICY_MAX: u64 = 1 << 20;
-
 /// Opens `path` component by component from `/`, without following symlinks, and refuses it unless the
 /// file and every directory on the way are owned by root and not writable by group or others (checked
-/// with fstat on the opened fds, as sudo does, so nothing can be swapped between check and read).
+/// with fstat on the opened fds, as sudo does, so nothing can be swapped between check and read). The
+/// decisions are `vmpriv_protocol::trust`'s, which `vmpriv check-policy` shares.
 pub fn read_trusted(path: &str) -> Result<String, String> {
-    if !path.starts_with('/') {
-        return Err("not an absolute path".to_owned());
-    }
+    let (dirs, last) = trust::split(path).map_err(|e| e.to_string())?;
     let root = File::open("/").map_err(|e| format!("cannot open /: {e}"))?;
-    check_owner(&root, "/")?;
+    check_stat(&root, "/", trust::check_dir)?;
     let mut dir: OwnedFd = root.into();
-    let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
-    let Some((last, dirs)) = parts.split_last() else {
-        return Err("is a directory".to_owned());
-    };
     for part in dirs {
-        if *part == ".." || *part == "." {
-            return Err("contains `.` or `..`".to_owned());
-        }
+        trust::check_dir_name(part).map_err(|e| e.to_string())?;
         let next = openat(
             dir.as_fd(),
-            *part,
+            part,
             OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
             Mode::empty(),
         )
         .map_err(|e| format!("{part}: {e}"))?;
         let next = File::from(next);
-        check_owner(&next, part)?;
+        check_stat(&next, part, trust::check_dir)?;
         dir = next.into();
     }
     let file = openat(
         dir.as_fd(),
-        *last,
+        last,
         OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK,
         Mode::empty(),
     )
     .map_err(|e| e.desc().to_owned())?;
     let mut file = File::from(file);
-    let meta = file.metadata().map_err(|e| e.to_string())?;
-    if !meta.is_file() {
-        return Err("not a regular file".to_owned());
-    }
-    check_owner(&file, last)?;
+    check_stat(&file, last, trust::check_file)?;
     let mut text = String::new();
     file.by_ref()
-        .take(POLICY_MAX + 1)
+        .take(trust::POLICY_MAX + 1)
         .read_to_string(&mut text)
         .map_err(|e| e.to_string())?;
-    if text.len() as u64 > POLICY_MAX {
-        return Err("larger than 1 MiB".to_owned());
-    }
+    trust::check_size(text.len() as u64).map_err(|e| e.to_string())?;
     Ok(text)
 }
 
-fn check_owner(f: &File, what: &str) -> Result<(), String> {
+/// fstat on the opened fd, judged by `check`.
+fn check_stat(
+    f: &File,
+    what: &str,
+    check: fn(&str, trust::Stat) -> Result<(), trust::TrustError>,
+) -> Result<(), String> {
     let meta = f.metadata().map_err(|e| e.to_string())?;
-    if meta.uid() != 0 {
-        return Err(format!("{what} is not owned by root"));
-    }
-    if meta.permissions().mode() & 0o022 != 0 {
-        return Err(format!("{what} is writable by group or others"));
-    }
-    Ok(())
+    let st = trust::Stat {
+        uid: meta.uid(),
+        mode: meta.mode(),
+    };
+    check(what, st).map_err(|e| e.to_string())
 }
 
 /// `/dev/net/tun` fds a session opens while it still may: enough for its quota's worth of single-queue

@@ -24,6 +24,7 @@ pub mod addr;
 pub mod check;
 pub mod name;
 pub mod policy;
+pub mod trust;
 pub mod validate;
 pub mod wire;
 
