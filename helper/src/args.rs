@@ -44,15 +44,33 @@ pub enum ArgError {
     NoMode,
 }
 
-/// The usage text for `--help` and for errors.
-pub const USAGE: &str = "\
+/// The text for `--help` (and `--help --version`): usage, where the client looks for the helper, the
+/// policy file and the exit status. Keep the search path in step with `vmpriv_client::find_helper`.
+pub const USAGE: &str = concat!(
+    "vmpriv-helper ",
+    env!("CARGO_PKG_VERSION"),
+    "
 usage: vmpriv-helper --session --fd=N [--policy PATH]
        vmpriv-helper [--use-vnet] --br=BRIDGE --fd=N     (QEMU/libvirt helper= contract)
        vmpriv-helper --help | --version
 
-vmpriv-helper creates and configures taps for unprivileged VM processes, as the policy in
-/etc/vmpriv/policy.conf allows. It is started by the vmpriv client library (--session) or by QEMU
-and libvirt as their bridge helper. --policy is accepted only when the real uid is root.";
+Creates and configures taps for unprivileged VM processes, as the policy file allows. Started by
+the vmpriv command and client library (--session) or by QEMU and libvirt as their bridge helper.
+Install it setuid root (chown root:root, chmod 4755) or with `setcap cap_net_admin+ep`.
+
+Policy:   /etc/vmpriv/policy.conf; it, its includes and every directory above them must be owned
+          by root and not writable by group or others (`vmpriv check-policy` checks). --policy
+          PATH is accepted only when the real uid is root. The environment is ignored.
+Found by: the vmpriv command looks at $VMPRIV_HELPER, then /usr/libexec/vmpriv/vmpriv-helper,
+          /usr/local/libexec/vmpriv-helper, then beside the vmpriv binary.
+Exit:     0 done; 1 refused: bad usage, not privileged, or a request refused (one line on stderr,
+          details in the system log); 6 policy file missing, unsafe or unparsable."
+);
+
+/// `--help`, `-h`, `--version`, `-V`: what argv may hold, alone, for [`Mode::Help`] or [`Mode::Version`].
+fn is_info_flag(arg: &str) -> bool {
+    matches!(arg, "--help" | "-h" | "--version" | "-V")
+}
 
 /// Parses argv (without argv[0]).
 pub fn parse(args: &[OsString]) -> Result<Mode, ArgError> {
@@ -65,8 +83,11 @@ pub fn parse(args: &[OsString]) -> Result<Mode, ArgError> {
     while let Some(arg) = iter.next() {
         let arg = arg.to_str().ok_or(ArgError::NotUtf8)?;
         match arg {
-            "--help" | "-h" if args.len() == 1 => return Ok(Mode::Help),
-            "--version" | "-V" if args.len() == 1 => return Ok(Mode::Version),
+            // Only these flags, in any mix: `--help --version` prints the help, which names the version.
+            _ if is_info_flag(arg) && args.iter().all(|a| a.to_str().is_some_and(is_info_flag)) => {
+                let help = args.iter().any(|a| matches!(a.to_str(), Some("--help" | "-h")));
+                return Ok(if help { Mode::Help } else { Mode::Version });
+            }
             "--session" => {
                 if std::mem::replace(&mut session, true) {
                     return Err(ArgError::Repeated("--session"));
@@ -168,7 +189,9 @@ pub fn check_args(data: &[u8]) {
             );
         }
         Ok(Mode::Session { fd, .. }) => assert!(fd >= 3),
-        Ok(Mode::Help | Mode::Version) => assert_eq!(argv.len(), 1),
+        Ok(Mode::Help | Mode::Version) => {
+            assert!(argv.iter().all(|a| a.to_str().is_some_and(is_info_flag)));
+        }
         Err(_) => {}
     }
 }
@@ -256,6 +279,13 @@ mod tests {
         );
         assert_eq!(p(&["--help"]), Ok(Mode::Help));
         assert_eq!(p(&["--version"]), Ok(Mode::Version));
+        assert_eq!(p(&["--help", "--version"]), Ok(Mode::Help));
+        assert_eq!(p(&["--version", "-h"]), Ok(Mode::Help));
+        assert_eq!(p(&["-V", "--version"]), Ok(Mode::Version));
+        assert_eq!(
+            p(&["--version", "--session", "--fd=3"]),
+            Err(ArgError::Unknown("--version".into()))
+        );
         assert_eq!(p(&["--session", "--fd=3", "--policy"]), Err(ArgError::BadPolicy));
         assert_eq!(
             p(&["--br=o", "--fd=3", "--policy", "--br=oe"]),
