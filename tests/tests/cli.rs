@@ -264,3 +264,385 @@ fn bridge_conf_translates_to_policy_lines() {
         assert_eq!(o.status.code(), Some(6), "{}", text(&o));
     });
 }
+
+/// The first line of `out` that is a JSON object.
+fn json_line(out: &str) -> serde_json::Value {
+    let line = out
+        .lines()
+        .find(|l| l.starts_with('{'))
+        .unwrap_or_else(|| panic!("no JSON line in: {out}"));
+    serde_json::from_str(line).unwrap()
+}
+
+/// `vmpriv check-policy` refuses what the helper refuses (exit 6 from both): a group-writable file, a
+/// group-writable directory above it, an include under a group-writable directory.
+#[test]
+fn check_policy_refuses_files_the_helper_refuses() {
+    scenario(
+        "check_policy_refuses_files_the_helper_refuses",
+        bins!(),
+        POLICY,
+        |s| {
+            let policy = std::path::Path::new("/etc/vmpriv/policy.conf");
+            let o = vmpriv(s, &["check-policy"]);
+            assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+            assert_eq!(vmpriv(s, &["whoami"]).status.code(), Some(0));
+            // Each unsafe state: check-policy says exit 6 and why; the helper (through whoami) agrees.
+            let refused = |why: &str| {
+                let o = vmpriv(s, &["check-policy"]);
+                assert_eq!(o.status.code(), Some(6), "{why}: {}", text(&o));
+                assert!(text(&o).contains(why), "{why}: {}", text(&o));
+                let o = vmpriv(s, &["check-policy", "--json"]);
+                assert_eq!(o.status.code(), Some(6), "{why}: {}", text(&o));
+                let report = json_line(&String::from_utf8_lossy(&o.stdout));
+                assert_eq!(report["version"], 1);
+                assert_eq!(report["ok"], false);
+                assert!(report["error"].as_str().unwrap().contains(why), "{report}");
+                let o = vmpriv(s, &["whoami"]);
+                assert_eq!(o.status.code(), Some(6), "the helper too: {why}: {}", text(&o));
+                assert!(text(&o).contains(why), "the helper too: {why}: {}", text(&o));
+            };
+            vmpriv_tests::chmod(policy, 0o664);
+            refused("policy.conf is writable by group or others");
+            vmpriv_tests::chmod(policy, 0o644);
+            vmpriv_tests::chmod(std::path::Path::new("/etc/vmpriv"), 0o775);
+            refused("vmpriv is writable by group or others");
+            vmpriv_tests::chmod(std::path::Path::new("/etc/vmpriv"), 0o755);
+            nix::unistd::chown(policy, Some(vmpriv_tests::NOBODY.into()), None).unwrap();
+            refused("policy.conf is not owned by root");
+            nix::unistd::chown(policy, Some(0.into()), None).unwrap();
+            // An include under a group-writable directory.
+            std::fs::create_dir("/etc/vmpriv/more").unwrap();
+            vmpriv_tests::chmod(std::path::Path::new("/etc/vmpriv/more"), 0o775);
+            std::fs::write("/etc/vmpriv/more/br.conf", "allow user nobody switch br1\n").unwrap();
+            vmpriv_tests::chmod(std::path::Path::new("/etc/vmpriv/more/br.conf"), 0o644);
+            vmpriv_tests::write_policy(&format!("{POLICY}include /etc/vmpriv/more/br.conf\n"));
+            refused("more is writable by group or others");
+            vmpriv_tests::chmod(std::path::Path::new("/etc/vmpriv/more"), 0o755);
+            let o = vmpriv(s, &["check-policy"]);
+            assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+            assert!(text(&o).contains("allow user nobody switch br1"), "{}", text(&o));
+            // A policy that parses but lives under world-writable /var/tmp: still refused.
+            let draft = s.dir.join("draft.conf");
+            std::fs::write(&draft, POLICY).unwrap();
+            vmpriv_tests::chmod(&draft, 0o644);
+            let o = vmpriv(s, &["check-policy", draft.to_str().unwrap()]);
+            assert_eq!(o.status.code(), Some(6), "{}", text(&o));
+            assert!(
+                text(&o).contains("tmp is writable by group or others"),
+                "{}",
+                text(&o)
+            );
+        },
+    );
+}
+
+/// Names that do not resolve through NSS get a warning (a typo in a `deny` denies nothing); names
+/// that do, do not. The file is still valid (exit 0).
+#[test]
+fn check_policy_warns_about_names_that_do_not_resolve() {
+    let policy = "allow user nobody switch br0\nallow user no-such-user-x switch br0\n\
+                  deny group no-such-group-x switch br0\nquota group nogroup 3\n";
+    scenario(
+        "check_policy_warns_about_names_that_do_not_resolve",
+        bins!(),
+        policy,
+        |s| {
+            // What NSS says here, read with getent rather than assumed.
+            let getent = |db: &str, name: &str| vmpriv_tests::run(&["getent", db, name]).status.success();
+            assert!(getent("passwd", "nobody") && !getent("passwd", "no-such-user-x"));
+            assert!(!getent("group", "no-such-group-x"));
+            let nogroup = getent("group", "nogroup");
+            let o = vmpriv(s, &["check-policy"]);
+            let out = String::from_utf8_lossy(&o.stdout).into_owned();
+            assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+            assert!(
+                out.contains("# warning: user `no-such-user-x` does not resolve here"),
+                "{out}"
+            );
+            assert!(
+                out.contains("# warning: group `no-such-group-x` does not resolve here"),
+                "{out}"
+            );
+            assert!(!out.contains("user `nobody`"), "{out}");
+            assert_eq!(out.contains("group `nogroup`"), !nogroup, "{out}");
+            let o = vmpriv(s, &["check-policy", "--json"]);
+            assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+            let report = json_line(&String::from_utf8_lossy(&o.stdout));
+            assert_eq!(report["version"], 1);
+            assert_eq!(report["ok"], true);
+            assert_eq!(report["error"], serde_json::Value::Null);
+            assert_eq!(report["file"], "/etc/vmpriv/policy.conf");
+            assert_eq!(report["unknown_users"], serde_json::json!(["no-such-user-x"]));
+            let mut groups = vec!["no-such-group-x"];
+            if !nogroup {
+                groups.push("nogroup");
+            }
+            assert_eq!(report["unknown_groups"], serde_json::json!(groups));
+            let lines: Vec<&str> = report["policy"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|l| l.as_str().unwrap())
+                .collect();
+            assert!(
+                lines.contains(&"deny group no-such-group-x switch br0"),
+                "{lines:?}"
+            );
+            assert!(lines.contains(&"quota group nogroup 3"), "{lines:?}");
+            assert_eq!(report["warnings"].as_array().unwrap().len(), groups.len() + 1);
+        },
+    );
+}
+
+/// `whoami --json`: the ids are the caller's real ones (`id`), in_use is the kernel's count of taps.
+#[test]
+fn whoami_json_reports_the_real_ids_and_use() {
+    scenario(
+        "whoami_json_reports_the_real_ids_and_use",
+        bins!(),
+        "quota user nobody 2\nallow user nobody switch br0\n",
+        |s| {
+            bridge("br0", None);
+            let id = |flag: &str| {
+                let o = vmpriv_tests::nobody_command("id").arg(flag).output().unwrap();
+                assert!(o.status.success());
+                String::from_utf8_lossy(&o.stdout).trim().to_owned()
+            };
+            let whoami = || {
+                let o = vmpriv(s, &["whoami", "--json"]);
+                assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+                json_line(&String::from_utf8_lossy(&o.stdout))
+            };
+            let report = whoami();
+            assert_eq!(report["version"], 1);
+            assert_eq!(report["uid"].as_u64().unwrap().to_string(), id("-u"));
+            assert_eq!(report["user"], id("-un"));
+            assert_eq!(report["quota"], 2);
+            assert_eq!(report["in_use"], 0);
+            assert_eq!(report["more_rules"], false);
+            assert_eq!(report["switches"], serde_json::json!(["br0"]));
+            assert!(
+                report["rules"]
+                    .as_array()
+                    .unwrap()
+                    .contains(&serde_json::json!("allow user nobody switch br0")),
+                "{report}"
+            );
+            // Hold a tap; in_use counts it as the kernel shows it.
+            let mut holder = vmpriv_tests::nobody_command(&s.cli)
+                .args(["tap", "--switch", "br0", "--", "sleep", "30"])
+                .env("VMPRIV_HELPER", &s.helper)
+                .spawn()
+                .unwrap();
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while taps().is_empty() && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            assert_eq!(taps().len(), 1);
+            assert_eq!(whoami()["in_use"], 1);
+            holder.kill().unwrap();
+            holder.wait().unwrap();
+        },
+    );
+}
+
+/// `tap --json`: version, queues, vnet_hdr and owner agree with what `ip -j -d link` shows.
+#[test]
+fn tap_json_report_agrees_with_the_kernel() {
+    scenario(
+        "tap_json_report_agrees_with_the_kernel",
+        bins!(),
+        "allow user nobody switch br0\n",
+        |s| {
+            bridge("br0", None);
+            for (queues, vnet_hdr) in [("1", false), ("3", true)] {
+                let mut args = vec!["tap", "--switch", "br0", "--queues", queues, "--json"];
+                if vnet_hdr {
+                    args.push("--vnet-hdr");
+                }
+                args.extend(["--", "sh", "-c", "ip -j -d link show dev $VMPRIV_TAP_NAME"]);
+                let o = vmpriv(s, &args);
+                let out = text(&o);
+                assert!(o.status.success(), "{out}");
+                let report = json_line(&out);
+                let link: serde_json::Value =
+                    serde_json::from_str(out.lines().find(|l| l.starts_with('[')).unwrap()).unwrap();
+                let link = &link[0];
+                let tun = &link["linkinfo"]["info_data"];
+                assert_eq!(report["version"], 1);
+                assert_eq!(report["ifname"], link["ifname"]);
+                assert_eq!(report["ifindex"], link["ifindex"]);
+                assert_eq!(report["mac"], link["address"]);
+                assert_eq!(report["mtu"], link["mtu"]);
+                assert_eq!(report["switch"], "br0");
+                assert_eq!(link["master"], "br0");
+                // A single-queue tap is not IFF_MULTI_QUEUE, and ip shows numqueues only for those.
+                if tun["multi_queue"] == true {
+                    assert_eq!(report["queues"], tun["numqueues"], "{out}");
+                } else {
+                    assert_eq!(report["queues"], 1, "{out}");
+                }
+                assert_eq!(report["queues"].as_u64().unwrap().to_string(), queues);
+                assert_eq!(report["vnet_hdr"], tun["vnet_hdr"], "{out}");
+                assert_eq!(report["vnet_hdr"], vnet_hdr);
+                // ip shows the owner by name.
+                let owner = u32::try_from(report["owner"].as_u64().unwrap()).unwrap();
+                assert_eq!(owner, vmpriv_tests::NOBODY);
+                let name = nix::unistd::User::from_uid(owner.into()).unwrap().unwrap().name;
+                assert_eq!(tun["user"], name.as_str(), "{out}");
+            }
+            assert!(taps().is_empty());
+        },
+    );
+}
+
+/// `--json-fd N`: the report goes to fd N (a file, a pipe), not to stdout, and the command does not
+/// inherit N; a bad N is a usage error (exit 2) before any tap exists.
+#[test]
+fn json_fd_writes_the_report_to_that_fd_only() {
+    scenario(
+        "json_fd_writes_the_report_to_that_fd_only",
+        bins!(),
+        "allow user nobody switch br0\n",
+        |s| {
+            bridge("br0", None);
+            let out_dir = s.dir.join("out");
+            std::fs::create_dir(&out_dir).unwrap();
+            nix::unistd::chown(&out_dir, Some(vmpriv_tests::NOBODY.into()), None).unwrap();
+            let report_file = out_dir.join("report.json");
+            let shell = |script: &str| {
+                vmpriv_tests::nobody_command("sh")
+                    .args(["-c", script, "sh"])
+                    .arg(&s.cli)
+                    .arg(&report_file)
+                    .env("VMPRIV_HELPER", &s.helper)
+                    .output()
+                    .unwrap()
+            };
+            let command = "echo NAME=$VMPRIV_TAP_NAME; \
+                           if [ -e /proc/self/fd/7 ]; then echo FD7=inherited; else echo FD7=closed; fi";
+            // To a file.
+            let o = shell(&format!(
+                "\"$1\" tap --switch br0 --queues 2 --json-fd 7 -- sh -c '{command}' 7>\"$2\""
+            ));
+            let out = text(&o);
+            assert!(o.status.success(), "{out}");
+            assert!(!out.contains('{'), "no report on stdout: {out}");
+            assert!(out.contains("FD7=closed"), "{out}");
+            let name = out.lines().find_map(|l| l.strip_prefix("NAME=")).unwrap();
+            let report: serde_json::Value =
+                serde_json::from_str(std::fs::read_to_string(&report_file).unwrap().trim()).unwrap();
+            assert_eq!(report["ifname"], name);
+            assert_eq!(report["queues"], 2);
+            assert_eq!(report["fds"], serde_json::json!([3, 4]));
+            // To a pipe (our stdout, as fd 7), the command's stdout to stderr: only the report arrives.
+            let o = shell(&format!(
+                "\"$1\" tap --switch br0 --json-fd 7 -- sh -c '{command}' 7>&1 1>&2"
+            ));
+            assert!(o.status.success(), "{}", text(&o));
+            let stdout = String::from_utf8_lossy(&o.stdout);
+            assert_eq!(stdout.lines().count(), 1, "{stdout}");
+            let report = json_line(&stdout);
+            let stderr = String::from_utf8_lossy(&o.stderr);
+            assert!(stderr.contains("FD7=closed"), "{stderr}");
+            assert_eq!(
+                report["ifname"].as_str(),
+                stderr.lines().find_map(|l| l.strip_prefix("NAME="))
+            );
+            assert!(taps().is_empty());
+            // Usage errors, and no tap made.
+            for (script, why) in [
+                ("\"$1\" tap --switch br0 --json-fd 9 -- true", "fd 9 is not open"),
+                (
+                    "\"$1\" tap --switch br0 --json-fd 7 -- true 7</dev/null",
+                    "fd 7 is not open for writing",
+                ),
+                (
+                    "\"$1\" tap --switch br0 --queues 2 --json-fd 4 -- true 4>/dev/null",
+                    "tap fds as 3 to 4",
+                ),
+                ("\"$1\" tap --switch br0 --json-fd 1 -- true", "stdout"),
+                (
+                    "\"$1\" tap --switch br0 --json --json-fd 7 -- true 7>/dev/null",
+                    "cannot be used with",
+                ),
+            ] {
+                let o = shell(script);
+                assert_eq!(o.status.code(), Some(2), "{script}: {}", text(&o));
+                assert!(text(&o).contains(why), "{script}: {}", text(&o));
+            }
+            assert!(taps().is_empty());
+        },
+    );
+}
+
+/// Every `--help` names the helper's variable and search path, the policy file and the exit codes;
+/// so does `vmpriv-helper --help`, alone or with `--version`.
+#[test]
+fn every_help_names_the_helper_the_policy_and_the_exit_codes() {
+    let (helper, cli) = bins!();
+    let must = |what: &str, out: &str| {
+        for needle in [
+            "VMPRIV_HELPER",
+            "/usr/libexec/vmpriv/vmpriv-helper",
+            vmpriv_client::INSTALLED_HELPER,
+            vmpriv_protocol::POLICY_PATH,
+            "Exit:",
+        ] {
+            assert!(out.contains(needle), "{what}: no {needle:?} in:\n{out}");
+        }
+    };
+    let run = |prog: &str, args: &[&str]| {
+        let o = std::process::Command::new(prog).args(args).output().unwrap();
+        assert_eq!(o.status.code(), Some(0), "{args:?}: {}", text(&o));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    for args in [
+        &["--help"][..],
+        &["-h"],
+        &["help"],
+        &["tap", "--help"],
+        &["tap", "-h"],
+        &["check-policy", "--help"],
+        &["whoami", "--help"],
+        &["cleanup", "--help"],
+        &["import-bridge-conf", "--help"],
+        &["help", "tap"],
+    ] {
+        let out = run(cli, args);
+        must(&format!("vmpriv {args:?}"), &out);
+        for code in [
+            "0 ok",
+            "6 invalid request or policy error",
+            "2 usage",
+            "3 helper missing",
+            "4 denied",
+            "5 quota",
+            "10 the command",
+        ] {
+            assert!(out.contains(code), "vmpriv {args:?}: no {code:?}");
+        }
+    }
+    let version = concat!("vmpriv-helper ", env!("CARGO_PKG_VERSION"));
+    for args in [
+        &["--help"][..],
+        &["-h"],
+        &["--help", "--version"],
+        &["--version", "--help"],
+    ] {
+        let out = run(helper, args);
+        must(&format!("vmpriv-helper {args:?}"), &out);
+        assert!(out.starts_with(version), "{args:?}: {out}");
+        for code in ["0 done", "1 refused", "6 policy file"] {
+            assert!(out.contains(code), "vmpriv-helper {args:?}: no {code:?}");
+        }
+    }
+    assert_eq!(run(helper, &["--version"]).trim(), version);
+    // Anything else with --help is still refused, as every unknown argument is.
+    let o = std::process::Command::new(helper)
+        .args(["--help", "--session"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+}

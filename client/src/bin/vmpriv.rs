@@ -1,23 +1,46 @@
 //! `vmpriv`: get a configured tap from vmpriv-helper and exec a VMM with it; check a policy file; show
 //! what the policy grants you.
 //!
-//! Exit codes: 0 ok, 2 usage, 3 helper missing or not privileged, 4 denied, 5 quota, 6 invalid request
-//! or policy error, 7 kernel error, 8 unsupported, 9 helper died or protocol error, 10 exec failed.
+//! Exit codes: 0 ok, 2 usage, 3 helper missing, not privileged or exited, 4 denied, 5 quota, 6 invalid
+//! request or policy error, 7 kernel error, 8 unsupported, 9 helper died or protocol error, 10 the
+//! command could not be run (or its report not written). After the exec, the status is the command's.
+//!
+//! The `--json` reports are one line of JSON with a `version` key (an integer, 1 today): keys are only
+//! ever added within a version; a key that changes meaning or goes away bumps it.
 
 use std::ffi::OsString;
-use std::os::fd::RawFd;
+use std::io::Write;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, ExitCode};
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use vmpriv_client::{ClientError, Helper, Tap, TapOptions};
-use vmpriv_protocol::policy;
+use vmpriv_protocol::{policy, trust};
+
+/// The format version of every `--json` report.
+const JSON_VERSION: u32 = 1;
+
+/// The end of every `--help`: where the helper and the policy are, and what the exit status means.
+/// Keep the search path in step with `vmpriv_client::find_helper`.
+const FOOTER: &str = "\
+Helper:  $VMPRIV_HELPER if set, else /usr/libexec/vmpriv/vmpriv-helper,
+         /usr/local/libexec/vmpriv-helper, then vmpriv-helper beside this program
+         (setuid root, or with cap_net_admin+ep).
+Policy:  /etc/vmpriv/policy.conf: owned by root and not writable by group or others, nor
+         any directory above it or its includes (`vmpriv check-policy` checks).
+Exit:    0 ok; 2 usage; 3 helper missing, not privileged or exited; 4 denied; 5 quota
+         reached; 6 invalid request or policy error; 7 kernel error; 8 unsupported here;
+         9 helper died or protocol error; 10 the command could not be run. After `tap`
+         runs the command, the status is the command's.";
 
 #[derive(Parser)]
 #[command(
     name = "vmpriv",
     version,
-    about = "Bridged taps for unprivileged VMs, through vmpriv-helper"
+    about = "Bridged taps for unprivileged VMs, through vmpriv-helper",
+    after_help = FOOTER
 )]
 struct Cli {
     #[command(subcommand)]
@@ -28,6 +51,7 @@ struct Cli {
 enum Cmd {
     /// Get a tap, then exec COMMAND with its fds from 3 upward (VMPRIV_TAP_FDS, VMPRIV_TAP_NAME and
     /// VMPRIV_TAP_MAC set). E.g. `vmpriv tap --switch br0 -- qemu-system-x86_64 -netdev tap,id=n0,fd=3`.
+    #[command(after_help = FOOTER)]
     Tap {
         /// Attach to this switch (a bridge the policy grants you).
         #[arg(long)]
@@ -60,23 +84,54 @@ enum Cmd {
         #[arg(long)]
         rdomain: Option<u32>,
         /// Print a one-line JSON report on stdout before the exec.
+        ///
+        /// Keys: version (1), ifname, ifindex, mac, mtu, switch (or null), fds (the command's fd
+        /// numbers), queues, vnet_hdr (from the kernel), owner (the tap's owner uid: yours),
+        /// addresses (each with family, host, vm, prefixlen).
         #[arg(long)]
         json: bool,
+        /// Write the JSON report to fd N instead (open for writing; not 0-2, not a tap fd's number),
+        /// then close N before the exec: stdout stays the command's.
+        #[arg(long, value_name = "N", conflicts_with = "json")]
+        json_fd: Option<RawFd>,
         /// The command to run with the tap.
         #[arg(last = true, required = true)]
         command: Vec<OsString>,
     },
-    /// Parse a policy file and print what it grants, or `file:line: reason`.
+    /// Check a policy file as the helper does, and print what it grants.
+    ///
+    /// The syntax, then the helper's file checks: the file, its includes and every directory above
+    /// them owned by root and not writable by group or others. Warns about user and group names that
+    /// do not resolve here. Exit 6 for a file the helper would refuse.
+    #[command(after_help = FOOTER)]
     CheckPolicy {
         /// The file (default /etc/vmpriv/policy.conf).
         file: Option<String>,
+        /// Print a one-line JSON report instead.
+        ///
+        /// Keys: version (1), file, ok (the helper would load it), error (or null), policy (its lines,
+        /// canonical), grants (what it grants, in words), unknown_users, unknown_groups (names that
+        /// do not resolve here), unfixed_bridge_macs, warnings (every warning, in words).
+        #[arg(long)]
+        json: bool,
     },
     /// What the policy grants you, and how much of your quota is in use.
-    Whoami,
+    #[command(after_help = FOOTER)]
+    Whoami {
+        /// Print a one-line JSON report instead.
+        ///
+        /// Keys: version (1), uid, user (or null), quota (null: no quota), in_use, rules (the policy
+        /// lines that name you), more_rules, switches (those the rules grant; "*" for every bridge),
+        /// unfixed_bridge_macs.
+        #[arg(long)]
+        json: bool,
+    },
     /// Remove your own taps that no process holds any more (made persistent and left behind): they
     /// count against your quota until removed.
+    #[command(after_help = FOOTER)]
     Cleanup,
     /// Print qemu-bridge-helper's bridge.conf (with its includes) as vmpriv policy lines.
+    #[command(after_help = FOOTER)]
     ImportBridgeConf {
         /// The file (default /etc/qemu/bridge.conf).
         file: Option<String>,
@@ -98,8 +153,14 @@ fn main() -> ExitCode {
             group,
             rdomain,
             json,
+            json_fd,
             command,
         } => {
+            // Before anything opens an fd of ours: N must be the caller's.
+            let report_to = match json_fd.map(|n| take_json_fd(n, queues)).transpose() {
+                Ok(fd) => fd.map(Report::Fd).or(json.then_some(Report::Stdout)),
+                Err(e) => usage_error("tap", e),
+            };
             let mut opts = TapOptions::new().vnet_hdr(vnet_hdr).queues(queues);
             if let Some(s) = &switch {
                 opts = opts.switch(s);
@@ -116,10 +177,12 @@ fn main() -> ExitCode {
             if let Some(r) = rdomain {
                 opts = opts.rdomain(r);
             }
-            tap_and_exec(&opts, switch.as_deref(), json, &command)
+            tap_and_exec(&opts, switch.as_deref(), report_to, &command)
         }
-        Cmd::CheckPolicy { file } => return check_policy(file.as_deref().unwrap_or(policy::POLICY_PATH)),
-        Cmd::Whoami => whoami(),
+        Cmd::CheckPolicy { file, json } => {
+            return check_policy(file.as_deref().unwrap_or(policy::POLICY_PATH), json);
+        }
+        Cmd::Whoami { json } => whoami(json),
         Cmd::Cleanup => cleanup(),
         Cmd::ImportBridgeConf { file } => {
             return import_bridge_conf(file.as_deref().unwrap_or("/etc/qemu/bridge.conf"));
@@ -128,10 +191,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            // One line, without Rust's "(os error N)": the words already say it.
-            let text = e.to_string();
-            let text = text.split(" (os error ").next().unwrap_or(&text);
-            eprintln!("vmpriv: {text}");
+            eprintln!("vmpriv: {}", without_os_error(&e.to_string()));
             ExitCode::from(exit_code(&e))
         }
     }
@@ -150,8 +210,76 @@ fn exit_code(e: &ClientError) -> u8 {
     }
 }
 
-/// The one-line JSON report.
-fn report(tap: &Tap, switch: Option<&str>) -> String {
+/// A usage error of `subcommand`, the way clap reports its own (exit 2).
+fn usage_error(subcommand: &str, text: String) -> ! {
+    let mut cli = Cli::command();
+    cli.build();
+    match cli.find_subcommand_mut(subcommand) {
+        Some(sub) => sub.error(clap::error::ErrorKind::InvalidValue, text).exit(),
+        None => cli.error(clap::error::ErrorKind::InvalidValue, text).exit(),
+    }
+}
+
+/// `text` up to Rust's " (os error N)": the words already say it.
+fn without_os_error(text: &str) -> &str {
+    text.split(" (os error ").next().unwrap_or(text)
+}
+
+/// Where `vmpriv tap` writes its report.
+enum Report {
+    Stdout,
+    Fd(OwnedFd),
+}
+
+/// Takes `--json-fd N` as ours, refusing with a usage message an N that is not open for writing, is
+/// stdio, or is a number the command's tap fds take (3 to 2 + queues).
+fn take_json_fd(n: RawFd, queues: u8) -> Result<OwnedFd, String> {
+    let last_tap_fd = 2 + i32::from(queues);
+    if n < 3 {
+        return Err(format!(
+            "--json-fd {n}: stdin, stdout and stderr stay the command's (use --json for stdout)"
+        ));
+    }
+    if n <= last_tap_fd {
+        return Err(format!(
+            "--json-fd {n}: the command gets its tap fds as 3 to {last_tap_fd}; pass the report on another fd"
+        ));
+    }
+    // SAFETY: F_GETFL reads the flags of fd number `n` and passes no memory; a closed `n` gives EBADF.
+    #[allow(unsafe_code)]
+    let flags = unsafe { libc::fcntl(n, libc::F_GETFL) };
+    if flags == -1 {
+        return Err(format!("--json-fd {n}: fd {n} is not open"));
+    }
+    if flags & libc::O_ACCMODE == libc::O_RDONLY || flags & libc::O_PATH != 0 {
+        return Err(format!("--json-fd {n}: fd {n} is not open for writing"));
+    }
+    // SAFETY: `n` is open (F_GETFL succeeded) and nothing in this process owns it: it was inherited,
+    // and this runs before we open any fd of our own.
+    #[allow(unsafe_code)]
+    Ok(unsafe { OwnedFd::from_raw_fd(n) })
+}
+
+/// The kernel's flags for the tap behind a queue fd (`TUNGETIFF`): the report states what the device
+/// is, not what we asked for.
+fn tun_flags(fd: &OwnedFd) -> std::io::Result<i32> {
+    let mut ifr = [0u8; std::mem::size_of::<libc::ifreq>()];
+    // SAFETY: TUNGETIFF writes one `struct ifreq` at the pointer; `ifr` is that many bytes and lives
+    // across the call. `fd` is a tun fd the helper sent (on another fd the ioctl fails, writing nothing).
+    #[allow(unsafe_code)]
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNGETIFF, ifr.as_mut_ptr()) };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // ifr_flags: a C short right after the IFNAMSIZ bytes of the name.
+    match ifr.get(libc::IFNAMSIZ..libc::IFNAMSIZ + 2) {
+        Some(&[a, b]) => Ok(i32::from(u16::from_ne_bytes([a, b]))),
+        _ => Err(std::io::Error::other("struct ifreq too short")),
+    }
+}
+
+/// The one-line JSON report (keys in the `--json` help).
+fn report(tap: &Tap, switch: Option<&str>) -> std::io::Result<String> {
     let mut addrs = Vec::new();
     if let Some(p) = tap.inet() {
         addrs.push(serde_json::json!({"family": "inet", "host": p.host.to_string(), "vm": p.vm.to_string(), "prefixlen": 31}));
@@ -159,29 +287,50 @@ fn report(tap: &Tap, switch: Option<&str>) -> String {
     if let Some(p) = tap.inet6() {
         addrs.push(serde_json::json!({"family": "inet6", "host": p.host.to_string(), "vm": p.vm.to_string(), "prefixlen": 96}));
     }
-    serde_json::json!({
+    let first = tap
+        .fds()
+        .first()
+        .ok_or_else(|| std::io::Error::other("a tap without fds"))?;
+    let flags = tun_flags(first)?;
+    Ok(serde_json::json!({
+        "version": JSON_VERSION,
         "ifname": tap.name(),
         "ifindex": tap.ifindex(),
         "mac": tap.mac_string(),
         "mtu": tap.mtu(),
         "switch": switch,
         "fds": (0..tap.fds().len()).map(|i| 3 + i).collect::<Vec<_>>(),
+        "queues": tap.fds().len(),
+        "vnet_hdr": flags & libc::IFF_VNET_HDR != 0,
+        // The helper gives the tap to its caller (TUNSETOWNER): our real uid.
+        "owner": nix::unistd::getuid().as_raw(),
         "addresses": addrs,
     })
-    .to_string()
+    .to_string())
 }
 
 fn tap_and_exec(
     opts: &TapOptions,
     switch: Option<&str>,
-    json: bool,
+    report_to: Option<Report>,
     command: &[OsString],
 ) -> Result<(), ClientError> {
     let mut helper = Helper::spawn()?;
     let tap = helper.create_tap(opts)?;
     helper.close()?;
-    if json {
-        println!("{}", report(&tap, switch));
+    if let Some(to) = report_to {
+        let written = report(&tap, switch).and_then(|line| match to {
+            Report::Stdout => writeln!(std::io::stdout(), "{line}"),
+            // Closed here (dropped): its reader sees EOF, and the command does not inherit it.
+            Report::Fd(fd) => writeln!(std::fs::File::from(fd), "{line}"),
+        });
+        if let Err(e) = written {
+            eprintln!(
+                "vmpriv: cannot write the report: {}",
+                without_os_error(&e.to_string())
+            );
+            std::process::exit(10);
+        }
     }
     let n = tap.fds().len();
     let fd_list: Vec<String> = (0..n).map(|i| (3 + i).to_string()).collect();
@@ -222,34 +371,155 @@ fn tap_and_exec(
     std::process::exit(10);
 }
 
-fn check_policy(path: &str) -> ExitCode {
-    let read = |p: &str| std::fs::read_to_string(p).map_err(|e| e.to_string());
-    let text = match read(path) {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!("vmpriv: {path}: {e}");
-            return ExitCode::from(6);
-        }
+/// `vmpriv check-policy`: the syntax first (so a draft can be checked anywhere), then the helper's own
+/// file checks on the file and, through the include reader, on every include.
+fn check_policy(path: &str, json: bool) -> ExitCode {
+    let mut include = |p: &str| read_trusted(p);
+    let parsed = std::fs::read_to_string(path)
+        .map_err(|e| format!("vmpriv: {path}: {}", without_os_error(&e.to_string())))
+        .and_then(|text| policy::parse(path, &text, &mut include).map_err(|e| e.to_string()));
+    let error = match &parsed {
+        Err(e) => Some(e.clone()),
+        Ok(_) => read_trusted(path)
+            .err()
+            .map(|e| format!("vmpriv: {path}: {e}: the helper refuses this file")),
     };
-    let mut include = |p: &str| read(p);
-    match policy::parse(path, &text, &mut include) {
-        Ok(p) => {
-            print!("{p}");
-            warn_unfixed_macs(&unfixed_bridge_macs(&|b| {
-                p.rules.iter().any(|r| {
-                    r.allow
-                        && matches!(&r.resource, policy::Resource::Switch(sw)
-                            if matches!(sw, policy::Pattern::Any)
-                                || matches!(sw, policy::Pattern::Exact(n) if n.as_str() == b))
-                })
-            }));
-            ExitCode::SUCCESS
+    let [mut lines, mut grants, mut users, mut groups, mut macs]: [Vec<String>; 5] = Default::default();
+    let mut warnings = Vec::new();
+    if let Ok(p) = &parsed {
+        lines = p
+            .to_string()
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(str::to_owned)
+            .collect();
+        grants = p.grants_summary();
+        (users, groups) = unresolved_names(p);
+        macs = unfixed_bridge_macs(&|b| {
+            p.rules.iter().any(|r| {
+                r.allow
+                    && matches!(&r.resource, policy::Resource::Switch(sw)
+                        if matches!(sw, policy::Pattern::Any)
+                            || matches!(sw, policy::Pattern::Exact(n) if n.as_str() == b))
+            })
+        });
+        for (kind, names) in [("user", &users), ("group", &groups)] {
+            for n in names {
+                warnings.push(format!(
+                    "{kind} `{n}` does not resolve here: the lines naming it match no caller (a typo?)"
+                ));
+            }
         }
-        Err(e) => {
-            eprintln!("{e}");
-            ExitCode::from(6)
+        warnings.extend(macs.iter().map(|b| unfixed_mac_warning(b)));
+    }
+    if let Some(e) = &error {
+        eprintln!("{e}");
+    }
+    if json {
+        let report = serde_json::json!({
+            "version": JSON_VERSION,
+            "file": path,
+            "ok": error.is_none(),
+            "error": error.as_deref().map(|e| e.strip_prefix("vmpriv: ").unwrap_or(e)),
+            "policy": lines,
+            "grants": grants,
+            "unknown_users": users,
+            "unknown_groups": groups,
+            "unfixed_bridge_macs": macs,
+            "warnings": warnings,
+        });
+        println!("{report}");
+    } else if let (Ok(p), None) = (&parsed, &error) {
+        print!("{p}");
+        for w in &warnings {
+            println!("# warning: {w}");
         }
     }
+    if error.is_some() {
+        ExitCode::from(6)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// The user and group names the policy's rules and quotas name that NSS does not resolve here
+/// (getpwnam, getgrnam): the helper matches callers by name, so such a line matches nobody.
+fn unresolved_names(p: &policy::Policy) -> (Vec<String>, Vec<String>) {
+    let mut users: Vec<String> = Vec::new();
+    let mut groups: Vec<String> = Vec::new();
+    let subjects = p
+        .rules
+        .iter()
+        .map(|r| &r.subject)
+        .chain(p.quotas.iter().map(|q| &q.subject));
+    let user_resolves = |n: &str| matches!(nix::unistd::User::from_name(n), Ok(Some(_)));
+    let group_resolves = |n: &str| matches!(nix::unistd::Group::from_name(n), Ok(Some(_)));
+    for s in subjects {
+        match s {
+            policy::Subject::User(n) if !users.contains(n) && !user_resolves(n) => users.push(n.clone()),
+            policy::Subject::Group(n) if !groups.contains(n) && !group_resolves(n) => {
+                groups.push(n.clone());
+            }
+            _ => {}
+        }
+    }
+    (users, groups)
+}
+
+/// What the helper's `read_trusted` does, with the same decisions (`vmpriv_protocol::trust`) and
+/// messages: open from `/` one component at a time without following symlinks, fstat each opened fd.
+fn read_trusted(path: &str) -> Result<String, String> {
+    use nix::fcntl::{OFlag, openat};
+    use nix::sys::stat::Mode;
+    use std::io::Read;
+    use std::os::fd::AsFd;
+    fn check(
+        f: &std::fs::File,
+        what: &str,
+        decide: fn(&str, trust::Stat) -> Result<(), trust::TrustError>,
+    ) -> Result<(), String> {
+        let meta = f.metadata().map_err(|e| e.to_string())?;
+        decide(
+            what,
+            trust::Stat {
+                uid: meta.uid(),
+                mode: meta.mode(),
+            },
+        )
+        .map_err(|e| e.to_string())
+    }
+    let (dirs, last) = trust::split(path).map_err(|e| e.to_string())?;
+    let root = std::fs::File::open("/").map_err(|e| format!("cannot open /: {e}"))?;
+    check(&root, "/", trust::check_dir)?;
+    let mut dir: OwnedFd = root.into();
+    for part in dirs {
+        trust::check_dir_name(part).map_err(|e| e.to_string())?;
+        let next = openat(
+            dir.as_fd(),
+            part,
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| format!("{part}: {}", e.desc()))?;
+        let next = std::fs::File::from(next);
+        check(&next, part, trust::check_dir)?;
+        dir = next.into();
+    }
+    let file = openat(
+        dir.as_fd(),
+        last,
+        OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK,
+        Mode::empty(),
+    )
+    .map_err(|e| e.desc().to_owned())?;
+    let file = std::fs::File::from(file);
+    check(&file, last, trust::check_file)?;
+    let mut text = String::new();
+    file.take(trust::POLICY_MAX + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| without_os_error(&e.to_string()).to_owned())?;
+    trust::check_size(text.len() as u64).map_err(|e| e.to_string())?;
+    Ok(text)
 }
 
 fn cleanup() -> Result<(), ClientError> {
@@ -282,20 +552,41 @@ fn unfixed_bridge_macs(granted: &dyn Fn(&str) -> bool) -> Vec<String> {
     out
 }
 
-fn warn_unfixed_macs(bridges: &[String]) {
-    for b in bridges {
-        println!(
-            "# warning: bridge {b} has no fixed MAC address: it takes the lowest MAC of its ports, which a \
-             tap's holder can set; fix it with `ip link set {b} address <the MAC it has now>`"
-        );
-    }
+fn unfixed_mac_warning(b: &str) -> String {
+    format!(
+        "bridge {b} has no fixed MAC address: it takes the lowest MAC of its ports, which a tap's \
+         holder can set; fix it with `ip link set {b} address <the MAC it has now>`"
+    )
 }
 
-fn whoami() -> Result<(), ClientError> {
+fn whoami(json: bool) -> Result<(), ClientError> {
     let mut helper = Helper::spawn()?;
     let s = helper.status()?;
+    let _ = helper.close();
+    // Which bridges the rules grant (switch NAME, or every bridge for switch *).
+    let switches: Vec<&str> = s
+        .rules
+        .iter()
+        .filter_map(|r| r.strip_prefix("allow ")?.split_once(" switch ").map(|(_, sw)| sw))
+        .collect();
+    let macs = unfixed_bridge_macs(&|b| switches.iter().any(|&sw| sw == "*" || sw == b));
+    if json {
+        let report = serde_json::json!({
+            "version": JSON_VERSION,
+            "uid": s.uid,
+            "user": s.user,
+            "quota": (s.quota != policy::UNLIMITED).then_some(s.quota),
+            "in_use": s.in_use,
+            "rules": s.rules,
+            "more_rules": s.more_rules,
+            "switches": switches,
+            "unfixed_bridge_macs": macs,
+        });
+        println!("{report}");
+        return Ok(());
+    }
     println!("uid {} ({})", s.uid, s.user.as_deref().unwrap_or("no user name"));
-    if s.quota == vmpriv_protocol::policy::UNLIMITED {
+    if s.quota == policy::UNLIMITED {
         println!("taps: {} live, no quota", s.in_use);
     } else {
         println!("taps: {} live of {} allowed", s.in_use, s.quota);
@@ -309,16 +600,9 @@ fn whoami() -> Result<(), ClientError> {
     if s.more_rules {
         println!("(more rules name you; see the policy file)");
     }
-    // Which bridges the rules grant (switch NAME, or every bridge for switch *).
-    let switches: Vec<&str> = s
-        .rules
-        .iter()
-        .filter_map(|r| r.strip_prefix("allow ")?.split_once(" switch ").map(|(_, sw)| sw))
-        .collect();
-    warn_unfixed_macs(&unfixed_bridge_macs(&|b| {
-        switches.iter().any(|&sw| sw == "*" || sw == b)
-    }));
-    let _ = helper.close();
+    for b in &macs {
+        println!("# warning: {}", unfixed_mac_warning(b));
+    }
     Ok(())
 }
 
