@@ -333,6 +333,12 @@ fn check_policy_refuses_files_the_helper_refuses() {
                 "{}",
                 text(&o)
             );
+            // A FIFO given by mistake is refused, not read (which would block).
+            let fifo = s.dir.join("fifo.conf");
+            nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+            let o = vmpriv(s, &["check-policy", fifo.to_str().unwrap()]);
+            assert_eq!(o.status.code(), Some(6), "{}", text(&o));
+            assert!(text(&o).contains("not a regular file"), "{}", text(&o));
         },
     );
 }

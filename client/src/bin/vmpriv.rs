@@ -375,8 +375,8 @@ fn tap_and_exec(
 /// file checks on the file and, through the include reader, on every include.
 fn check_policy(path: &str, json: bool) -> ExitCode {
     let mut include = |p: &str| read_trusted(p);
-    let parsed = std::fs::read_to_string(path)
-        .map_err(|e| format!("vmpriv: {path}: {}", without_os_error(&e.to_string())))
+    let parsed = read_regular(path)
+        .map_err(|e| format!("vmpriv: {path}: {e}"))
         .and_then(|text| policy::parse(path, &text, &mut include).map_err(|e| e.to_string()));
     let error = match &parsed {
         Err(e) => Some(e.clone()),
@@ -466,8 +466,30 @@ fn unresolved_names(p: &policy::Policy) -> (Vec<String>, Vec<String>) {
     (users, groups)
 }
 
-/// What the helper's `read_trusted` does, with the same decisions (`vmpriv_protocol::trust`) and
-/// messages: open from `/` one component at a time without following symlinks, fstat each opened fd.
+/// The file as it is, wherever it is (for the syntax check), but only a regular file of at most
+/// `POLICY_MAX` bytes: a FIFO or a device given by mistake must not hang the check.
+fn read_regular(path: &str) -> Result<String, String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let io = |e: std::io::Error| without_os_error(&e.to_string()).to_owned();
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(io)?;
+    if !file.metadata().map_err(io)?.is_file() {
+        return Err(trust::TrustError::NotRegular.to_string());
+    }
+    let mut text = String::new();
+    file.take(trust::POLICY_MAX + 1)
+        .read_to_string(&mut text)
+        .map_err(io)?;
+    trust::check_size(text.len() as u64).map_err(|e| e.to_string())?;
+    Ok(text)
+}
+
+/// What the helper's `read_trusted` does, with the same decisions (`vmpriv_protocol::trust`): open from
+/// `/` one component at a time without following symlinks, fstat each opened fd.
 fn read_trusted(path: &str) -> Result<String, String> {
     use nix::fcntl::{OFlag, openat};
     use nix::sys::stat::Mode;
