@@ -92,7 +92,8 @@ enum Cmd {
         json: bool,
         /// Write the JSON report to fd N instead (open for writing; not 0-2, not a tap fd's number),
         /// then close N before the exec: stdout stays the command's.
-        #[arg(long, value_name = "N", conflicts_with = "json")]
+        #[arg(long, value_name = "N", conflicts_with = "json",
+              value_parser = clap::value_parser!(RawFd).range(0..))]
         json_fd: Option<RawFd>,
         /// The command to run with the tap.
         #[arg(last = true, required = true)]
