@@ -32,15 +32,19 @@ use vmpriv_protocol::wire::{self, FdIndex, MAX_FRAME, MAX_QUEUES, Request, Respo
 pub use vmpriv_protocol::wire::{IfConfig, Invalid, LocalRequest, Status, TapInfo, Unsupported};
 pub use vmpriv_protocol::{Inet4Pair, Inet6Pair};
 
-/// Where an installed helper lives.
+/// Where the Debian package installs the helper (`packaging/build-deb.sh`).
+pub const PACKAGED_HELPER: &str = "/usr/libexec/vmpriv/vmpriv-helper";
+/// Where a helper installed by hand lives.
 pub const INSTALLED_HELPER: &str = "/usr/local/libexec/vmpriv-helper";
+/// The system paths [`find_helper`] tries, in order, after `VMPRIV_HELPER`.
+pub const HELPER_SEARCH_PATH: [&str; 2] = [PACKAGED_HELPER, INSTALLED_HELPER];
 
 /// Why a call failed. The helper's distinctions are kept: denied, quota, invalid, kernel, unsupported.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// No helper binary was found.
     #[error(
-        "vmpriv-helper not found: set VMPRIV_HELPER, install it as {INSTALLED_HELPER}, or put it beside this program"
+        "vmpriv-helper not found: set VMPRIV_HELPER, install it as {PACKAGED_HELPER} or {INSTALLED_HELPER}, or put it beside this program"
     )]
     NotFound,
     /// The helper could not be started.
@@ -327,13 +331,14 @@ pub fn keep_fd_across_exec(cmd: &mut Command, fd: RawFd) {
     }
 }
 
-/// Finds the helper: `VMPRIV_HELPER`, then the installed path, then beside the current executable.
+/// Finds the helper: `VMPRIV_HELPER`, then the packaged path, then the hand-installed one
+/// ([`HELPER_SEARCH_PATH`]), then beside the current executable.
 pub fn find_helper() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("VMPRIV_HELPER") {
         return Some(PathBuf::from(p));
     }
-    if Path::new(INSTALLED_HELPER).exists() {
-        return Some(PathBuf::from(INSTALLED_HELPER));
+    if let Some(p) = HELPER_SEARCH_PATH.iter().find(|p| Path::new(p).exists()) {
+        return Some(PathBuf::from(p));
     }
     let beside = std::env::current_exe().ok()?.parent()?.join("vmpriv-helper");
     beside.exists().then_some(beside)
