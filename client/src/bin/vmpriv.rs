@@ -137,6 +137,12 @@ enum Cmd {
         /// The file (default /etc/qemu/bridge.conf).
         file: Option<String>,
     },
+    /// Print the completion script for SHELL on stdout (the package installs them).
+    #[command(hide = true)]
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
 }
 
 fn main() -> ExitCode {
@@ -187,6 +193,11 @@ fn main() -> ExitCode {
         Cmd::Cleanup => cleanup(),
         Cmd::ImportBridgeConf { file } => {
             return import_bridge_conf(file.as_deref().unwrap_or("/etc/qemu/bridge.conf"));
+        }
+        Cmd::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "vmpriv", &mut std::io::stdout());
+            return ExitCode::SUCCESS;
         }
     };
     match result {
