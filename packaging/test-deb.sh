@@ -1,0 +1,189 @@
+#!/usr/bin/env bash
+# The package test (run by .ci/run as root; never skips). Builds the package with build-deb.sh, reads
+# it with `dpkg-deb -c` and `-I` (modes, owners, conffiles, man pages, completions), then installs it
+# with `dpkg -i` in a throwaway mount and network namespace whose /usr, /etc and /var/lib/dpkg are
+# overlays with their upper directories on a tmpfs, and there runs `vmpriv whoami` as uid 65534
+# against the installed setuid helper. Afterwards the host must be as it was.
+# Every check prints `ok - …` or `FAIL - …`; the last line is `package: N passed, M failed`, and any
+# failure makes the exit status 1.
+set -euo pipefail
+
+helper=/usr/libexec/vmpriv/vmpriv-helper
+# dpkg-deb -c shows owners by name or by number (cargo-deb writes numbers).
+ROOT='(root/root|0/0)'
+
+# check DESCRIPTION COMMAND...: runs COMMAND, records ok or FAIL in $VMPRIV_PKG_RESULTS.
+check() {
+    local what=$1
+    shift
+    if "$@"; then
+        echo "ok - $what" | tee -a "$VMPRIV_PKG_RESULTS"
+    else
+        echo "FAIL - $what" | tee -a "$VMPRIV_PKG_RESULTS"
+    fi
+}
+
+# has PATTERN TEXT: TEXT has a line matching the extended regex PATTERN.
+has() { grep -Eq -- "$1" <<<"$2"; }
+
+# Inside the namespace: overlays, dpkg -i, the installed files, whoami as nobody, dpkg --purge.
+inside() {
+    local deb=$1 scratch=$2
+    mount --make-rprivate /
+    mount -t tmpfs -o mode=0755 vmpriv-pkg-test "$scratch"
+    for dir in /usr /etc /var/lib/dpkg; do
+        local n=${dir//\//_}
+        mkdir -p "$scratch/$n/upper" "$scratch/$n/work"
+        mount -t overlay overlay \
+            -o "lowerdir=$dir,upperdir=$scratch/$n/upper,workdir=$scratch/$n/work" "$dir"
+    done
+    ip link set lo up
+
+    # --log: dpkg.log is outside the overlays. --no-triggers: man-db's trigger would write
+    # /var/cache/man; its interest is noawait, so vmpriv is still fully installed.
+    local out
+    out=$(dpkg --log=/dev/null --no-triggers -i "$deb" 2>&1) || echo "$out"
+    check "dpkg -i installs the package" \
+        test "$(dpkg-query -W -f='${Status}' vmpriv 2>&1)" = "install ok installed"
+    check "the installed helper is mode 4755 root:root" \
+        test "$(stat -c '%a %U:%G' "$helper")" = "4755 root:root"
+    check "dpkg knows /etc/vmpriv/policy.conf as a conffile" \
+        has '^ /etc/vmpriv/policy.conf [0-9a-f]{32}$' "$(dpkg-query -W -f='${Conffiles}\n' vmpriv)"
+    check "the man pages are where man looks" \
+        test -f /usr/share/man/man1/vmpriv.1.gz -a -f /usr/share/man/man5/vmpriv.conf.5.gz \
+        -a -f /usr/share/man/man8/vmpriv-helper.8.gz
+    check "vmpriv-helper --version runs" \
+        has '^vmpriv-helper [0-9]+\.[0-9]+\.[0-9]+$' "$("$helper" --version)"
+
+    local policy
+    policy=$(vmpriv check-policy 2>&1) || true
+    check "vmpriv check-policy accepts the installed policy and its grants summary is empty" \
+        test "$(sed -n '/^# What this grants/,$p' <<<"$policy")" = \
+        "$(printf '%s\n' '# What this grants (any matching deny overrides; no grant, no tap):' \
+            '#   every other caller: nothing')"
+    check "the installed policy has no rule line, only comments" \
+        test -z "$(grep -Ev '^[[:space:]]*(#|$)' /etc/vmpriv/policy.conf)"
+
+    # As uid 65534, with no VMPRIV_HELPER: the client finds the packaged helper by itself.
+    local whoami status=0
+    whoami=$(env -u VMPRIV_HELPER setpriv --reuid=65534 --regid=65534 --clear-groups \
+        /usr/bin/vmpriv whoami 2>&1) || status=$?
+    echo "$whoami" | sed 's/^/    whoami: /'
+    check "vmpriv whoami as uid 65534 exits 0 through the installed helper" test "$status" = 0
+    check "whoami names uid 65534" has '^uid 65534 ' "$whoami"
+    check "whoami: no quota under the installed policy" has '^taps: 0 live of 0 allowed$' "$whoami"
+    check "whoami: no rule names the caller" has '^no policy rule names you' "$whoami"
+
+    # Without its setuid bit the same call must fail: whoami above used the packaged helper.
+    chmod 0755 "$helper"
+    status=0
+    whoami=$(env -u VMPRIV_HELPER setpriv --reuid=65534 --regid=65534 --clear-groups \
+        /usr/bin/vmpriv whoami 2>&1) || status=$?
+    check "without the setuid bit, whoami fails with exit 3 (the packaged helper was the one used)" \
+        test "$status" = 3
+    chmod 4755 "$helper"
+
+    # The administrator's alternative: mode 0755 kept by dpkg-statoverride, cap_net_admin given back
+    # by the postinst on every install.
+    dpkg-statoverride --update --add root root 0755 "$helper"
+    out=$(dpkg --log=/dev/null --no-triggers -i "$deb" 2>&1) || echo "$out"
+    check "with a 0755 statoverride, a reinstall leaves the helper mode 0755" \
+        test "$(stat -c '%a %U:%G' "$helper")" = "755 root:root"
+    check "and the postinst gives it cap_net_admin+ep" \
+        has 'cap_net_admin[=+]ep' "$(getcap "$helper")"
+    status=0
+    whoami=$(env -u VMPRIV_HELPER setpriv --reuid=65534 --regid=65534 --clear-groups \
+        /usr/bin/vmpriv whoami 2>&1) || status=$?
+    check "vmpriv whoami as uid 65534 works through the file capability too" \
+        test "$status" = 0 -a "$(head -1 <<<"$whoami")" = "uid 65534 (nobody)"
+    dpkg-statoverride --remove "$helper"
+
+    out=$(dpkg --log=/dev/null --no-triggers --purge vmpriv 2>&1) || echo "$out"
+    check "dpkg --purge removes the helper and the policy" \
+        test ! -e "$helper" -a ! -e /etc/vmpriv/policy.conf -a ! -e /usr/bin/vmpriv
+}
+
+# What the host must still show afterwards.
+fingerprint() {
+    md5sum /var/lib/dpkg/status
+    dpkg-query -W -f='${Status}\n' vmpriv 2>&1 || true
+    for p in /usr/bin/vmpriv "$helper" /usr/libexec/vmpriv /etc/vmpriv /etc/vmpriv/policy.conf \
+        /usr/share/man/man8/vmpriv-helper.8.gz /usr/share/bash-completion/completions/vmpriv; do
+        stat -c '%n %a %U:%G %s %Y' "$p" 2>&1 || true
+    done
+}
+
+if [ "${1:-}" = --inside ]; then
+    inside "$2" "$3"
+    exit 0
+fi
+
+self=$(realpath "$0")
+cd "$(dirname "$self")/.."
+if [ "$(id -u)" != 0 ]; then
+    echo "test-deb.sh: needs root (namespaces, dpkg -i inside overlays); it changes nothing on the host" >&2
+    exit 1
+fi
+for tool in dpkg-deb dpkg dpkg-query dpkg-statoverride unshare setpriv getcap setcap cargo-deb md5sum; do
+    command -v "$tool" >/dev/null || {
+        echo "test-deb.sh: $tool is missing (.ci/run installs it)" >&2
+        exit 1
+    }
+done
+
+scratch=$(mktemp -d /tmp/vmpriv-pkg-test.XXXXXX)
+trap 'rm -rf "$scratch"' EXIT
+export VMPRIV_PKG_RESULTS=$scratch/results
+: >"$VMPRIV_PKG_RESULTS"
+mkdir "$scratch/ns"
+
+echo "== packaging/build-deb.sh"
+rm -f target/debian/vmpriv_*.deb
+packaging/build-deb.sh
+deb=$(echo target/debian/vmpriv_*.deb)
+check "build-deb.sh made exactly one target/debian/vmpriv_*.deb" test -f "$deb"
+echo "$deb"
+
+echo "== dpkg-deb -c"
+contents=$(dpkg-deb -c "$deb")
+echo "$contents"
+check "the helper is -rwsr-xr-x root:root in /usr/libexec/vmpriv/" \
+    has "^-rwsr-xr-x $ROOT .* \./usr/libexec/vmpriv/vmpriv-helper\$" "$contents"
+check "vmpriv is -rwxr-xr-x root:root in /usr/bin/" \
+    has "^-rwxr-xr-x $ROOT .* \./usr/bin/vmpriv\$" "$contents"
+check "the policy is -rw-r--r-- root:root at /etc/vmpriv/policy.conf" \
+    has "^-rw-r--r-- $ROOT .* \./etc/vmpriv/policy.conf\$" "$contents"
+check "every entry is owned by root:root" \
+    test "$(awk '{ print $2 }' <<<"$contents" | grep -Evc "^$ROOT\$")" = 0
+check "the helper is the only setuid or setgid file" \
+    test "$(awk '$1 ~ /[sS]/' <<<"$contents" | wc -l)" = 1
+for page in man1/vmpriv.1 man5/vmpriv.conf.5 man8/vmpriv-helper.8; do
+    check "man page $page" has "^-rw-r--r-- $ROOT .* \./usr/share/man/$page\.gz\$" "$contents"
+done
+for completion in bash-completion/completions/vmpriv zsh/vendor-completions/_vmpriv \
+    fish/vendor_completions.d/vmpriv.fish; do
+    check "completion $completion" has "^-rw-r--r-- $ROOT .* \./usr/share/$completion\$" "$contents"
+done
+
+echo "== dpkg-deb -I"
+info=$(dpkg-deb -I "$deb")
+echo "$info"
+check "the package is called vmpriv" has '^ Package: vmpriv$' "$info"
+check "it depends on libc6" has '^ Depends: .*libc6' "$info"
+check "its conffiles list holds /etc/vmpriv/policy.conf" \
+    test "$(dpkg-deb -I "$deb" conffiles)" = /etc/vmpriv/policy.conf
+check "it has the postinst (file capability on a 0755 statoverride)" \
+    has 'setcap cap_net_admin\+ep' "$(dpkg-deb -I "$deb" postinst)"
+
+echo "== dpkg -i in a throwaway mount and network namespace"
+before=$(fingerprint)
+unshare --mount --net -- "$self" --inside "$PWD/$deb" "$scratch/ns"
+check "the namespace ran every install check" test "$(grep -c 'dpkg --purge' "$VMPRIV_PKG_RESULTS")" = 1
+after=$(fingerprint)
+check "the host is untouched (dpkg status, installed paths)" test "$before" = "$after"
+[ "$before" = "$after" ] || diff <(echo "$before") <(echo "$after") || true
+
+passed=$(grep -c '^ok - ' "$VMPRIV_PKG_RESULTS" || true)
+failed=$(grep -c '^FAIL - ' "$VMPRIV_PKG_RESULTS" || true)
+echo "package: $passed passed, $failed failed"
+[ "$failed" = 0 ]
