@@ -72,7 +72,7 @@ fn is_info_flag(arg: &str) -> bool {
     matches!(arg, "--help" | "-h" | "--version" | "-V")
 }
 
-/// Parses argv (without argv[0]).
+/// Parses argv (without `argv[0]`).
 pub fn parse(args: &[OsString]) -> Result<Mode, ArgError> {
     let mut session = false;
     let mut use_vnet = 0u32;

@@ -145,7 +145,7 @@ poweroff -f
 "#;
 
 /// Writes an initramfs (`newc` cpio, uncompressed) to `path`: busybox-static, the virtio modules
-/// of `kernel`, and [`INIT`]. Readable by everyone (QEMU runs as uid 65534).
+/// of `kernel`, and `INIT`. Readable by everyone (QEMU runs as uid 65534).
 pub fn build_initramfs(kernel: &Kernel, path: &Path) {
     let busybox = ["/bin/busybox", "/usr/bin/busybox"]
         .into_iter()
@@ -277,7 +277,7 @@ pub fn qemu_args(kernel: &Kernel, initramfs: &Path, cpus: u32) -> Vec<String> {
 }
 
 /// The guest kernel's command line, with the guest network `net` (`vmpriv.inet=ADDR/LEN,PEER`,
-/// `vmpriv.inet6=…`) that [`INIT`] reads.
+/// `vmpriv.inet6=…`) that `INIT` reads.
 pub fn cmdline(net: &str) -> String {
     format!("console=ttyS0 quiet panic=-1 {net}")
 }
