@@ -15,6 +15,9 @@ pub enum Mode {
         vnet_hdr: bool,
         policy: Option<String>,
     },
+    /// `--socket-activated`: serve the session protocol on fd 3, a connection systemd accepted
+    /// (`Accept=yes`, `LISTEN_FDS=1`); the caller is the peer's `SO_PEERCRED`. Root-started only.
+    Activated,
     /// `--help`
     Help,
     /// `--version`
@@ -42,6 +45,8 @@ pub enum ArgError {
     Conflict,
     #[error("--br is required (or --session)")]
     NoMode,
+    #[error("--socket-activated takes no other argument (its socket is fd 3, from systemd)")]
+    ActivatedAlone,
 }
 
 /// The text for `--help` (and `--help --version`): usage, where the client looks for the helper, the
@@ -52,6 +57,7 @@ pub const USAGE: &str = concat!(
     "
 usage: vmpriv-helper --session --fd=N [--policy PATH]
        vmpriv-helper [--use-vnet] --br=BRIDGE --fd=N     (QEMU/libvirt helper= contract)
+       vmpriv-helper --socket-activated     (as root, from vmpriv.socket: see docs/socket-activation.md)
        vmpriv-helper --help | --version
 
 Creates and configures taps for unprivileged VM processes, as the policy file allows. Started by
@@ -88,6 +94,8 @@ pub fn parse(args: &[OsString]) -> Result<Mode, ArgError> {
                 let help = args.iter().any(|a| matches!(a.to_str(), Some("--help" | "-h")));
                 return Ok(if help { Mode::Help } else { Mode::Version });
             }
+            "--socket-activated" if args.len() == 1 => return Ok(Mode::Activated),
+            "--socket-activated" => return Err(ArgError::ActivatedAlone),
             "--session" => {
                 if std::mem::replace(&mut session, true) {
                     return Err(ArgError::Repeated("--session"));
@@ -192,6 +200,7 @@ pub fn check_args(data: &[u8]) {
         Ok(Mode::Help | Mode::Version) => {
             assert!(argv.iter().all(|a| a.to_str().is_some_and(is_info_flag)));
         }
+        Ok(Mode::Activated) => assert_eq!(argv.len(), 1),
         Err(_) => {}
     }
 }
@@ -278,6 +287,24 @@ mod tests {
             Err(ArgError::Unknown("--help".into()))
         );
         assert_eq!(p(&["--help"]), Ok(Mode::Help));
+        assert_eq!(p(&["--socket-activated"]), Ok(Mode::Activated));
+        for extra in [
+            "--fd=3",
+            "--session",
+            "--policy=/p",
+            "--br=br0",
+            "--socket-activated",
+        ] {
+            assert_eq!(
+                p(&["--socket-activated", extra]),
+                Err(ArgError::ActivatedAlone),
+                "{extra}"
+            );
+        }
+        assert_eq!(
+            p(&["--fd=3", "--socket-activated"]),
+            Err(ArgError::ActivatedAlone)
+        );
         assert_eq!(p(&["--version"]), Ok(Mode::Version));
         assert_eq!(p(&["--help", "--version"]), Ok(Mode::Help));
         assert_eq!(p(&["--version", "-h"]), Ok(Mode::Help));

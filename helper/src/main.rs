@@ -23,6 +23,7 @@ fn main() -> ExitCode {
         Ok(m) => m,
         Err(e) => return fail(&format!("{e} (see vmpriv-helper --help)")),
     };
+    let activated = mode == Mode::Activated;
     let (fd, policy_path, qemu) = match mode {
         Mode::Help => return say(args::USAGE),
         Mode::Version => return say(concat!("vmpriv-helper ", env!("CARGO_PKG_VERSION"))),
@@ -33,11 +34,12 @@ fn main() -> ExitCode {
             vnet_hdr,
             policy,
         } => (fd, policy, Some((bridge, vnet_hdr))),
+        Mode::Activated => (startup::LISTEN_FD, None, None),
     };
     // The socket outlives the refusal line: libvirt kills the helper as soon as its receive fails, so
     // the line must be on stderr before the socket closes.
     let mut sock = None;
-    let result = run(fd, policy_path.as_deref(), qemu, &mut sock);
+    let result = run(fd, policy_path.as_deref(), qemu, activated, &mut sock);
     let code = match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e @ (StartError::Policy(_) | StartError::PolicyFile(_) | StartError::PolicyNotRoot)) => {
@@ -58,8 +60,15 @@ fn run(
     fd: i32,
     policy_path: Option<&str>,
     qemu: Option<(String, bool)>,
+    activated: bool,
     sock_slot: &mut Option<OwnedFd>,
 ) -> Result<(), StartError> {
+    // 0. Socket activation: only when root started us, on systemd's fd 3 (LISTEN_* is read before
+    //    step 1 empties the environment). Setuid or file-capability runs are refused here.
+    if activated {
+        startup::require_started_by_root()?;
+        startup::check_listen_env()?;
+    }
     // 1. Hygiene: stdio open, inherited fds closed, environment empty, signals reset, not dumpable.
     startup::sanitize_process(Some(fd))?;
     // The socket: open, AF_UNIX, SOCK_SEQPACKET (session) or SOCK_STREAM (QEMU's socketpair).
@@ -71,13 +80,24 @@ fn run(
     let sock: &OwnedFd = sock_slot.insert(adopt_socket(fd, want)?);
     // 2. Refuse early and clearly when setuid/file capabilities did not take effect.
     startup::check_privilege()?;
-    // 3. The caller: real ids and group names.
-    let caller = startup::identify_caller()?;
+    // 3. The caller: real ids and group names; socket activated, the peer's SO_PEERCRED/SO_PEERGROUPS.
+    let (caller, peer_pid) = if activated {
+        let (caller, pid) = startup::identify_peer(sock)?;
+        (caller, Some(pid))
+    } else {
+        (startup::identify_caller()?, None)
+    };
     audit::init();
+    if let Some(pid) = peer_pid {
+        log::info!(
+            "uid={} pid={pid} op=connect decision=serving (socket activated)",
+            caller.uid
+        );
+    }
     // 4. The policy, from root-owned files only.
     let policy = startup::load_policy(&caller, policy_path)?;
     // 5. What needs root: /dev/net/tun fds (bounded by the quota), our netns identity, netlink.
-    let held = startup::open_what_needs_root(policy.quota_for(&caller), qemu.is_some())?;
+    let held = startup::open_what_needs_root(policy.quota_for(&caller), qemu.is_some(), !activated)?;
     // 6. Become the caller with CAP_NET_ADMIN only, no_new_privs, then no more filesystem.
     startup::drop_to_caller(&caller)?;
     let mut allowed = Vec::new();

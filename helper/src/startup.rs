@@ -53,6 +53,8 @@ pub enum StartError {
     Session(io::Error),
     #[error("{0}")]
     Refused(String),
+    #[error("{0}")]
+    NotActivated(&'static str),
 }
 
 fn io_err(e: nix::errno::Errno) -> io::Error {
@@ -90,24 +92,85 @@ fn reset_rlimits() {
 pub fn identify_caller() -> Result<Caller, StartError> {
     let uid = getresuid().map_err(|e| StartError::Identity(io_err(e)))?.real;
     let gid = getresgid().map_err(|e| StartError::Identity(io_err(e)))?.real;
-    let mut gids = vec![gid.as_raw()];
-    for g in getgroups().map_err(|e| StartError::Identity(io_err(e)))? {
-        if !gids.contains(&g.as_raw()) {
-            gids.push(g.as_raw());
+    let groups = getgroups().map_err(|e| StartError::Identity(io_err(e)))?;
+    Ok(caller_of(
+        uid.as_raw(),
+        gid.as_raw(),
+        groups.iter().map(|g| g.as_raw()),
+    ))
+}
+
+/// The fd systemd passes the first socket on (`SD_LISTEN_FDS_START`).
+pub const LISTEN_FD: i32 = 3;
+
+/// Socket activation, step 0: refuses unless root started us (real, effective and saved uid 0), as
+/// systemd does. Setuid or file-capability runs have the caller's real uid and are refused: there the
+/// caller chose fd 3, and `SO_PEERCRED` on a socket connected to someone else's process would name
+/// that victim as our caller.
+pub fn require_started_by_root() -> Result<(), StartError> {
+    let ids = getresuid().map_err(|e| StartError::Identity(io_err(e)))?;
+    if [ids.real, ids.effective, ids.saved].iter().all(|u| u.is_root()) {
+        Ok(())
+    } else {
+        Err(StartError::NotActivated(
+            "only root may start --socket-activated (systemd's vmpriv.socket does); a setuid or \
+             file-capability helper serves its own caller only, with --session",
+        ))
+    }
+}
+
+/// Socket activation: `LISTEN_PID` is us and `LISTEN_FDS` is 1 (`Accept=yes` passes one connection on
+/// fd 3). Read before the environment is emptied.
+pub fn check_listen_env() -> Result<(), StartError> {
+    let pid = std::env::var("LISTEN_PID").ok();
+    let fds = std::env::var("LISTEN_FDS").ok();
+    if pid.as_deref() != Some(std::process::id().to_string().as_str()) || fds.as_deref() != Some("1") {
+        return Err(StartError::NotActivated(
+            "--socket-activated needs LISTEN_PID set to our pid and LISTEN_FDS=1 (vmpriv.socket has \
+             Accept=yes)",
+        ));
+    }
+    Ok(())
+}
+
+/// Socket activation, step 2: the caller is the peer of the connection, as the kernel recorded it at
+/// connect(2): `SO_PEERCRED`'s effective uid and gid and `SO_PEERGROUPS`. A socket without peer
+/// credentials (pid 0: the kernel then reports the overflow uid, i.e. nobody) is refused, never taken
+/// for nobody. Returns the caller and the peer's pid (for the log).
+pub fn identify_peer(sock: &OwnedFd) -> Result<(Caller, i32), StartError> {
+    let no_peer = |what: &str| StartError::Identity(io::Error::other(format!("no peer credentials: {what}")));
+    let cred = nix::sys::socket::getsockopt(sock, nix::sys::socket::sockopt::PeerCredentials)
+        .map_err(|e| StartError::Identity(io_err(e)))?;
+    if cred.pid() <= 0 {
+        return Err(no_peer("pid 0"));
+    }
+    if cred.uid() == u32::MAX || cred.gid() == u32::MAX {
+        return Err(no_peer("uid or gid -1"));
+    }
+    let groups = sys::peer_groups(sock.as_fd()).map_err(StartError::Identity)?;
+    Ok((caller_of(cred.uid(), cred.gid(), groups), cred.pid()))
+}
+
+/// A caller from its ids (primary gid first, groups deduplicated), with names for policy matching.
+fn caller_of(uid: u32, gid: u32, groups: impl IntoIterator<Item = u32>) -> Caller {
+    let mut gids = vec![gid];
+    for g in groups {
+        if !gids.contains(&g) {
+            gids.push(g);
         }
     }
-    let user = User::from_uid(uid).ok().flatten().map(|u| u.name);
+    let user = User::from_uid(Uid::from_raw(uid)).ok().flatten().map(|u| u.name);
     let groups = gids
         .iter()
         .filter_map(|&g| Group::from_gid(Gid::from_raw(g)).ok().flatten())
         .map(|g| g.name)
         .collect();
-    Ok(Caller {
-        uid: uid.as_raw(),
+    Caller {
+        uid,
         user,
         gids,
         groups,
-    })
+    }
 }
 
 /// Whether this process can act as CAP_NET_ADMIN at all (setuid root, file capability, or root).
@@ -205,11 +268,19 @@ pub struct RootHeld {
 }
 
 /// Step 5: the `/dev/net/tun` fds (bounded by the caller's quota and RLIMIT_NOFILE; one in QEMU
-/// mode), our netns identity and the netlink socket.
-pub fn open_what_needs_root(quota: u32, one_shot: bool) -> Result<RootHeld, StartError> {
+/// mode), our netns identity and the netlink socket. `real_uid_is_caller` is false when socket
+/// activation made us root for a caller who is not our real uid.
+pub fn open_what_needs_root(
+    quota: u32,
+    one_shot: bool,
+    real_uid_is_caller: bool,
+) -> Result<RootHeld, StartError> {
     // Where the caller may open /dev/net/tun itself (mode 0666 on most distributions; access(2) checks
-    // the real uid), the helper opens it on demand, so a session has no fd budget at all.
-    let caller_opens_tun = access("/dev/net/tun", AccessFlags::R_OK | AccessFlags::W_OK).is_ok();
+    // the real uid), the helper opens it on demand, so a session has no fd budget at all. Socket
+    // activated, the real uid is root's, whose answer says nothing about the caller: open the pool
+    // (past it, a new connection is a new session with a new pool).
+    let caller_opens_tun =
+        real_uid_is_caller && access("/dev/net/tun", AccessFlags::R_OK | AccessFlags::W_OK).is_ok();
     // Where the caller's RLIMIT_NOFILE could not be raised (no CAP_SYS_RESOURCE), leave room for the
     // fds a request needs; a session that runs out answers `Unsupported(TunFds)`, never half-done.
     let room = getrlimit(Resource::RLIMIT_NOFILE).map_or(0, |(soft, _)| soft.saturating_sub(FDS_RESERVED));

@@ -115,6 +115,49 @@ pub fn take_argv_socket(fd: RawFd, ty: SockType) -> Option<OwnedFd> {
     Some(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+/// `NGROUPS_MAX`: the most supplementary groups a Linux process can have.
+const NGROUPS_MAX: usize = 65536;
+
+/// `SO_PEERGROUPS`: the supplementary groups the peer of a connected AF_UNIX socket had when it
+/// connected (nix 0.32 has `PeerCredentials` but no `SO_PEERGROUPS`). Fails (`ENODATA`) where the
+/// socket has no peer credentials.
+pub fn peer_groups(sock: BorrowedFd<'_>) -> io::Result<Vec<u32>> {
+    const GID: usize = std::mem::size_of::<libc::gid_t>();
+    let mut groups: Vec<libc::gid_t> = vec![0; 32];
+    loop {
+        let room = groups.len().saturating_mul(GID);
+        let mut len =
+            libc::socklen_t::try_from(room).map_err(|_| io::Error::from_raw_os_error(libc::ERANGE))?;
+        // SAFETY: getsockopt writes at most `len` bytes (the byte size of `groups`' buffer, which lives
+        // across the call) and stores the size it wrote, or needs, in `len`.
+        let r = unsafe {
+            libc::getsockopt(
+                sock.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_PEERGROUPS,
+                groups.as_mut_ptr().cast(),
+                &raw mut len,
+            )
+        };
+        let len = usize::try_from(len).unwrap_or(usize::MAX);
+        if r == 0 && len <= room && len % GID == 0 {
+            groups.truncate(len / GID);
+            return Ok(groups);
+        }
+        let e = io::Error::last_os_error();
+        // ERANGE: the kernel stored the size it needs; grow once to it (bounded) and ask again.
+        if r < 0 && e.raw_os_error() == Some(libc::ERANGE) && len > room && len / GID <= NGROUPS_MAX {
+            groups.resize(len / GID, 0);
+            continue;
+        }
+        return Err(if r < 0 {
+            e
+        } else {
+            io::Error::from_raw_os_error(libc::EPROTO)
+        });
+    }
+}
+
 /// `SCM_MAX_FD`: the most fds one message can carry.
 const SCM_MAX_FD: usize = 253;
 
