@@ -1,7 +1,7 @@
 //! The library VM processes link to get taps from vmpriv's privileged helper.
 //!
-//! [`Helper::spawn`] starts `vmpriv-helper --session` on a `SOCK_SEQPACKET` socket pair and checks the
-//! handshake; each call is one blocking request. A [`Tap`] owns its queue fds: the tap lives exactly as
+//! [`Helper::spawn`] connects to the socket-activated helper ([`SOCKET_PATH`]) or starts
+//! `vmpriv-helper --session` on a `SOCK_SEQPACKET` socket pair, and checks the handshake; each call is one blocking request. A [`Tap`] owns its queue fds: the tap lives exactly as
 //! long as some fd of it is open, so dropping the `Tap` (or the VM process dying) removes it.
 //!
 //! ```no_run
@@ -38,6 +38,9 @@ pub const PACKAGED_HELPER: &str = "/usr/libexec/vmpriv/vmpriv-helper";
 pub const INSTALLED_HELPER: &str = "/usr/local/libexec/vmpriv-helper";
 /// The system paths [`find_helper`] tries, in order, after `VMPRIV_HELPER`.
 pub const HELPER_SEARCH_PATH: [&str; 2] = [PACKAGED_HELPER, INSTALLED_HELPER];
+
+/// Where `vmpriv.socket` (systemd socket activation, no setuid binary) listens.
+pub const SOCKET_PATH: &str = "/run/vmpriv/vmpriv.sock";
 
 /// Why a call failed. The helper's distinctions are kept: denied, quota, invalid, kernel, unsupported.
 #[derive(Debug, thiserror::Error)]
@@ -299,9 +302,15 @@ pub struct SwitchInfo {
 /// A session with the helper.
 pub struct Helper {
     sock: OwnedFd,
-    child: Child,
-    /// The helper binary, to start a fresh session when this one has used its tun fds.
-    path: PathBuf,
+    origin: Origin,
+}
+
+/// How the session began, to begin a fresh one the same way when this one has used its tun fds.
+enum Origin {
+    /// We started this helper binary on a socket pair.
+    Spawned { child: Child, path: PathBuf },
+    /// We connected to this socket; systemd started a helper for the connection.
+    Socket { path: PathBuf },
 }
 
 /// Makes `fd` (close-on-exec in this process) stay open, at the same number, in the program `cmd`
@@ -331,8 +340,9 @@ pub fn keep_fd_across_exec(cmd: &mut Command, fd: RawFd) {
     }
 }
 
-/// Finds the helper: `VMPRIV_HELPER`, then the packaged path, then the hand-installed one
-/// ([`HELPER_SEARCH_PATH`]), then beside the current executable.
+/// Finds the helper binary: `VMPRIV_HELPER`, then the packaged path, then the hand-installed one
+/// ([`HELPER_SEARCH_PATH`]), then beside the current executable. ([`Helper::spawn`] tries the
+/// socket-activated helper before the system paths.)
 pub fn find_helper() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("VMPRIV_HELPER") {
         return Some(PathBuf::from(p));
@@ -345,7 +355,11 @@ pub fn find_helper() -> Option<PathBuf> {
 }
 
 impl Helper {
-    /// Starts the helper found by [`find_helper`] and performs the handshake.
+    /// Begins a session and performs the handshake, trying in this order:
+    /// 1. `VMPRIV_HELPER` set: start that binary (an explicit choice, never overridden);
+    /// 2. `VMPRIV_SOCKET` set: connect to that socket (no fallback);
+    /// 3. [`SOCKET_PATH`] accepts a connection: the socket-activated helper;
+    /// 4. the binary [`find_helper`] finds (setuid root or with cap_net_admin).
     ///
     /// ```no_run
     /// let mut helper = vmpriv_client::Helper::spawn()?;
@@ -354,7 +368,42 @@ impl Helper {
     /// # Ok::<(), vmpriv_client::ClientError>(())
     /// ```
     pub fn spawn() -> Result<Helper, ClientError> {
+        if std::env::var_os("VMPRIV_HELPER").is_none() {
+            if let Some(socket) = std::env::var_os("VMPRIV_SOCKET") {
+                return Helper::connect(Path::new(&socket));
+            }
+            // A socket file without a listener (vmpriv.socket stopped) is not an error: fall back.
+            if let Ok(sock) = connect_seqpacket(Path::new(SOCKET_PATH)) {
+                return Helper::begin(
+                    sock,
+                    Origin::Socket {
+                        path: SOCKET_PATH.into(),
+                    },
+                );
+            }
+        }
         Helper::spawn_at(&find_helper().ok_or(ClientError::NotFound)?)
+    }
+
+    /// Connects to a socket-activated helper (`vmpriv.socket`) at `path` and performs the
+    /// handshake. The helper takes our identity from the connection (`SO_PEERCRED`).
+    ///
+    /// ```no_run
+    /// let mut helper = vmpriv_client::Helper::connect(vmpriv_client::SOCKET_PATH.as_ref())?;
+    /// println!("quota {}", helper.status()?.quota);
+    /// # Ok::<(), vmpriv_client::ClientError>(())
+    /// ```
+    pub fn connect(path: &Path) -> Result<Helper, ClientError> {
+        let sock = connect_seqpacket(path).map_err(|source| ClientError::Spawn {
+            path: path.to_owned(),
+            source,
+        })?;
+        Helper::begin(
+            sock,
+            Origin::Socket {
+                path: path.to_owned(),
+            },
+        )
     }
 
     /// Starts the helper at `path` and performs the handshake.
@@ -380,17 +429,28 @@ impl Helper {
             source,
         })?;
         drop(theirs);
-        let mut helper = Helper {
-            sock: ours,
-            child,
-            path: path.to_owned(),
-        };
+        Helper::begin(
+            ours,
+            Origin::Spawned {
+                child,
+                path: path.to_owned(),
+            },
+        )
+    }
+
+    /// The handshake on a new session.
+    fn begin(sock: OwnedFd, origin: Origin) -> Result<Helper, ClientError> {
+        let mut helper = Helper { sock, origin };
         match helper.call(&Request::Hello, &[]) {
             Ok((Response::Hello { version }, _)) if version == wire::VERSION => Ok(helper),
             Ok((Response::Hello { version }, _)) => Err(ClientError::Version { supported: version }),
             Ok(_) => Err(ClientError::Protocol),
+            // A socket-activated helper that refused to start wrote why to the journal.
+            Err(ClientError::HelperDied) if matches!(helper.origin, Origin::Socket { .. }) => {
+                Err(ClientError::HelperDied)
+            }
             Err(ClientError::HelperDied) => {
-                let status = helper.child.wait()?;
+                let status = helper.wait()?;
                 // 6: the helper's exit status for a policy-file refusal.
                 if status.code() == Some(6) {
                     Err(ClientError::Policy)
@@ -402,9 +462,27 @@ impl Helper {
         }
     }
 
-    /// The helper's process id.
+    /// The helper's process id. On a socket connection, the pid `SO_PEERCRED` reports: the process
+    /// that listens (systemd), not the helper serving us (0 if unknown).
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        match &self.origin {
+            Origin::Spawned { child, .. } => child.id(),
+            Origin::Socket { .. } => {
+                nix::sys::socket::getsockopt(&self.sock, nix::sys::socket::sockopt::PeerCredentials)
+                    .ok()
+                    .and_then(|c| u32::try_from(c.pid()).ok())
+                    .unwrap_or(0)
+            }
+        }
+    }
+
+    /// Reaps a spawned helper; a socket session has no child (its status is success once closed).
+    fn wait(&mut self) -> std::io::Result<ExitStatus> {
+        use std::os::unix::process::ExitStatusExt;
+        match &mut self.origin {
+            Origin::Spawned { child, .. } => child.wait(),
+            Origin::Socket { .. } => Ok(ExitStatus::from_raw(0)),
+        }
     }
 
     /// Sends one request with `fds` and returns the reply and the fds it carried.
@@ -521,11 +599,15 @@ impl Helper {
     /// helper opened at start-up (our quota + 7, at most 64). When they run out, this starts a fresh
     /// session of the same helper binary (`spawn_at`, so without extra arguments a `spawn_command`
     /// gave) and asks again: the limits left are our quota and our RLIMIT_NOFILE. Taps we hold are
-    /// not tied to a session.
+    /// not tied to a session. On a socket, the fresh session is a new connection to the same socket
+    /// (a socket-activated helper always works from such a pool).
     pub fn create_tap(&mut self, opts: &TapOptions) -> Result<Tap, ClientError> {
         match self.create_tap_once(opts) {
             Err(ClientError::Unsupported(Unsupported::TunFds)) => {
-                let fresh = Helper::spawn_at(&self.path.clone())?;
+                let fresh = match &self.origin {
+                    Origin::Spawned { path, .. } => Helper::spawn_at(&path.clone())?,
+                    Origin::Socket { path } => Helper::connect(&path.clone())?,
+                };
                 let _old = std::mem::replace(self, fresh); // the old session ends on drop
                 self.create_tap_once(opts)
             }
@@ -710,14 +792,27 @@ impl Helper {
     /// Ends the session and waits for the helper to exit.
     pub fn close(mut self) -> Result<ExitStatus, ClientError> {
         let _ = nix::sys::socket::shutdown(self.sock.as_raw_fd(), nix::sys::socket::Shutdown::Both);
-        Ok(self.child.wait()?)
+        Ok(self.wait()?)
     }
+}
+
+/// A close-on-exec `SOCK_SEQPACKET` connection to the AF_UNIX socket at `path`.
+fn connect_seqpacket(path: &Path) -> std::io::Result<OwnedFd> {
+    use nix::sys::socket::{UnixAddr, connect, socket};
+    let sock = socket(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    connect(sock.as_raw_fd(), &UnixAddr::new(path)?)?;
+    Ok(sock)
 }
 
 impl Drop for Helper {
     /// Ends the session (the helper exits at EOF) and reaps the helper.
     fn drop(&mut self) {
         let _ = nix::sys::socket::shutdown(self.sock.as_raw_fd(), nix::sys::socket::Shutdown::Both);
-        let _ = self.child.wait();
+        let _ = self.wait();
     }
 }
