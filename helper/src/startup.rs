@@ -135,8 +135,8 @@ pub fn check_listen_env() -> Result<(), StartError> {
 
 /// Socket activation, step 2: the caller is the peer of the connection, as the kernel recorded it at
 /// connect(2): `SO_PEERCRED`'s effective uid and gid and `SO_PEERGROUPS`. A socket without peer
-/// credentials (pid 0: the kernel then reports the overflow uid, i.e. nobody) is refused, never taken
-/// for nobody. Returns the caller and the peer's pid (for the log).
+/// credentials (the kernel then reports pid 0, uid and gid -1) is refused, and so is a peer whose pid
+/// this pid namespace cannot see (pid 0). Returns the caller and the peer's pid (for the log).
 pub fn identify_peer(sock: &OwnedFd) -> Result<(Caller, i32), StartError> {
     let no_peer = |what: &str| StartError::Identity(io::Error::other(format!("no peer credentials: {what}")));
     let cred = nix::sys::socket::getsockopt(sock, nix::sys::socket::sockopt::PeerCredentials)
