@@ -57,7 +57,7 @@ pub const USAGE: &str = concat!(
     "
 usage: vmpriv-helper --session --fd=N [--policy PATH]
        vmpriv-helper [--use-vnet] --br=BRIDGE --fd=N     (QEMU/libvirt helper= contract)
-       vmpriv-helper --socket-activated     (as root, from vmpriv.socket: see docs/socket-activation.md)
+       vmpriv-helper --socket-activated    (as root, from systemd's vmpriv.socket)
        vmpriv-helper --help | --version
 
 Creates and configures taps for unprivileged VM processes, as the policy file allows. Started by
@@ -67,8 +67,10 @@ Install it setuid root (chown root:root, chmod 4755) or with `setcap cap_net_adm
 Policy:   /etc/vmpriv/policy.conf; it, its includes and every directory above them must be owned
           by root and not writable by group or others (`vmpriv check-policy` checks). --policy
           PATH is accepted only when the real uid is root. The environment is ignored.
-Found by: the vmpriv command looks at $VMPRIV_HELPER, then /usr/libexec/vmpriv/vmpriv-helper,
-          /usr/local/libexec/vmpriv-helper, then beside the vmpriv binary.
+Found by: the vmpriv command looks at $VMPRIV_HELPER, then connects to $VMPRIV_SOCKET or
+          /run/vmpriv/vmpriv.sock (--socket-activated from systemd's vmpriv.socket: no setuid
+          bit needed), then /usr/libexec/vmpriv/vmpriv-helper, /usr/local/libexec/vmpriv-helper,
+          then beside the vmpriv binary.
 Exit:     0 done; 1 refused: bad usage, not privileged, or a request refused (one line on stderr,
           details in the system log); 6 policy file missing, unsafe or unparsable."
 );

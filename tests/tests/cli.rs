@@ -593,6 +593,7 @@ fn every_help_names_the_helper_the_policy_and_the_exit_codes() {
             "VMPRIV_HELPER",
             "/usr/libexec/vmpriv/vmpriv-helper",
             vmpriv_client::INSTALLED_HELPER,
+            vmpriv_client::SOCKET_PATH,
             vmpriv_protocol::POLICY_PATH,
             "Exit:",
         ] {

@@ -25,9 +25,10 @@ const JSON_VERSION: u32 = 1;
 /// The end of every `--help`: where the helper and the policy are, and what the exit status means.
 /// Keep the search path in step with `vmpriv_client::find_helper`.
 const FOOTER: &str = "\
-Helper:  $VMPRIV_HELPER if set, else /usr/libexec/vmpriv/vmpriv-helper,
-         /usr/local/libexec/vmpriv-helper, then vmpriv-helper beside this program
-         (setuid root, or with cap_net_admin+ep).
+Helper:  $VMPRIV_HELPER if set, else the socket $VMPRIV_SOCKET if set, else the socket
+         /run/vmpriv/vmpriv.sock if it answers (systemd's vmpriv.socket), else
+         /usr/libexec/vmpriv/vmpriv-helper, /usr/local/libexec/vmpriv-helper, then
+         vmpriv-helper beside this program (setuid root, or with cap_net_admin+ep).
 Policy:  /etc/vmpriv/policy.conf: owned by root and not writable by group or others, nor
          any directory above it or its includes (`vmpriv check-policy` checks).
 Exit:    0 ok; 2 usage; 3 helper missing, not privileged or exited; 4 denied; 5 quota
