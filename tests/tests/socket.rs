@@ -419,8 +419,9 @@ fn run_activated(helper: &Path, fd: i32, env: &str, setpriv_ids: &[String]) -> s
     child.wait_with_output().unwrap()
 }
 
-/// The attack: uid 65534 runs the setuid helper with systemd's marks and fd 3 a socket whose peer is
-/// root's process. SO_PEERCRED would name root; the helper must refuse before it looks.
+/// The attack: uid 65534 runs the setuid helper (or a file-capability copy) with systemd's marks and
+/// fd 3 a socket whose peer is root's process. SO_PEERCRED would name root, whom the policy grants a
+/// bridge; the helper must refuse before it looks.
 #[test]
 fn setuid_helper_refuses_socket_activation() {
     scenario(
@@ -429,27 +430,34 @@ fn setuid_helper_refuses_socket_activation() {
         "allow user root switch br0\nallow user nobody switch br0\nquota user * 4\n",
         |s| {
             bridge("br0", None);
-            let (ours, victims) = seqpacket_pair();
+            let fcap = s.dir.join("vmpriv-helper-fcap");
+            std::fs::copy(&s.helper, &fcap).unwrap();
+            chmod(&fcap, 0o755);
+            sh(&["setcap", "cap_net_admin+ep", fcap.to_str().unwrap()]);
             let ids = [
                 format!("--reuid={NOBODY}"),
                 format!("--regid={NOBODY}"),
                 "--clear-groups".to_owned(),
             ];
-            // Ask for a tap first, so that a helper that served would have something to do.
-            let hello = wire::encode(&Request::Hello).unwrap();
-            nix::sys::socket::send(ours.as_raw_fd(), &hello, nix::sys::socket::MsgFlags::MSG_NOSIGNAL)
-                .unwrap();
-            let out = run_activated(&s.helper, victims.as_raw_fd(), "LISTEN_PID=$$ LISTEN_FDS=1", &ids);
-            drop(victims);
-            let stderr = String::from_utf8_lossy(&out.stderr);
-            assert_eq!(out.status.code(), Some(1), "{stderr}");
-            assert!(
-                stderr.contains("only root may start --socket-activated"),
-                "{stderr}"
-            );
-            assert_eq!(stderr.lines().count(), 1, "{stderr}");
-            assert!(nothing_served(&ours), "no reply was sent");
-            assert!(taps().is_empty(), "{:?}", taps());
+            for helper in [&s.helper, &fcap] {
+                let (ours, victims) = seqpacket_pair();
+                // A Hello waits on the socket, so that a helper that served would answer it.
+                let hello = wire::encode(&Request::Hello).unwrap();
+                nix::sys::socket::send(ours.as_raw_fd(), &hello, nix::sys::socket::MsgFlags::MSG_NOSIGNAL)
+                    .unwrap();
+                let out = run_activated(helper, victims.as_raw_fd(), "LISTEN_PID=$$ LISTEN_FDS=1", &ids);
+                drop(victims);
+                let stderr = String::from_utf8_lossy(&out.stderr);
+                let what = helper.display();
+                assert_eq!(out.status.code(), Some(1), "{what}: {stderr}");
+                assert!(
+                    stderr.contains("only root may start --socket-activated"),
+                    "{what}: {stderr}"
+                );
+                assert_eq!(stderr.lines().count(), 1, "{what}: {stderr}");
+                assert!(nothing_served(&ours), "{what}: no reply was sent");
+                assert!(taps().is_empty(), "{what}: {:?}", taps());
+            }
         },
     );
 }
