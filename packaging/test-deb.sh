@@ -164,6 +164,10 @@ for completion in bash-completion/completions/vmpriv zsh/vendor-completions/_vmp
     fish/vendor_completions.d/vmpriv.fish; do
     check "completion $completion" has "^-rw-r--r-- $ROOT .* \./usr/share/$completion\$" "$contents"
 done
+for unit in vmpriv.socket vmpriv@.service; do
+    check "systemd unit $unit (socket activation, not enabled)" \
+        has "^-rw-r--r-- $ROOT .* \./usr/lib/systemd/system/$unit\$" "$contents"
+done
 
 echo "== dpkg-deb -I"
 info=$(dpkg-deb -I "$deb")
