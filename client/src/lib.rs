@@ -1,8 +1,9 @@
 //! The library VM processes link to get taps from vmpriv's privileged helper.
 //!
 //! [`Helper::spawn`] connects to the socket-activated helper ([`SOCKET_PATH`]) or starts
-//! `vmpriv-helper --session` on a `SOCK_SEQPACKET` socket pair, and checks the handshake; each call is one blocking request. A [`Tap`] owns its queue fds: the tap lives exactly as
-//! long as some fd of it is open, so dropping the `Tap` (or the VM process dying) removes it.
+//! `vmpriv-helper --session` on a `SOCK_SEQPACKET` socket pair, and checks the handshake; each call is
+//! one blocking request. A [`Tap`] owns its queue fds: the tap lives exactly as long as some fd of it
+//! is open, so dropping the `Tap` (or the VM process dying) removes it.
 //!
 //! ```no_run
 //! use vmpriv_client::{Helper, TapOptions};
