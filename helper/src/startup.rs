@@ -201,7 +201,11 @@ pub fn read_trusted(path: &str) -> Result<String, String> {
     let root = File::open("/").map_err(|e| format!("cannot open /: {e}"))?;
     check_stat(&root, "/", trust::check_dir)?;
     let mut dir: OwnedFd = root.into();
+    // Messages name each directory by its whole path ("/etc/vmpriv is writable…").
+    let mut walked = String::new();
     for part in dirs {
+        walked.push('/');
+        walked.push_str(part);
         trust::check_dir_name(part).map_err(|e| e.to_string())?;
         let next = openat(
             dir.as_fd(),
@@ -211,7 +215,7 @@ pub fn read_trusted(path: &str) -> Result<String, String> {
         )
         .map_err(|e| format!("{part}: {e}"))?;
         let next = File::from(next);
-        check_stat(&next, part, trust::check_dir)?;
+        check_stat(&next, &walked, trust::check_dir)?;
         dir = next.into();
     }
     let file = openat(
@@ -222,7 +226,7 @@ pub fn read_trusted(path: &str) -> Result<String, String> {
     )
     .map_err(|e| e.desc().to_owned())?;
     let mut file = File::from(file);
-    check_stat(&file, last, trust::check_file)?;
+    check_stat(&file, "the file", trust::check_file)?;
     let mut text = String::new();
     file.by_ref()
         .take(trust::POLICY_MAX + 1)

@@ -124,7 +124,7 @@ enum Cmd {
         ///
         /// Keys: version (1), uid, user (or null), quota (null: no quota), in_use, rules (the policy
         /// lines that name you), more_rules, switches (those the rules grant; "*" for every bridge),
-        /// unfixed_bridge_macs.
+        /// unfixed_bridge_macs, warnings (in words).
         #[arg(long)]
         json: bool,
     },
@@ -147,6 +147,17 @@ enum Cmd {
 }
 
 fn main() -> ExitCode {
+    // A reader that goes away (`vmpriv whoami | head -1`) ends us quietly, as it ends any Unix tool,
+    // rather than making `println!` panic. The session socket is written with MSG_NOSIGNAL, so a
+    // helper that dies is still a `HelperDied` error, not a signal.
+    // SAFETY: installs SIG_DFL, no handler function; this runs first, before any thread exists.
+    #[allow(unsafe_code)]
+    let _ = unsafe {
+        nix::sys::signal::signal(
+            nix::sys::signal::Signal::SIGPIPE,
+            nix::sys::signal::SigHandler::SigDfl,
+        )
+    };
     let cli = Cli::parse();
     let result = match cli.cmd {
         Cmd::Tap {
@@ -423,7 +434,7 @@ fn check_policy(path: &str, json: bool) -> ExitCode {
                 ));
             }
         }
-        warnings.extend(macs.iter().map(|b| unfixed_mac_warning(b)));
+        warnings.extend(mac_warnings(&macs));
     }
     if let Some(e) = &error {
         eprintln!("{e}");
@@ -527,7 +538,11 @@ fn read_trusted(path: &str) -> Result<String, String> {
     let root = std::fs::File::open("/").map_err(|e| format!("cannot open /: {e}"))?;
     check(&root, "/", trust::check_dir)?;
     let mut dir: OwnedFd = root.into();
+    // Messages name each directory by its whole path ("/etc/vmpriv is writable…").
+    let mut walked = String::new();
     for part in dirs {
+        walked.push('/');
+        walked.push_str(part);
         trust::check_dir_name(part).map_err(|e| e.to_string())?;
         let next = openat(
             dir.as_fd(),
@@ -537,7 +552,7 @@ fn read_trusted(path: &str) -> Result<String, String> {
         )
         .map_err(|e| format!("{part}: {}", e.desc()))?;
         let next = std::fs::File::from(next);
-        check(&next, part, trust::check_dir)?;
+        check(&next, &walked, trust::check_dir)?;
         dir = next.into();
     }
     let file = openat(
@@ -548,7 +563,7 @@ fn read_trusted(path: &str) -> Result<String, String> {
     )
     .map_err(|e| e.desc().to_owned())?;
     let file = std::fs::File::from(file);
-    check(&file, last, trust::check_file)?;
+    check(&file, "the file", trust::check_file)?;
     let mut text = String::new();
     file.take(trust::POLICY_MAX + 1)
         .read_to_string(&mut text)
@@ -578,19 +593,54 @@ fn unfixed_bridge_macs(granted: &dyn Fn(&str) -> bool) -> Vec<String> {
         .filter_map(|e| e.file_name().into_string().ok())
         .filter(|name| granted(name))
         .filter(|name| {
-            // addr_assign_type 3 (NET_ADDR_SET): an address set by the admin, which the bridge keeps.
-            std::fs::read_to_string(format!("/sys/class/net/{name}/addr_assign_type"))
-                .map_or(true, |t| t.trim() != "3")
+            let sys = |f: &str| std::fs::read_to_string(format!("/sys/class/net/{name}/{f}"));
+            // addr_assign_type 3 (NET_ADDR_SET): an address set by the admin, which the bridge keeps;
+            // but not all zeros (a bridge without ports has that address, and setting it again marks
+            // it set while the bridge still takes its ports' lowest MAC).
+            sys("addr_assign_type").map_or(true, |t| t.trim() != "3")
+                || sys("address").map_or(true, |a| a.trim() == "00:00:00:00:00:00")
         })
         .collect();
     out.sort();
     out
 }
 
+/// Whether `/sys/class/net` shows another network namespace than ours (sysfs shows the namespace of
+/// whoever mounted it, e.g. after `unshare --net` without a new mount): then the MAC check cannot tell.
+fn sysfs_is_foreign() -> bool {
+    let ours: std::collections::BTreeSet<String> = std::fs::read_to_string("/proc/self/net/dev")
+        .unwrap_or_default()
+        .lines()
+        .skip(2)
+        .filter_map(|l| Some(l.split_once(':')?.0.trim().to_owned()))
+        .collect();
+    let shown: std::collections::BTreeSet<String> = std::fs::read_dir("/sys/class/net")
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .filter_map(|e| e.file_name().into_string().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    ours != shown
+}
+
+/// The warnings about granted bridges: each one whose MAC is not fixed, or that the check cannot see.
+fn mac_warnings(unfixed: &[String]) -> Vec<String> {
+    if sysfs_is_foreign() {
+        return vec![
+            "cannot tell whether the granted bridges have a fixed MAC address: /sys/class/net shows \
+             another network namespace than this process's (mount a sysfs for this namespace)"
+                .to_owned(),
+        ];
+    }
+    unfixed.iter().map(|b| unfixed_mac_warning(b)).collect()
+}
+
 fn unfixed_mac_warning(b: &str) -> String {
     format!(
         "bridge {b} has no fixed MAC address: it takes the lowest MAC of its ports, which a tap's \
-         holder can set; fix it with `ip link set {b} address <the MAC it has now>`"
+         holder can set; fix it with `ip link set {b} address 02:XX:XX:XX:XX:XX`, a locally \
+         administered address of your choosing (not 00:00:00:00:00:00)"
     )
 }
 
@@ -616,6 +666,7 @@ fn whoami(json: bool) -> Result<(), ClientError> {
             "more_rules": s.more_rules,
             "switches": switches,
             "unfixed_bridge_macs": macs,
+            "warnings": mac_warnings(&macs),
         });
         println!("{report}");
         return Ok(());
@@ -635,8 +686,8 @@ fn whoami(json: bool) -> Result<(), ClientError> {
     if s.more_rules {
         println!("(more rules name you; see the policy file)");
     }
-    for b in &macs {
-        println!("# warning: {}", unfixed_mac_warning(b));
+    for w in mac_warnings(&macs) {
+        println!("# warning: {w}");
     }
     Ok(())
 }
