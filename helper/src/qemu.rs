@@ -26,8 +26,13 @@ pub fn serve(ctx: &mut Ctx, sock: &OwnedFd, bridge: &str, vnet_hdr: bool) -> Res
         Ok(v) => v,
         Err(e) => {
             log::info!("uid={uid} op=qemu-bridge target={bridge} decision=refused ({e})");
+            // What to do next, for the user who reads this in QEMU's or virsh's output.
+            let hint = match e {
+                Error::Denied | Error::Quota { .. } => "; see /etc/vmpriv/policy.conf and `vmpriv whoami`",
+                _ => "",
+            };
             return Err(StartError::Refused(format!(
-                "cannot give a tap on bridge {bridge}: {e}"
+                "cannot give a tap on bridge {bridge}: {e}{hint}"
             )));
         }
     };

@@ -199,6 +199,12 @@ fn qemu_fails_cleanly_on_a_bridge_not_granted() {
                     "{br}: the helper's line reaches QEMU's stderr: {err}"
                 );
                 assert!(err.contains("bridge helper failed"), "{br}: {err}");
+                // A refusal (not the 16-byte name, which is a usage error) says where to look.
+                assert_eq!(
+                    err.contains("see /etc/vmpriv/policy.conf and `vmpriv whoami`"),
+                    br != "secretbridge123X",
+                    "{br}: {err}"
+                );
                 assert!(taps().is_empty(), "{br}");
             }
         },

@@ -68,7 +68,11 @@ fn host_side() -> ExitCode {
     }
     step("a throwaway network namespace (the host's interfaces are not visible here)");
     let s = vmpriv_tests::setup("demo", (helper.to_str().unwrap(), cli.to_str().unwrap()), POLICY);
+    // This namespace's own /sys (vmpriv's bridge-MAC check reads it), and a bridge with a fixed,
+    // locally administered MAC, as vmpriv.conf(5) advises for every granted bridge.
+    sh(&["mount", "-t", "sysfs", "sysfs", "/sys"]);
     bridge("br0", None);
+    sh(&["ip", "link", "set", "br0", "address", "02:00:5e:00:00:01"]);
     print!("{}", sh(&["ip", "-br", "link"]));
     step("policy at /etc/vmpriv/policy.conf (an overlay on /etc inside the namespace)");
     print!("{}", std::fs::read_to_string("/etc/vmpriv/policy.conf").unwrap());
