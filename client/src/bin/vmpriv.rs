@@ -434,7 +434,11 @@ fn check_policy(path: &str, json: bool) -> ExitCode {
                 ));
             }
         }
-        warnings.extend(mac_warnings(&macs));
+        let grants_a_switch = p
+            .rules
+            .iter()
+            .any(|r| r.allow && matches!(r.resource, policy::Resource::Switch(_)));
+        warnings.extend(mac_warnings(&macs, grants_a_switch));
     }
     if let Some(e) = &error {
         eprintln!("{e}");
@@ -624,9 +628,10 @@ fn sysfs_is_foreign() -> bool {
     ours != shown
 }
 
-/// The warnings about granted bridges: each one whose MAC is not fixed, or that the check cannot see.
-fn mac_warnings(unfixed: &[String]) -> Vec<String> {
-    if sysfs_is_foreign() {
+/// The warnings about granted bridges: each one whose MAC is not fixed, or that the check cannot see
+/// (only where some bridge is granted at all).
+fn mac_warnings(unfixed: &[String], grants_a_switch: bool) -> Vec<String> {
+    if grants_a_switch && sysfs_is_foreign() {
         return vec![
             "cannot tell whether the granted bridges have a fixed MAC address: /sys/class/net shows \
              another network namespace than this process's (mount a sysfs for this namespace)"
@@ -666,7 +671,7 @@ fn whoami(json: bool) -> Result<(), ClientError> {
             "more_rules": s.more_rules,
             "switches": switches,
             "unfixed_bridge_macs": macs,
-            "warnings": mac_warnings(&macs),
+            "warnings": mac_warnings(&macs, !switches.is_empty()),
         });
         println!("{report}");
         return Ok(());
@@ -686,7 +691,7 @@ fn whoami(json: bool) -> Result<(), ClientError> {
     if s.more_rules {
         println!("(more rules name you; see the policy file)");
     }
-    for w in mac_warnings(&macs) {
+    for w in mac_warnings(&macs, !switches.is_empty()) {
         println!("# warning: {w}");
     }
     Ok(())
