@@ -774,15 +774,21 @@ impl Helper {
     /// # Ok::<(), vmpriv_client::ClientError>(())
     /// ```
     pub fn destroy(&mut self, taps: Vec<Tap>) -> Result<u32, ClientError> {
+        // One fd per tap proves it ours; a message carries at most MAX_DESTROY fds, so a larger batch
+        // takes several messages, all but the last with `more`: the helper deletes the whole batch in
+        // one kernel batch at the last.
+        let chunks: Vec<&[Tap]> = taps.chunks(usize::from(wire::MAX_DESTROY)).collect();
         let mut removed = 0u32;
-        for chunk in taps.chunks(usize::from(wire::MAX_DESTROY)) {
+        for (i, chunk) in chunks.iter().enumerate() {
             let fds: Vec<BorrowedFd<'_>> = chunk
                 .iter()
                 .filter_map(|t| t.fds().first().map(AsFd::as_fd))
                 .collect();
             let count = u8::try_from(fds.len()).map_err(|_| ClientError::Protocol)?;
-            match self.call(&Request::DestroyTaps { count }, &fds)? {
-                (Response::Removed { count }, _) => removed = removed.saturating_add(count),
+            let more = i + 1 < chunks.len();
+            match (more, self.call(&Request::DestroyTaps { count, more }, &fds)?) {
+                (true, (Response::Staged { .. }, _)) => {}
+                (false, (Response::Removed { count }, _)) => removed = count,
                 _ => return Err(ClientError::Protocol),
             }
         }

@@ -124,6 +124,7 @@ fn run(
         tun_features: None,
         ipv6_conf: held.ipv6_conf,
         next_slot: 0,
+        batch: None,
     };
     // 7. Serve.
     match qemu {

@@ -37,6 +37,17 @@ pub struct Ctx {
     pub ipv6_conf: Option<OwnedFd>,
     /// Where the next search for a free quota slot starts: a hint only, the kernel has the truth.
     pub next_slot: u32,
+    /// The `DestroyTaps` batch set aside so far (messages with `more`), if any.
+    pub batch: Option<Batch>,
+}
+
+/// Taps set aside for one batched delete: moved into a random interface group of their own, which the
+/// last message of the batch deletes in one `RTM_DELLINK`.
+pub struct Batch {
+    /// The batch's interface group.
+    group: u32,
+    /// (ifindex, the group it had before), to put back if the batch is abandoned.
+    taps: Vec<(u32, u32)>,
 }
 
 /// The mark of a tap vmpriv made for a caller: its name, `vpUID-SLOT` in hex (at most 15 bytes). The
@@ -136,9 +147,11 @@ pub fn execute(ctx: &mut Ctx, valid: &ValidRequest, fds: &[OwnedFd]) -> Result<O
             let info = configure(ctx, &link, config)?;
             Ok(plain(Response::Tap(info), &link_name(&link)))
         }
-        ValidOp::DestroyTaps { groups_in_use, .. } => {
-            let count = destroy_taps(ctx, fds, groups_in_use)?;
-            Ok(plain(Response::Removed { count }, "-"))
+        ValidOp::DestroyTaps {
+            more, groups_in_use, ..
+        } => {
+            let response = destroy_taps(ctx, fds, *more, groups_in_use)?;
+            Ok(plain(response, "-"))
         }
         ValidOp::RemoveLeftovers => {
             let count = remove_leftovers(ctx)?;
@@ -245,43 +258,78 @@ fn remove_leftovers(ctx: &mut Ctx) -> Result<u32, Error> {
 /// that is none of the policy's `ifgroup` numbers, so no user can put anything else in it (a caller
 /// reaches only the policy's groups, through `SetGroup`), nor can another batch of the same user (its
 /// number is its own). The taps' own groups do not matter any more: they are being deleted.
-fn destroy_taps(ctx: &mut Ctx, fds: &[OwnedFd], groups_in_use: &[u32]) -> Result<u32, Error> {
+fn destroy_taps(
+    ctx: &mut Ctx,
+    fds: &[OwnedFd],
+    more: bool,
+    groups_in_use: &[u32],
+) -> Result<Response, Error> {
     let mut taps = Vec::with_capacity(fds.len());
     for fd in fds {
         let link = resolve_tap(ctx, fd.as_fd())?;
-        if !taps.iter().any(|l: &Link| l.index == link.index) {
+        let staged = ctx
+            .batch
+            .as_ref()
+            .is_some_and(|b| b.taps.iter().any(|&(i, _)| i == link.index));
+        if !staged && !taps.iter().any(|l: &Link| l.index == link.index) {
             taps.push(link);
         }
     }
-    let group = batch_group(groups_in_use);
-    let mut moved: Vec<&Link> = Vec::with_capacity(taps.len());
+    let group = match &ctx.batch {
+        Some(b) => b.group,
+        None => batch_group(groups_in_use),
+    };
+    let mut moved: Vec<(u32, u32)> = Vec::with_capacity(taps.len());
     for link in &taps {
-        let r = ctx.nl.request(|seq| {
-            Msg::new(RTM_SETLINK, NLM_F_ACK, seq)
-                .ifinfomsg(link.index, 0, 0)
-                .attr_u32(IFLA_GROUP, group)
-        });
-        if let Err(e) = r {
-            // Put back the groups changed so far: the request changes nothing when it fails.
-            for l in moved {
-                let _ = ctx.nl.request(|seq| {
-                    Msg::new(RTM_SETLINK, NLM_F_ACK, seq)
-                        .ifinfomsg(l.index, 0, 0)
-                        .attr_u32(IFLA_GROUP, l.group)
-                });
-            }
+        if let Err(e) = set_group(ctx, link.index, group) {
+            // Put back the groups this request changed: it changes nothing when it fails.
+            put_back(ctx, &moved);
             return Err(kernel(e));
         }
-        moved.push(link);
+        moved.push((link.index, link.group));
     }
-    ctx.nl
-        .request(|seq| {
-            Msg::new(RTM_DELLINK, NLM_F_ACK, seq)
-                .ifinfomsg(0, 0, 0)
-                .attr_u32(IFLA_GROUP, group)
-        })
-        .map_err(kernel)?;
-    Ok(u32::try_from(taps.len()).unwrap_or(u32::MAX))
+    let batch = ctx.batch.get_or_insert(Batch {
+        group,
+        taps: Vec::new(),
+    });
+    batch.taps.extend(moved);
+    let count = u32::try_from(batch.taps.len()).unwrap_or(u32::MAX);
+    if more {
+        return Ok(Response::Staged { count });
+    }
+    let r = ctx.nl.request(|seq| {
+        Msg::new(RTM_DELLINK, NLM_F_ACK, seq)
+            .ifinfomsg(0, 0, 0)
+            .attr_u32(IFLA_GROUP, group)
+    });
+    if let Err(e) = r {
+        abandon_batch(ctx);
+        return Err(kernel(e));
+    }
+    ctx.batch = None;
+    Ok(Response::Removed { count })
+}
+
+fn set_group(ctx: &mut Ctx, index: u32, group: u32) -> Result<(), Errno> {
+    ctx.nl.request(|seq| {
+        Msg::new(RTM_SETLINK, NLM_F_ACK, seq)
+            .ifinfomsg(index, 0, 0)
+            .attr_u32(IFLA_GROUP, group)
+    })
+}
+
+fn put_back(ctx: &mut Ctx, taps: &[(u32, u32)]) {
+    for &(index, group) in taps {
+        let _ = set_group(ctx, index, group);
+    }
+}
+
+/// A batch that will not be deleted (the session ended, or its delete failed): its taps go back to
+/// the groups they had. A tap gone meanwhile (its holder closed it) is no error.
+pub fn abandon_batch(ctx: &mut Ctx) {
+    if let Some(b) = ctx.batch.take() {
+        put_back(ctx, &b.taps);
+    }
 }
 
 /// A random interface group number for one batch, outside the policy's numbers and never 0 (the

@@ -37,8 +37,15 @@ pub fn send(sock: &OwnedFd, response: &Response, fds: &[OwnedFd]) -> Result<(), 
     Ok(())
 }
 
-/// Serves requests until EOF or a malformed frame (which gets a reply first).
+/// Serves requests until EOF or a malformed frame (which gets a reply first). A `DestroyTaps` batch
+/// still set aside then is abandoned: its taps go back as they were.
 pub fn serve(ctx: &mut Ctx, sock: &OwnedFd) -> Result<(), Errno> {
+    let r = serve_requests(ctx, sock);
+    crate::ops::abandon_batch(ctx);
+    r
+}
+
+fn serve_requests(ctx: &mut Ctx, sock: &OwnedFd) -> Result<(), Errno> {
     let mut greeted = false;
     loop {
         let dgram = receive(sock)?;

@@ -92,6 +92,8 @@ pub enum ValidOp {
     DestroyTaps {
         /// How many fds, 1..=MAX_DESTROY.
         count: u8,
+        /// Further messages follow in this batch: set these taps aside, delete nothing yet.
+        more: bool,
         /// The interface group numbers the policy defines: the batch group must be none of them.
         groups_in_use: Vec<u32>,
     },
@@ -254,7 +256,7 @@ pub fn validate(req: &Request, nfds: usize, caller: &Caller, policy: &Policy) ->
             policy_prefixes: (policy.inet, policy.inet6),
         },
         Request::RemoveLeftovers => ValidOp::RemoveLeftovers,
-        Request::DestroyTaps { count } => {
+        Request::DestroyTaps { count, more } => {
             if *count == 0 || *count > MAX_DESTROY {
                 return Err(invalid(Invalid::FdCount {
                     expected: (*count).clamp(1, MAX_DESTROY),
@@ -263,6 +265,7 @@ pub fn validate(req: &Request, nfds: usize, caller: &Caller, policy: &Policy) ->
             }
             ValidOp::DestroyTaps {
                 count: *count,
+                more: *more,
                 groups_in_use: policy.ifgroups.iter().map(|&(_, n)| n).collect(),
             }
         }

@@ -11,7 +11,7 @@ use crate::addr::{AddrError, Inet4Pair, Inet6Pair};
 use crate::name::NameError;
 
 /// The protocol version, the first byte of every frame.
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
 /// The largest frame either side sends or accepts, version byte included. The largest valid request
 /// is far smaller (see the `largest_request_fits` test); replies carry at most [`STATUS_RULES_MAX`] rules.
 pub const MAX_FRAME: usize = 2048;
@@ -99,9 +99,12 @@ pub enum Request {
     /// Remove the caller's own taps that no fd holds any more (a tap's holder can make it persistent
     /// through its fd; such a tap keeps counting against the quota until removed). Replies `Removed`.
     RemoveLeftovers,
-    /// Delete the `count` taps whose fds this datagram carries (1 to [`MAX_DESTROY`]), all in one
-    /// kernel batch: each must be the caller's, or nothing is deleted. Replies `Removed`.
-    DestroyTaps { count: u8 },
+    /// Delete the `count` taps whose fds this datagram carries (1 to [`MAX_DESTROY`]): each must be
+    /// the caller's, or the request changes nothing. With `more`, further `DestroyTaps` follow in the
+    /// same batch: these taps are checked and set aside (reply `Staged`); the message without `more`
+    /// deletes every tap of the batch in one kernel batch (reply `Removed`). A session that ends with
+    /// a batch set aside deletes nothing and puts the taps back as they were.
+    DestroyTaps { count: u8, more: bool },
 }
 
 impl Request {
@@ -130,7 +133,7 @@ impl Request {
     /// The number of fds the datagram carrying this request must have.
     pub fn fds_expected(&self) -> usize {
         match self {
-            Request::DestroyTaps { count } => usize::from(*count),
+            Request::DestroyTaps { count, .. } => usize::from(*count),
             _ => usize::from(self.tap().is_some()),
         }
     }
@@ -207,8 +210,10 @@ pub enum Response {
     Status(Status),
     /// The request was refused or failed; nothing it asked for remains.
     Error(Error),
-    /// `RemoveLeftovers` removed this many of the caller's taps.
+    /// `RemoveLeftovers` or the last `DestroyTaps` of a batch removed this many of the caller's taps.
     Removed { count: u32 },
+    /// A `DestroyTaps` with `more` set this many taps aside for its batch (all so far).
+    Staged { count: u32 },
 }
 
 /// Why a request failed. "Not allowed" and "does not exist" are the same [`Error::Denied`].
@@ -447,8 +452,10 @@ mod tests {
     #[test]
     fn other_versions_are_refused() {
         let mut frame = encode(&Request::Hello).unwrap();
-        frame[0] = 2;
-        assert_eq!(decode::<Request>(&frame), Err(FrameError::Version(2)));
+        frame[0] = VERSION + 1;
+        assert_eq!(decode::<Request>(&frame), Err(FrameError::Version(VERSION + 1)));
+        frame[0] = VERSION - 1;
+        assert_eq!(decode::<Request>(&frame), Err(FrameError::Version(VERSION - 1)));
         frame[0] = 0;
         assert_eq!(decode::<Request>(&frame), Err(FrameError::Version(0)));
     }

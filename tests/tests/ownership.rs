@@ -747,7 +747,10 @@ fn batch_destroy_removes_exactly_the_taps_given() {
             // One foreign fd in the batch: refused, nothing deleted, no group changed.
             let mut fds: Vec<_> = mine[..10].iter().map(|t| t.fds()[0].as_fd()).collect();
             fds.push(theirs.fds()[0].as_fd());
-            let req = vmpriv_protocol::Request::DestroyTaps { count: 11 };
+            let req = vmpriv_protocol::Request::DestroyTaps {
+                count: 11,
+                more: false,
+            };
             let e = h.call(&req, &fds).unwrap_err();
             assert!(matches!(e, ClientError::Denied), "{e:?}");
             become_root();
@@ -770,6 +773,84 @@ fn batch_destroy_removes_exactly_the_taps_given() {
             assert_eq!(left, want);
             assert_eq!(link(kept.name()).unwrap()["group"], "42");
             assert_eq!(bridge_ports("br0"), 2);
+        },
+    );
+}
+
+/// A batch spans messages (`more`): taps set aside stay where they are, in a group of the batch's own,
+/// until the last message deletes them all; a refused message in between changes nothing it named and
+/// keeps the batch; a session that ends with a batch set aside deletes nothing and puts every tap back
+/// in the group it had.
+#[test]
+fn a_batch_set_aside_is_deleted_at_its_end_or_put_back() {
+    scenario(
+        "a_batch_set_aside_is_deleted_at_its_end_or_put_back",
+        bins!(),
+        "ifgroup vms 42\nallow user * ifgroup vms\nallow user * switch br0\nquota user * unlimited\n",
+        |s| {
+            bridge("br0", None);
+            become_uid(OTHER);
+            let theirs = helper(s).create_tap(&TapOptions::new().switch("br0")).unwrap();
+            become_nobody();
+            let mut h = helper(s);
+            let grouped = h
+                .create_tap(&TapOptions::new().switch("br0").group("vms"))
+                .unwrap();
+            let plain: Vec<_> = (0..4)
+                .map(|_| h.create_tap(&TapOptions::new().switch("br0")).unwrap())
+                .collect();
+            let set_aside = |h: &mut vmpriv_client::Helper, fds: &[std::os::fd::BorrowedFd<'_>]| {
+                let count = u8::try_from(fds.len()).unwrap();
+                h.call(&vmpriv_protocol::Request::DestroyTaps { count, more: true }, fds)
+            };
+            // Set aside the grouped tap and one plain one.
+            let (r, _) = set_aside(&mut h, &[grouped.fds()[0].as_fd(), plain[0].fds()[0].as_fd()]).unwrap();
+            assert_eq!(r, vmpriv_protocol::Response::Staged { count: 2 });
+            become_root();
+            let group_of = |name: &str| link(name).unwrap()["group"].clone();
+            let batch_group = group_of(plain[0].name());
+            assert_eq!(group_of(grouped.name()), batch_group, "both in the batch's group");
+            assert_ne!(batch_group, "42");
+            assert_ne!(batch_group, "default");
+            assert_eq!(taps().len(), 6, "nothing deleted yet");
+            become_nobody();
+            // A message naming a foreign tap: refused; it moved nothing, the batch is kept.
+            let e = set_aside(&mut h, &[plain[1].fds()[0].as_fd(), theirs.fds()[0].as_fd()]).unwrap_err();
+            assert!(matches!(e, ClientError::Denied), "{e:?}");
+            become_root();
+            assert_eq!(group_of(plain[1].name()), "default");
+            assert_eq!(group_of(theirs.name()), "default");
+            become_nobody();
+            // The last message: the batch so far and this one's tap, deleted together.
+            let (r, _) = h
+                .call(
+                    &vmpriv_protocol::Request::DestroyTaps {
+                        count: 1,
+                        more: false,
+                    },
+                    &[plain[1].fds()[0].as_fd()],
+                )
+                .unwrap();
+            assert_eq!(r, vmpriv_protocol::Response::Removed { count: 3 });
+            become_root();
+            let mut left = taps();
+            left.sort();
+            let mut want = vec![
+                theirs.name().to_owned(),
+                plain[2].name().to_owned(),
+                plain[3].name().to_owned(),
+            ];
+            want.sort();
+            assert_eq!(left, want);
+            become_nobody();
+            // Set aside, then end the session: nothing deleted, groups as they were.
+            let (r, _) = set_aside(&mut h, &[plain[2].fds()[0].as_fd()]).unwrap();
+            assert_eq!(r, vmpriv_protocol::Response::Staged { count: 1 });
+            h.close().unwrap();
+            become_root();
+            assert_eq!(taps().len(), 3);
+            assert_eq!(group_of(plain[2].name()), "default");
+            assert_eq!(group_of(plain[3].name()), "default");
         },
     );
 }
