@@ -16,8 +16,6 @@ use crate::sys;
 
 const IFF_TAP: u16 = 0x0002;
 const TUN_TYPE_MASK: u16 = 0x000f;
-const TUN_MAJOR: u64 = 10;
-const TUN_MINOR: u64 = 200;
 
 /// What a session works with: who asks, what the policy says, the kernel's sockets and fds.
 pub struct Ctx {
@@ -136,7 +134,7 @@ pub fn execute(ctx: &mut Ctx, valid: &ValidRequest, fds: &[OwnedFd]) -> Result<O
         } => create_tap(ctx, *queues, *vnet_hdr, *quota, config),
         ValidOp::Configure { tap, config } => {
             let fd = tap_fd(*tap)?;
-            let link = resolve_tap(ctx, fd.as_fd())?;
+            let (link, _) = resolve_tap(ctx, fd.as_fd())?;
             // A tap on no switch that comes up is a local tap: that needs the local grant, also when
             // it got there by a Reset that detached it from its switch.
             let local = link.master.is_none() && config.switch.is_none() && config.vrf.is_none();
@@ -159,8 +157,8 @@ pub fn execute(ctx: &mut Ctx, valid: &ValidRequest, fds: &[OwnedFd]) -> Result<O
         }
         ValidOp::LinkAddr { tap } => {
             let fd = tap_fd(*tap)?;
-            let link = resolve_tap(ctx, fd.as_fd())?;
-            let mac = sys::tun_get_mac(fd.as_fd()).map_err(|e| kernel_io(&e))?;
+            let (link, tun) = resolve_tap(ctx, fd.as_fd())?;
+            let mac = sys::tun_get_mac(tun).map_err(|e| kernel_io(&e))?;
             let info = TapInfo {
                 mac,
                 ..tap_info(&link)
@@ -169,7 +167,7 @@ pub fn execute(ctx: &mut Ctx, valid: &ValidRequest, fds: &[OwnedFd]) -> Result<O
         }
         ValidOp::Reset { tap, policy_prefixes } => {
             let fd = tap_fd(*tap)?;
-            let link = resolve_tap(ctx, fd.as_fd())?;
+            let (link, _) = resolve_tap(ctx, fd.as_fd())?;
             reset(ctx, &link, *policy_prefixes)?;
             Ok(plain(Response::Tap(tap_info(&link)), &link_name(&link)))
         }
@@ -266,7 +264,7 @@ fn destroy_taps(
 ) -> Result<Response, Error> {
     let mut taps = Vec::with_capacity(fds.len());
     for fd in fds {
-        let link = resolve_tap(ctx, fd.as_fd())?;
+        let (link, _) = resolve_tap(ctx, fd.as_fd())?;
         let staged = ctx
             .batch
             .as_ref()
@@ -371,25 +369,17 @@ pub(crate) fn find_bridge(ctx: &mut Ctx, name: &str) -> Result<Link, Error> {
 /// A passed fd names a tap only if it is the tun character device, attached in tap mode, to a device in
 /// our network namespace, owned by the caller. Its name comes from the fd (TUNGETIFF), its ifindex from
 /// the kernel's reply; the caller's words name nothing.
-fn resolve_tap(ctx: &mut Ctx, fd: BorrowedFd<'_>) -> Result<Link, Error> {
+fn resolve_tap<'a>(ctx: &mut Ctx, fd: BorrowedFd<'a>) -> Result<(Link, sys::TunFd<'a>), Error> {
     let not_a_tap = Error::Invalid(Invalid::NotATap);
-    let meta = std::fs::File::from(fd.try_clone_to_owned().map_err(|e| kernel_io(&e))?)
-        .metadata()
-        .map_err(|e| kernel_io(&e))?;
-    // Never issue a tun ioctl on an unverified fd: the same numbers mean other things to other drivers.
-    let rdev = meta.rdev();
-    let is_tun = meta.mode() & libc::S_IFMT == libc::S_IFCHR
-        && u64::from(libc::major(rdev)) == TUN_MAJOR
-        && u64::from(libc::minor(rdev)) == TUN_MINOR;
-    if !is_tun {
-        return Err(not_a_tap);
-    }
-    let (name, flags) = sys::tun_get_iff(fd).map_err(|_| not_a_tap)?; // EBADFD: not attached
+    let tun = sys::TunFd::check(fd)
+        .map_err(|e| kernel_io(&e))?
+        .ok_or(not_a_tap)?;
+    let (name, flags) = sys::tun_get_iff(tun).map_err(|_| not_a_tap)?; // EBADFD: not attached
     if flags & TUN_TYPE_MASK != IFF_TAP {
         return Err(not_a_tap);
     }
     // TUNGETIFF gives a name, which means something only in the tap's own namespace.
-    let ns = sys::tun_get_netns(fd).map_err(|e| kernel_io(&e))?;
+    let ns = sys::tun_get_netns(tun).map_err(|e| kernel_io(&e))?;
     let ns = std::fs::File::from(ns).metadata().map_err(|e| kernel_io(&e))?;
     if (ns.dev(), ns.ino()) != ctx.netns {
         log::info!(
@@ -412,7 +402,7 @@ fn resolve_tap(ctx: &mut Ctx, fd: BorrowedFd<'_>) -> Result<Link, Error> {
         );
         return Err(Error::Denied);
     }
-    Ok(link)
+    Ok((link, tun))
 }
 
 const IFF_NO_PI: i32 = 0x1000;
@@ -506,7 +496,7 @@ fn make_tap(
         f
     } else {
         let first = fds.first().ok_or(Error::Invalid(Invalid::Queues))?;
-        let f = sys::tun_get_features(first).map_err(|e| kernel_io(&e))?;
+        let f = sys::tun_get_features(opened_tun(first)?).map_err(|e| kernel_io(&e))?;
         *ctx.tun_features.insert(f)
     };
     let mut flags = i32::from(IFF_TAP) | IFF_NO_PI | IFF_TUN_EXCL;
@@ -522,7 +512,8 @@ fn make_tap(
         }
         flags |= IFF_MULTI_QUEUE;
     }
-    let (first, rest) = fds.split_first_mut().ok_or(Error::Invalid(Invalid::Queues))?;
+    let (first, rest) = fds.split_first().ok_or(Error::Invalid(Invalid::Queues))?;
+    let first = opened_tun(first)?;
     // The tap is created under its mark, the name of a free quota slot: IFF_TUN_EXCL makes TUNSETIFF
     // fail (EBUSY) when any link has that name (without it, it would attach to an existing tap), so
     // two sessions of one user racing for the last slot cannot both win: the loser tries the next
@@ -572,20 +563,28 @@ fn make_tap(
         sys::tun_reset_shared_state(first).map_err(|e| kernel_io(&e))?;
     }
     quiet_ipv6(ctx, &name)?;
-    for q in rest.iter_mut() {
-        let got = sys::tun_set_iff_named(q, &name, flags & !IFF_TUN_EXCL).map_err(|e| kernel_io(&e))?;
+    for q in rest {
+        let got = sys::tun_set_iff_named(opened_tun(q)?, &name, flags & !IFF_TUN_EXCL)
+            .map_err(|e| kernel_io(&e))?;
         *attached = attached.saturating_add(1);
         if got != name {
             return Err(Error::Kernel { errno: libc::EIO });
         }
     }
     // 0xFE: qemu-bridge-helper's convention, so the bridge keeps a lower (host) MAC as its own.
-    let mut mac = sys::tun_get_mac(first.as_fd()).map_err(|e| kernel_io(&e))?;
+    let mut mac = sys::tun_get_mac(first).map_err(|e| kernel_io(&e))?;
     mac[0] = 0xfe;
     sys::tun_set_mac(first, mac).map_err(|e| kernel_io(&e))?;
     let mut info = configure_checked(ctx, &link, config, plan)?;
     info.mac = mac;
     Ok((name, info))
+}
+
+/// One of our own `/dev/net/tun` fds, checked like any other before its first ioctl.
+fn opened_tun(fd: &OwnedFd) -> Result<sys::TunFd<'_>, Error> {
+    sys::TunFd::check(fd.as_fd())
+        .map_err(|e| kernel_io(&e))?
+        .ok_or(Error::Kernel { errno: libc::ENOTTY })
 }
 
 /// `/dev/net/tun` fds: from the start-up pool, else opened now (works where the device is 0666).

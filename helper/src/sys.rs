@@ -240,8 +240,38 @@ fn ifr_name(ifr: &libc::ifreq) -> String {
     String::from_utf8_lossy(&bytes).into_owned()
 }
 
+/// `/dev/net/tun`'s device number (`MISC_MAJOR`, `TUN_MINOR`).
+const TUN_MAJOR: u64 = 10;
+const TUN_MINOR: u64 = 200;
+
+/// An fd that is the tun character device: the only thing a tun ioctl is ever issued on, because the
+/// same ioctl numbers mean other things to other drivers. Only [`TunFd::check`] makes one.
+#[derive(Clone, Copy)]
+pub struct TunFd<'a>(BorrowedFd<'a>);
+
+impl<'a> TunFd<'a> {
+    /// `fd` as a [`TunFd`] if fstat says it is the tun character device (10, 200); `None` otherwise.
+    pub fn check(fd: BorrowedFd<'a>) -> io::Result<Option<Self>> {
+        let st = nix::sys::stat::fstat(fd).map_err(errno_io)?;
+        let rdev = st.st_rdev;
+        let is_tun = st.st_mode & libc::S_IFMT == libc::S_IFCHR
+            && u64::from(libc::major(rdev)) == TUN_MAJOR
+            && u64::from(libc::minor(rdev)) == TUN_MINOR;
+        Ok(is_tun.then_some(TunFd(fd)))
+    }
+
+    fn raw(self) -> RawFd {
+        self.0.as_raw_fd()
+    }
+
+    /// The checked fd, for what is not an ioctl (fstat of the tap's namespace, sending it on).
+    pub fn fd(self) -> BorrowedFd<'a> {
+        self.0
+    }
+}
+
 /// `TUNSETIFF` on `name` (at most 15 bytes; longer is refused, never cut) with `flags`.
-pub fn tun_set_iff_named(tun: &OwnedFd, name: &str, flags: i32) -> io::Result<String> {
+pub fn tun_set_iff_named(tun: TunFd<'_>, name: &str, flags: i32) -> io::Result<String> {
     let mut ifr = ifreq();
     if name.len() >= IFNAMSIZ {
         return Err(io::Error::from_raw_os_error(libc::ENAMETOOLONG));
@@ -252,8 +282,8 @@ pub fn tun_set_iff_named(tun: &OwnedFd, name: &str, flags: i32) -> io::Result<St
     // ifr_flags is a C `short`: IFF_TUN_EXCL (0x8000) is its sign bit.
     ifr.ifr_ifru.ifru_flags = u16::try_from(flags & 0xffff).unwrap_or(0).cast_signed();
     // SAFETY: `ifr` is a `libc::ifreq`, the struct TUNSETIFF reads and writes back, and it lives across
-    // the call; `tun` is an open /dev/net/tun fd.
-    let r = unsafe { libc::ioctl(tun.as_raw_fd(), libc::TUNSETIFF, &raw mut ifr) };
+    // the call; `tun` is the tun device.
+    let r = unsafe { libc::ioctl(tun.raw(), libc::TUNSETIFF, &raw mut ifr) };
     if r < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -261,11 +291,11 @@ pub fn tun_set_iff_named(tun: &OwnedFd, name: &str, flags: i32) -> io::Result<St
 }
 
 /// `TUNGETIFF`: the name and flags of the device a tun fd is attached to.
-pub fn tun_get_iff(tun: BorrowedFd<'_>) -> io::Result<(String, u16)> {
+pub fn tun_get_iff(tun: TunFd<'_>) -> io::Result<(String, u16)> {
     let mut ifr = ifreq();
-    // SAFETY: TUNGETIFF writes a `struct ifreq` into `ifr`, which lives across the call. The caller has
-    // checked that `tun` is the tun character device, so the ioctl number means TUNGETIFF.
-    let r = unsafe { libc::ioctl(tun.as_raw_fd(), libc::TUNGETIFF, &raw mut ifr) };
+    // SAFETY: TUNGETIFF writes a `struct ifreq` into `ifr`, which lives across the call; `tun` is the
+    // tun device, so the ioctl number means TUNGETIFF.
+    let r = unsafe { libc::ioctl(tun.raw(), libc::TUNGETIFF, &raw mut ifr) };
     if r < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -275,21 +305,15 @@ pub fn tun_get_iff(tun: BorrowedFd<'_>) -> io::Result<(String, u16)> {
 }
 
 /// `TUNSETOWNER`: only this uid (or CAP_NET_ADMIN) may attach further queues.
-pub fn tun_set_owner(tun: &OwnedFd, uid: u32) -> io::Result<()> {
-    // SAFETY: TUNSETOWNER takes the uid by value; `tun` is an open tun fd.
-    let r = unsafe { libc::ioctl(tun.as_raw_fd(), libc::TUNSETOWNER, libc::c_ulong::from(uid)) };
-    if r < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
+pub fn tun_set_owner(tun: TunFd<'_>, uid: u32) -> io::Result<()> {
+    tun_ioctl_value(tun, libc::TUNSETOWNER, libc::c_ulong::from(uid))
 }
 
 /// A tun ioctl that takes its argument by value.
-fn tun_ioctl_value(tun: &OwnedFd, request: libc::Ioctl, value: libc::c_ulong) -> io::Result<()> {
+fn tun_ioctl_value(tun: TunFd<'_>, request: libc::Ioctl, value: libc::c_ulong) -> io::Result<()> {
     // SAFETY: the request is one of the tun ioctls that read their argument as a plain integer
-    // (no pointer is passed); `tun` is a tun fd the caller attached.
-    let r = unsafe { libc::ioctl(tun.as_raw_fd(), request, value) };
+    // (no pointer is passed); `tun` is the tun device.
+    let r = unsafe { libc::ioctl(tun.raw(), request, value) };
     if r < 0 {
         Err(io::Error::last_os_error())
     } else {
@@ -298,10 +322,10 @@ fn tun_ioctl_value(tun: &OwnedFd, request: libc::Ioctl, value: libc::c_ulong) ->
 }
 
 /// A tun ioctl that reads one `int` through its pointer argument.
-fn tun_ioctl_int(tun: &OwnedFd, request: libc::Ioctl, value: libc::c_int) -> io::Result<()> {
+fn tun_ioctl_int(tun: TunFd<'_>, request: libc::Ioctl, value: libc::c_int) -> io::Result<()> {
     // SAFETY: the request reads one `int` from the pointer, which points at `value`, alive across
-    // the call; `tun` is a tun fd the caller attached.
-    let r = unsafe { libc::ioctl(tun.as_raw_fd(), request, &raw const value) };
+    // the call; `tun` is the tun device.
+    let r = unsafe { libc::ioctl(tun.raw(), request, &raw const value) };
     if r < 0 {
         Err(io::Error::last_os_error())
     } else {
@@ -309,17 +333,19 @@ fn tun_ioctl_int(tun: &OwnedFd, request: libc::Ioctl, value: libc::c_int) -> io:
     }
 }
 
+/// `sizeof(struct virtio_net_hdr)`: the vnet header size a new tap starts with.
+const VIRTIO_NET_HDR_LEN: libc::c_int = 10;
+
 /// Puts back every setting of a new multi-queue tap that any fd attached to it may change without
 /// privilege (`drivers/net/tun.c` checks nothing for these), in case someone attached a queue before
 /// `TUNSETOWNER`, changed them and detached: persistence, link type, offloads, send buffer, vnet
 /// header size and byte order, the tx filter, classic and eBPF filters, eBPF steering, carrier.
-pub fn tun_reset_shared_state(tun: &OwnedFd) -> io::Result<()> {
+pub fn tun_reset_shared_state(tun: TunFd<'_>) -> io::Result<()> {
     tun_ioctl_value(tun, libc::TUNSETPERSIST, 0)?;
     tun_ioctl_value(tun, libc::TUNSETLINK, libc::c_ulong::from(ARPHRD_ETHER))?;
     tun_ioctl_value(tun, libc::TUNSETOFFLOAD, 0)?;
     tun_ioctl_int(tun, libc::TUNSETSNDBUF, libc::c_int::MAX)?;
-    // sizeof(struct virtio_net_hdr): the size a new tap starts with.
-    tun_ioctl_int(tun, libc::TUNSETVNETHDRSZ, 10)?;
+    tun_ioctl_int(tun, libc::TUNSETVNETHDRSZ, VIRTIO_NET_HDR_LEN)?;
     tun_ioctl_int(tun, libc::TUNSETVNETLE, 0)?;
     match tun_ioctl_int(tun, libc::TUNSETVNETBE, 0) {
         // Kernels without CONFIG_TUN_VNET_CROSS_LE have no big-endian mode to undo.
@@ -330,7 +356,7 @@ pub fn tun_reset_shared_state(tun: &OwnedFd) -> io::Result<()> {
     let empty: [u16; 2] = [0, 0];
     // SAFETY: TUNSETTXFILTER reads a `struct tun_filter` header (two u16) and, with count 0, nothing
     // more; `empty` is that header and lives across the call.
-    let r = unsafe { libc::ioctl(tun.as_raw_fd(), libc::TUNSETTXFILTER, &raw const empty) };
+    let r = unsafe { libc::ioctl(tun.raw(), libc::TUNSETTXFILTER, &raw const empty) };
     if r < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -341,10 +367,10 @@ pub fn tun_reset_shared_state(tun: &OwnedFd) -> io::Result<()> {
 }
 
 /// `TUNGETFEATURES`: the `IFF_*` flags this kernel's tun driver supports.
-pub fn tun_get_features(tun: &OwnedFd) -> io::Result<u32> {
+pub fn tun_get_features(tun: TunFd<'_>) -> io::Result<u32> {
     let mut features: libc::c_uint = 0;
     // SAFETY: TUNGETFEATURES writes one `unsigned int` to the pointer, which points at `features`.
-    let r = unsafe { libc::ioctl(tun.as_raw_fd(), libc::TUNGETFEATURES, &raw mut features) };
+    let r = unsafe { libc::ioctl(tun.raw(), libc::TUNGETFEATURES, &raw mut features) };
     if r < 0 {
         Err(io::Error::last_os_error())
     } else {
@@ -353,9 +379,9 @@ pub fn tun_get_features(tun: &OwnedFd) -> io::Result<u32> {
 }
 
 /// `TUNGETDEVNETNS`: an fd on the network namespace the tap lives in.
-pub fn tun_get_netns(tun: BorrowedFd<'_>) -> io::Result<OwnedFd> {
-    // SAFETY: TUNGETDEVNETNS takes no argument and returns a new fd; `tun` was checked to be a tun fd.
-    let r = unsafe { libc::ioctl(tun.as_raw_fd(), libc::TUNGETDEVNETNS) };
+pub fn tun_get_netns(tun: TunFd<'_>) -> io::Result<OwnedFd> {
+    // SAFETY: TUNGETDEVNETNS takes no argument and returns a new fd; `tun` is the tun device.
+    let r = unsafe { libc::ioctl(tun.raw(), libc::TUNGETDEVNETNS) };
     if r < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -364,11 +390,11 @@ pub fn tun_get_netns(tun: BorrowedFd<'_>) -> io::Result<OwnedFd> {
 }
 
 /// `SIOCGIFHWADDR` on the tap fd itself (the tun driver answers it): no name lookup, no race.
-pub fn tun_get_mac(tun: BorrowedFd<'_>) -> io::Result<[u8; 6]> {
+pub fn tun_get_mac(tun: TunFd<'_>) -> io::Result<[u8; 6]> {
     let mut ifr = ifreq();
     // SAFETY: the tun driver copies a `struct ifreq` in and out for SIOCGIFHWADDR; `ifr` lives across the
-    // call; `tun` was checked to be a tun fd.
-    let r = unsafe { libc::ioctl(tun.as_raw_fd(), SIOCGIFHWADDR, &raw mut ifr) };
+    // call; `tun` is the tun device.
+    let r = unsafe { libc::ioctl(tun.raw(), SIOCGIFHWADDR, &raw mut ifr) };
     if r < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -386,7 +412,7 @@ pub fn tun_get_mac(tun: BorrowedFd<'_>) -> io::Result<[u8; 6]> {
 
 /// `SIOCSIFHWADDR` on the tap fd: setting the MAC ourselves makes `addr_assign_type` "set", so udev's
 /// `MACAddressPolicy=persistent` does not rewrite it after we reported it.
-pub fn tun_set_mac(tun: &OwnedFd, mac: [u8; 6]) -> io::Result<()> {
+pub fn tun_set_mac(tun: TunFd<'_>, mac: [u8; 6]) -> io::Result<()> {
     let mut ifr = ifreq();
     ifr.ifr_ifru.ifru_hwaddr.sa_family = ARPHRD_ETHER;
     // SAFETY: writing plain integers into the `ifru_hwaddr` member we just initialised.
@@ -395,7 +421,7 @@ pub fn tun_set_mac(tun: &OwnedFd, mac: [u8; 6]) -> io::Result<()> {
         *d = m.cast_signed();
     }
     // SAFETY: the tun driver reads a `struct ifreq` for SIOCSIFHWADDR; `ifr` lives across the call.
-    let r = unsafe { libc::ioctl(tun.as_raw_fd(), SIOCSIFHWADDR, &raw mut ifr) };
+    let r = unsafe { libc::ioctl(tun.raw(), SIOCSIFHWADDR, &raw mut ifr) };
     if r < 0 {
         Err(io::Error::last_os_error())
     } else {

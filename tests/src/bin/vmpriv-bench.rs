@@ -470,12 +470,15 @@ fn floor(n: usize) {
             .unwrap()
             .into();
         // Named as vmpriv names its taps (a chosen name, not tap%d).
-        let name = vmpriv_helper::sys::tun_set_iff_named(&tun, &format!("fl{i:x}"), 0x0002 | 0x1000 | 0x8000)
+        let t_fd = vmpriv_helper::sys::TunFd::check(std::os::fd::AsFd::as_fd(&tun))
+            .unwrap()
             .unwrap();
-        vmpriv_helper::sys::tun_set_owner(&tun, NOBODY).unwrap();
-        let mut mac = vmpriv_helper::sys::tun_get_mac(std::os::fd::AsFd::as_fd(&tun)).unwrap();
+        let name = vmpriv_helper::sys::tun_set_iff_named(t_fd, &format!("fl{i:x}"), 0x0002 | 0x1000 | 0x8000)
+            .unwrap();
+        vmpriv_helper::sys::tun_set_owner(t_fd, NOBODY).unwrap();
+        let mut mac = vmpriv_helper::sys::tun_get_mac(t_fd).unwrap();
         mac[0] = 0xfe;
-        vmpriv_helper::sys::tun_set_mac(&tun, mac).unwrap();
+        vmpriv_helper::sys::tun_set_mac(t_fd, mac).unwrap();
         let index = nl.get_link(0, Some(&name)).unwrap().index;
         let set = |nl: &mut Netlink, flags: u32, change: u32, attr: Option<(u16, Vec<u8>)>| {
             nl.request(|seq| {
@@ -575,7 +578,10 @@ fn attach(i: usize) -> OwnedFd {
         .unwrap()
         .into();
     // IFF_TAP | IFF_NO_PI: the flags `ip tuntap add ... mode tap` gave it.
-    vmpriv_helper::sys::tun_set_iff_named(&tun, &format!("tap{i}"), 0x0002 | 0x1000).unwrap();
+    let t_fd = vmpriv_helper::sys::TunFd::check(std::os::fd::AsFd::as_fd(&tun))
+        .unwrap()
+        .unwrap();
+    vmpriv_helper::sys::tun_set_iff_named(t_fd, &format!("tap{i}"), 0x0002 | 0x1000).unwrap();
     tun
 }
 
