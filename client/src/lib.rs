@@ -203,7 +203,12 @@ impl TapOptions {
     }
     /// The local addresses of (vm, nic): an IPv4 /31, and an IPv6 /96 if `inet6`.
     pub fn local(mut self, vm: u32, nic: u32, inet6: bool) -> Self {
-        self.config.local = Some(LocalRequest { vm, nic, inet6 });
+        self.config.local = Some(LocalRequest {
+            vm,
+            nic,
+            inet: true,
+            inet6,
+        });
         self
     }
     /// The configuration part.
@@ -652,77 +657,74 @@ impl Helper {
         }
     }
 
-    /// vmd's IFADD.
+    /// vmd's IFADD: one `Configure` that attaches the tap to `switch`.
     pub fn attach(&mut self, tap: impl AsFd, switch: &str) -> Result<TapInfo, ClientError> {
-        self.tap_call(
-            &Request::AttachToSwitch {
-                tap: FdIndex(0),
-                switch: switch.to_owned(),
-            },
-            tap.as_fd(),
-        )
+        let config = IfConfig {
+            switch: Some(switch.to_owned()),
+            ..IfConfig::default()
+        };
+        self.configure(tap, &config)
     }
 
-    /// vmd's IFDESCR.
+    /// vmd's IFDESCR: one `Configure` that sets the description.
     pub fn set_description(&mut self, tap: impl AsFd, text: &str) -> Result<TapInfo, ClientError> {
-        self.tap_call(
-            &Request::SetDescription {
-                tap: FdIndex(0),
-                description: text.to_owned(),
-            },
-            tap.as_fd(),
-        )
+        let config = IfConfig {
+            description: Some(text.to_owned()),
+            ..IfConfig::default()
+        };
+        self.configure(tap, &config)
     }
 
-    /// vmd's IFRDOMAIN.
+    /// vmd's IFRDOMAIN: one `Configure` that sets the routing domain.
     pub fn set_rdomain(&mut self, tap: impl AsFd, rdomain: u32) -> Result<TapInfo, ClientError> {
-        self.tap_call(
-            &Request::SetRdomain {
-                tap: FdIndex(0),
-                rdomain,
-            },
-            tap.as_fd(),
-        )
+        let config = IfConfig {
+            rdomain: Some(rdomain),
+            ..IfConfig::default()
+        };
+        self.configure(tap, &config)
     }
 
-    /// vmd's IFUP / IFDOWN.
+    /// vmd's IFUP / IFDOWN: one `Configure` that brings the tap up or down.
     pub fn set_up(&mut self, tap: impl AsFd, up: bool) -> Result<TapInfo, ClientError> {
-        self.tap_call(&Request::SetUp { tap: FdIndex(0), up }, tap.as_fd())
+        let config = IfConfig {
+            up: Some(up),
+            ..IfConfig::default()
+        };
+        self.configure(tap, &config)
     }
 
-    /// vmd's IFGROUP.
+    /// vmd's IFGROUP: one `Configure` that sets the interface group.
     pub fn set_group(&mut self, tap: impl AsFd, group: &str) -> Result<TapInfo, ClientError> {
-        self.tap_call(
-            &Request::SetGroup {
-                tap: FdIndex(0),
-                group: group.to_owned(),
-            },
-            tap.as_fd(),
-        )
+        let config = IfConfig {
+            group: Some(group.to_owned()),
+            ..IfConfig::default()
+        };
+        self.configure(tap, &config)
     }
 
-    /// vmd's IFADDR: the host side of (vm, nic)'s /31.
+    /// vmd's IFADDR: one `Configure` that adds the host side of (vm, nic)'s /31.
     pub fn add_local_inet(&mut self, tap: impl AsFd, vm: u32, nic: u32) -> Result<TapInfo, ClientError> {
-        self.tap_call(
-            &Request::AddLocalInet {
-                tap: FdIndex(0),
-                vm,
-                nic,
-            },
-            tap.as_fd(),
-        )
+        self.add_local(tap, vm, nic, true, false)
     }
 
-    /// vmd's IFADDR6: the host side of (vm, nic)'s /96.
+    /// vmd's IFADDR6: one `Configure` that adds the host side of (vm, nic)'s /96.
     pub fn add_local_inet6(&mut self, tap: impl AsFd, vm: u32, nic: u32) -> Result<TapInfo, ClientError> {
-        self.tap_call(
-            &Request::AddLocalInet6 {
-                tap: FdIndex(0),
-                vm,
-                nic,
-            },
-            tap.as_fd(),
-        )
+        self.add_local(tap, vm, nic, false, true)
+    }
+
+    fn add_local(
+        &mut self,
+        tap: impl AsFd,
+        vm: u32,
+        nic: u32,
+        inet: bool,
+        inet6: bool,
+    ) -> Result<TapInfo, ClientError> {
+        let config = IfConfig {
+            local: Some(LocalRequest { vm, nic, inet, inet6 }),
+            ..IfConfig::default()
+        };
+        self.configure(tap, &config)
     }
 
     /// vmd's GET_ADDR: name, index and MAC of a tap we hold.

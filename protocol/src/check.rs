@@ -95,24 +95,6 @@ pub fn check_request(data: &[u8]) {
             assert_eq!(switch.as_str().as_bytes(), asked.as_bytes());
             assert!(policy.permits_switch(caller, switch));
         }
-        (ValidOp::Configure { config, .. }, Request::AttachToSwitch { switch, .. }) => {
-            let asked = IfConfig {
-                switch: Some(switch.clone()),
-                ..IfConfig::default()
-            };
-            check_config(config, &asked, caller, &policy);
-        }
-        (ValidOp::Configure { config, .. }, Request::AddLocalInet { vm, nic, .. }) => {
-            assert_eq!(config.inet, local_inet(policy.inet, *vm, *nic).ok());
-            assert!(config.inet.is_some_and(|p| policy.inet.contains(p.host)));
-        }
-        (ValidOp::Configure { config, .. }, Request::AddLocalInet6 { vm, nic, .. }) => {
-            assert_eq!(
-                config.inet6,
-                local_inet6(policy.inet, policy.inet6, *vm, *nic).ok()
-            );
-            assert!(config.inet6.is_some_and(|p| policy.inet6.contains(p.host)));
-        }
         _ => {}
     }
 }
@@ -146,20 +128,20 @@ fn check_config(config: &crate::ValidConfig, asked: &IfConfig, caller: &Caller, 
         assert!(policy.permits_rdomain(caller, v.rdomain));
         assert!(config.switch.is_none());
     }
-    match asked.local {
-        None => assert!(config.inet.is_none() && config.inet6.is_none()),
-        Some(l) => {
-            let inet = config.inet.expect("local asked, inet computed");
-            assert_eq!(Ok(inet), local_inet(policy.inet, l.vm, l.nic));
-            assert!(policy.inet.contains(inet.host) && policy.inet.contains(inet.vm));
-            if l.inet6 {
-                let inet6 = config.inet6.expect("inet6 asked, computed");
-                assert_eq!(Ok(inet6), local_inet6(policy.inet, policy.inet6, l.vm, l.nic));
-                assert!(policy.inet6.contains(inet6.host));
-            } else {
-                assert!(config.inet6.is_none());
-            }
-        }
+    let local = asked.local;
+    let want_inet = local
+        .filter(|l| l.inet)
+        .map(|l| local_inet(policy.inet, l.vm, l.nic));
+    assert_eq!(config.inet.map(Ok), want_inet);
+    let want_inet6 = local
+        .filter(|l| l.inet6)
+        .map(|l| local_inet6(policy.inet, policy.inet6, l.vm, l.nic));
+    assert_eq!(config.inet6.map(Ok), want_inet6);
+    if let Some(p) = config.inet {
+        assert!(policy.inet.contains(p.host) && policy.inet.contains(p.vm));
+    }
+    if let Some(p) = config.inet6 {
+        assert!(policy.inet6.contains(p.host));
     }
 }
 

@@ -176,80 +176,6 @@ pub fn validate(req: &Request, nfds: usize, caller: &Caller, policy: &Policy) ->
             }
             ValidOp::SwitchExists { switch }
         }
-        Request::AttachToSwitch { tap, switch } => {
-            let config = IfConfig {
-                switch: Some(switch.clone()),
-                ..IfConfig::default()
-            };
-            ValidOp::Configure {
-                tap: *tap,
-                config: config_of(&config, caller, policy)?,
-            }
-        }
-        Request::SetDescription { tap, description } => {
-            let config = IfConfig {
-                description: Some(description.clone()),
-                ..IfConfig::default()
-            };
-            ValidOp::Configure {
-                tap: *tap,
-                config: config_of(&config, caller, policy)?,
-            }
-        }
-        Request::SetRdomain { tap, rdomain } => {
-            let config = IfConfig {
-                rdomain: Some(*rdomain),
-                ..IfConfig::default()
-            };
-            ValidOp::Configure {
-                tap: *tap,
-                config: config_of(&config, caller, policy)?,
-            }
-        }
-        Request::SetUp { tap, up } => ValidOp::Configure {
-            tap: *tap,
-            config: ValidConfig {
-                up: Some(*up),
-                ..ValidConfig::default()
-            },
-        },
-        Request::SetGroup { tap, group } => {
-            let config = IfConfig {
-                group: Some(group.clone()),
-                ..IfConfig::default()
-            };
-            ValidOp::Configure {
-                tap: *tap,
-                config: config_of(&config, caller, policy)?,
-            }
-        }
-        Request::AddLocalInet { tap, vm, nic } => {
-            let inet = local_inet(policy.inet, *vm, *nic).map_err(|e| invalid(Invalid::Address(e)))?;
-            if !policy.permits_local(caller, Some(*vm)) {
-                return Err(Error::Denied);
-            }
-            ValidOp::Configure {
-                tap: *tap,
-                config: ValidConfig {
-                    inet: Some(inet),
-                    ..ValidConfig::default()
-                },
-            }
-        }
-        Request::AddLocalInet6 { tap, vm, nic } => {
-            let inet6 = local_inet6(policy.inet, policy.inet6, *vm, *nic)
-                .map_err(|e| invalid(Invalid::Address(e)))?;
-            if !policy.permits_local(caller, Some(*vm)) {
-                return Err(Error::Denied);
-            }
-            ValidOp::Configure {
-                tap: *tap,
-                config: ValidConfig {
-                    inet6: Some(inet6),
-                    ..ValidConfig::default()
-                },
-            }
-        }
         Request::GetLinkAddr { tap } => ValidOp::LinkAddr { tap: *tap },
         Request::Reset { tap } => ValidOp::Reset {
             tap: *tap,
@@ -305,20 +231,17 @@ fn config_of(config: &IfConfig, caller: &Caller, policy: &Policy) -> Result<Vali
     if rdomain.is_some() && switch.is_some() {
         return Err(invalid(Invalid::RdomainOnSwitchedTap));
     }
+    let address = |e| invalid(Invalid::Address(e));
     let (inet, inet6) = match config.local {
         None => (None, None),
-        Some(l) => {
-            let inet = local_inet(policy.inet, l.vm, l.nic).map_err(|e| invalid(Invalid::Address(e)))?;
-            let inet6 = if l.inet6 {
-                Some(
-                    local_inet6(policy.inet, policy.inet6, l.vm, l.nic)
-                        .map_err(|e| invalid(Invalid::Address(e)))?,
-                )
-            } else {
-                None
-            };
-            (Some(inet), inet6)
-        }
+        Some(l) => (
+            l.inet
+                .then(|| local_inet(policy.inet, l.vm, l.nic).map_err(address))
+                .transpose()?,
+            l.inet6
+                .then(|| local_inet6(policy.inet, policy.inet6, l.vm, l.nic).map_err(address))
+                .transpose()?,
+        ),
     };
 
     if let Some(s) = &switch
@@ -382,6 +305,21 @@ allow user alice local vm 1-10
 allow group kvm local
 quota user alice 2
 ";
+
+    /// A `Configure` of the message's one tap.
+    fn on_tap(config: IfConfig) -> Request {
+        Request::Configure {
+            tap: FdIndex(0),
+            config,
+        }
+    }
+
+    fn local(vm: u32, nic: u32, inet: bool, inet6: bool) -> IfConfig {
+        IfConfig {
+            local: Some(LocalRequest { vm, nic, inet, inet6 }),
+            ..IfConfig::default()
+        }
+    }
 
     fn policy() -> Policy {
         parse_str("test", POLICY).unwrap()
@@ -474,11 +412,7 @@ quota user alice 2
             let e = Err(Error::Invalid(Invalid::SwitchName(NameError::TooLong)));
             assert_eq!(check(&create(sw(name)), &alice()), e);
             assert_eq!(check(&Request::SwitchExists { switch: name.into() }, &alice()), e);
-            let attach = Request::AttachToSwitch {
-                tap: FdIndex(0),
-                switch: name.into(),
-            };
-            assert_eq!(check(&attach, &alice()), e);
+            assert_eq!(check(&on_tap(sw(name)), &alice()), e);
         }
     }
 
@@ -520,18 +454,20 @@ quota user alice 2
             check(&g("averylonggroupname"), &alice()),
             Err(Error::Invalid(Invalid::Group(NameError::TooLong)))
         );
-        let set = Request::SetGroup {
-            tap: FdIndex(0),
-            group: "dmz".into(),
-        };
+        let set = on_tap(IfConfig {
+            group: Some("dmz".into()),
+            ..IfConfig::default()
+        });
         assert_eq!(check(&set, &alice()), Err(Error::Denied));
     }
 
     #[test]
     fn rdomains_come_from_the_policy_only() {
-        let r = |n: u32| Request::SetRdomain {
-            tap: FdIndex(0),
-            rdomain: n,
+        let r = |n: u32| {
+            on_tap(IfConfig {
+                rdomain: Some(n),
+                ..IfConfig::default()
+            })
         };
         let op = check(&r(1), &alice()).unwrap();
         let ValidOp::Configure { config, .. } = op else {
@@ -566,10 +502,7 @@ quota user alice 2
 
     #[test]
     fn addresses_are_computed_never_taken() {
-        let local = |vm, nic, inet6| IfConfig {
-            local: Some(LocalRequest { vm, nic, inet6 }),
-            ..IfConfig::default()
-        };
+        let local = |vm, nic, inet6| local(vm, nic, true, inet6);
         let ValidOp::CreateTap { config, .. } = check(&create(local(2, 1, true)), &mallory()).unwrap() else {
             panic!()
         };
@@ -589,29 +522,24 @@ quota user alice 2
             check(&create(local(16385, 0, false)), &alice()),
             e(AddrError::VmOutOfRange)
         );
-        let single = Request::AddLocalInet6 {
-            tap: FdIndex(0),
-            vm: 16384,
-            nic: 0,
-        };
+        let single = on_tap(super::tests::local(16384, 0, false, true));
         assert_eq!(check(&single, &alice()), e(AddrError::VmOutOfRange));
-        let single = Request::AddLocalInet {
-            tap: FdIndex(0),
-            vm: 1,
-            nic: 0,
-        };
+        let single = on_tap(super::tests::local(1, 0, true, false));
         let ValidOp::Configure { config, .. } = check(&single, &alice()).unwrap() else {
             panic!()
         };
         assert_eq!(config.inet.unwrap().host.to_string(), "100.64.1.2");
+        assert!(config.inet6.is_none());
+        let single = on_tap(super::tests::local(1, 0, false, true));
+        let ValidOp::Configure { config, .. } = check(&single, &alice()).unwrap() else {
+            panic!()
+        };
+        assert!(config.inet.is_none() && config.inet6.is_some());
     }
 
     #[test]
     fn no_grant_no_tap_and_vm_slots_belong_to_their_grantee() {
-        let local = |vm, nic| IfConfig {
-            local: Some(LocalRequest { vm, nic, inet6: true }),
-            ..IfConfig::default()
-        };
+        let local = |vm, nic| local(vm, nic, true, true);
         let stranger = Caller {
             uid: 4242,
             user: Some("stranger".into()),
@@ -621,22 +549,14 @@ quota user alice 2
         // Nothing names the stranger: no local tap, no addresses, no switch, quota 0.
         assert_eq!(check(&create(IfConfig::default()), &stranger), Err(Error::Denied));
         assert_eq!(check(&create(local(1, 0)), &stranger), Err(Error::Denied));
-        let add = |vm| Request::AddLocalInet {
-            tap: FdIndex(0),
-            vm,
-            nic: 0,
-        };
+        let add = |vm| on_tap(super::tests::local(vm, 0, true, false));
         assert_eq!(check(&add(1), &stranger), Err(Error::Denied));
         assert_eq!(policy().quota_for(&stranger), 0);
         // alice holds slots 1-10 only; kvm members hold every slot.
         assert!(check(&create(local(10, 3)), &alice()).is_ok());
         assert_eq!(check(&create(local(11, 0)), &alice()), Err(Error::Denied));
         assert_eq!(check(&add(11), &alice()), Err(Error::Denied));
-        let add6 = Request::AddLocalInet6 {
-            tap: FdIndex(0),
-            vm: 11,
-            nic: 0,
-        };
+        let add6 = on_tap(super::tests::local(11, 0, false, true));
         assert_eq!(check(&add6, &alice()), Err(Error::Denied));
         assert!(check(&add6, &mallory()).is_ok());
         // A switched tap with local addresses needs both grants.
@@ -650,9 +570,11 @@ quota user alice 2
 
     #[test]
     fn descriptions_are_checked() {
-        let d = |t: &str| Request::SetDescription {
-            tap: FdIndex(0),
-            description: t.into(),
+        let d = |t: &str| {
+            on_tap(IfConfig {
+                description: Some(t.into()),
+                ..IfConfig::default()
+            })
         };
         assert!(check(&d("vm1-if0-web"), &alice()).is_ok());
         assert_eq!(
@@ -684,10 +606,10 @@ quota user alice 2
     #[test]
     fn fd_counts_and_indices() {
         let p = policy();
-        let tap_req = Request::SetUp {
-            tap: FdIndex(0),
-            up: true,
-        };
+        let tap_req = on_tap(IfConfig {
+            up: Some(true),
+            ..IfConfig::default()
+        });
         for n in [0, 2, 250] {
             let got = u8::try_from(n).unwrap();
             assert_eq!(
@@ -701,9 +623,9 @@ quota user alice 2
         );
         assert_eq!(
             validate(
-                &Request::SetUp {
+                &Request::Configure {
                     tap: FdIndex(1),
-                    up: true
+                    config: IfConfig::default()
                 },
                 1,
                 &alice(),
@@ -730,11 +652,10 @@ quota user alice 2
                 tap: t,
                 config: sw("br0"),
             },
-            Request::AttachToSwitch {
-                tap: t,
-                switch: "br0".into(),
-            },
-            Request::SetUp { tap: t, up: true },
+            on_tap(IfConfig {
+                up: Some(true),
+                ..IfConfig::default()
+            }),
             Request::GetLinkAddr { tap: t },
             Request::Reset { tap: t },
             Request::SwitchExists { switch: "br0".into() },

@@ -11,7 +11,7 @@ use crate::addr::{AddrError, Inet4Pair, Inet6Pair};
 use crate::name::NameError;
 
 /// The protocol version, the first byte of every frame.
-pub const VERSION: u8 = 2;
+pub const VERSION: u8 = 3;
 /// The largest frame either side sends or accepts, version byte included. The largest valid request
 /// is far smaller (see the `largest_request_fits` test); replies carry at most [`STATUS_RULES_MAX`] rules.
 pub const MAX_FRAME: usize = 2048;
@@ -35,7 +35,9 @@ pub struct LocalRequest {
     pub vm: u32,
     /// The interface index within the VM, 0..=126.
     pub nic: u32,
-    /// Add the IPv6 /96 too (vmd's `local inet6`).
+    /// Add the IPv4 /31 (vmd's `IFADDR`).
+    pub inet: bool,
+    /// Add the IPv6 /96 (vmd's `IFADDR6`, `local inet6`).
     pub inet6: bool,
 }
 
@@ -76,20 +78,6 @@ pub enum Request {
     Configure { tap: FdIndex, config: IfConfig },
     /// Does this switch exist (and may the caller use it)? vmd's `IFEXISTS`.
     SwitchExists { switch: String },
-    /// vmd's `IFADD`.
-    AttachToSwitch { tap: FdIndex, switch: String },
-    /// vmd's `IFDESCR`.
-    SetDescription { tap: FdIndex, description: String },
-    /// vmd's `IFRDOMAIN`.
-    SetRdomain { tap: FdIndex, rdomain: u32 },
-    /// vmd's `IFUP`/`IFDOWN`.
-    SetUp { tap: FdIndex, up: bool },
-    /// vmd's `IFGROUP`.
-    SetGroup { tap: FdIndex, group: String },
-    /// vmd's `IFADDR`: the host side of (vm, nic)'s /31.
-    AddLocalInet { tap: FdIndex, vm: u32, nic: u32 },
-    /// vmd's `IFADDR6`: the host side of (vm, nic)'s /96.
-    AddLocalInet6 { tap: FdIndex, vm: u32, nic: u32 },
     /// vmd's `GET_ADDR`: name, index and link-layer address of a passed tap.
     GetLinkAddr { tap: FdIndex },
     /// Undo configuration on a passed tap: detach, down, no description, group 0, local addresses removed.
@@ -111,16 +99,9 @@ impl Request {
     /// The tap this request acts on, if any: such a request carries exactly one fd, others none.
     pub fn tap(&self) -> Option<FdIndex> {
         match self {
-            Request::Configure { tap, .. }
-            | Request::AttachToSwitch { tap, .. }
-            | Request::SetDescription { tap, .. }
-            | Request::SetRdomain { tap, .. }
-            | Request::SetUp { tap, .. }
-            | Request::SetGroup { tap, .. }
-            | Request::AddLocalInet { tap, .. }
-            | Request::AddLocalInet6 { tap, .. }
-            | Request::GetLinkAddr { tap }
-            | Request::Reset { tap } => Some(*tap),
+            Request::Configure { tap, .. } | Request::GetLinkAddr { tap } | Request::Reset { tap } => {
+                Some(*tap)
+            }
             Request::Hello
             | Request::CreateTap { .. }
             | Request::SwitchExists { .. }
@@ -145,13 +126,6 @@ impl Request {
             Request::CreateTap { .. } => "create-tap",
             Request::Configure { .. } => "configure",
             Request::SwitchExists { .. } => "switch-exists",
-            Request::AttachToSwitch { .. } => "attach",
-            Request::SetDescription { .. } => "description",
-            Request::SetRdomain { .. } => "rdomain",
-            Request::SetUp { .. } => "up-down",
-            Request::SetGroup { .. } => "group",
-            Request::AddLocalInet { .. } => "local-inet",
-            Request::AddLocalInet6 { .. } => "local-inet6",
             Request::GetLinkAddr { .. } => "link-addr",
             Request::Reset { .. } => "reset",
             Request::Status => "status",
@@ -343,6 +317,7 @@ mod tests {
             local: Some(LocalRequest {
                 vm: u32::MAX,
                 nic: u32::MAX,
+                inet: true,
                 inet6: true,
             }),
         }
@@ -364,30 +339,6 @@ mod tests {
                 config: full_config(),
             },
             Request::SwitchExists { switch: "br0".into() },
-            Request::AttachToSwitch {
-                tap: t,
-                switch: "br0".into(),
-            },
-            Request::SetDescription {
-                tap: t,
-                description: "vm1-if0".into(),
-            },
-            Request::SetRdomain { tap: t, rdomain: 1 },
-            Request::SetUp { tap: t, up: false },
-            Request::SetGroup {
-                tap: t,
-                group: "vms".into(),
-            },
-            Request::AddLocalInet {
-                tap: t,
-                vm: 1,
-                nic: 0,
-            },
-            Request::AddLocalInet6 {
-                tap: t,
-                vm: 1,
-                nic: 0,
-            },
             Request::GetLinkAddr { tap: t },
             Request::Reset { tap: t },
             Request::Status,
@@ -474,12 +425,17 @@ mod tests {
         big[1] = 0;
         assert_eq!(decode::<Request>(&big), Err(FrameError::TooLarge));
         // A bool byte other than 0 or 1 is not a bool.
-        let mut frame = encode(&Request::SetUp {
+        let mut frame = encode(&Request::Configure {
             tap: FdIndex(0),
-            up: true,
+            config: IfConfig {
+                up: Some(true),
+                ..IfConfig::default()
+            },
         })
         .unwrap();
-        *frame.last_mut().unwrap() = 2;
+        let up = frame.len() - 2; // the `up` bool, before `local: None`
+        assert_eq!(frame[up], 1);
+        frame[up] = 2;
         assert_eq!(decode::<Request>(&frame), Err(FrameError::Malformed));
     }
 

@@ -115,8 +115,15 @@ fn write_seeds() {
         local: Some(LocalRequest {
             vm: 1,
             nic: 0,
+            inet: true,
             inet6: true,
         }),
+    };
+    // The single-field requests of protocol 1 (vmd's IFADD, IFDESCR, ...) are one Configure each now.
+    let one = |config: IfConfig| Request::Configure { tap: t, config };
+    let local = |vm, nic, inet, inet6| IfConfig {
+        local: Some(LocalRequest { vm, nic, inet, inet6 }),
+        ..IfConfig::default()
     };
     let requests = vec![
         Request::Hello,
@@ -138,30 +145,28 @@ fn write_seeds() {
         Request::SwitchExists {
             switch: "secretbridge123X".into(),
         },
-        Request::AttachToSwitch {
-            tap: t,
-            switch: "br1".into(),
-        },
-        Request::SetDescription {
-            tap: t,
-            description: "d".repeat(63),
-        },
-        Request::SetRdomain { tap: t, rdomain: 1 },
-        Request::SetUp { tap: t, up: false },
-        Request::SetGroup {
-            tap: t,
-            group: "vms".into(),
-        },
-        Request::AddLocalInet {
-            tap: t,
-            vm: 16385,
-            nic: 0,
-        },
-        Request::AddLocalInet6 {
-            tap: t,
-            vm: 2,
-            nic: 1,
-        },
+        one(IfConfig {
+            switch: Some("br1".into()),
+            ..IfConfig::default()
+        }),
+        one(IfConfig {
+            description: Some("d".repeat(63)),
+            ..IfConfig::default()
+        }),
+        one(IfConfig {
+            rdomain: Some(1),
+            ..IfConfig::default()
+        }),
+        one(IfConfig {
+            up: Some(false),
+            ..IfConfig::default()
+        }),
+        one(IfConfig {
+            group: Some("vms".into()),
+            ..IfConfig::default()
+        }),
+        one(local(16385, 0, true, false)),
+        one(local(2, 1, false, true)),
         Request::GetLinkAddr { tap: t },
         Request::Reset { tap: t },
     ];

@@ -552,6 +552,7 @@ fn a_failed_configuration_is_rolled_back() {
             local: Some(LocalRequest {
                 vm: 3,
                 nic: 0,
+                inet: true,
                 inet6: true,
             }),
             ..IfConfig::default()

@@ -150,9 +150,12 @@ fn wrong_fd_counts_are_refused_and_closed() {
         // stdio, the session socket, netlink, the tun pool: a count that read nothing would be 0.
         assert!(baseline > 4, "the helper's fds were read: {baseline}");
         let file = std::fs::File::open("/dev/null").unwrap();
-        let set_up = wire::encode(&Request::SetUp {
+        let set_up = wire::encode(&Request::Configure {
             tap: FdIndex(0),
-            up: true,
+            config: IfConfig {
+                up: Some(true),
+                ..IfConfig::default()
+            },
         })
         .unwrap();
         let status = wire::encode(&Request::Status).unwrap();
@@ -193,9 +196,12 @@ fn foreign_control_messages_and_fd_kinds_leak_nothing() {
             assert!(baseline > 4, "the helper's fds were read: {baseline}");
             // SCM_CREDENTIALS next to SCM_RIGHTS: the kernel drops credentials the receiver did not ask for
             // (no SO_PASSCRED), so the helper sees a plain request; either way nothing may leak.
-            let frame = wire::encode(&Request::SetUp {
+            let frame = wire::encode(&Request::Configure {
                 tap: FdIndex(0),
-                up: true,
+                config: IfConfig {
+                    up: Some(true),
+                    ..IfConfig::default()
+                },
             })
             .unwrap();
             let creds = UnixCredentials::new();
