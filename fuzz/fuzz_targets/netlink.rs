@@ -1,3 +1,4 @@
-//! The hand-written rtnetlink reply parser on arbitrary bytes: no panic, builder and parser agree.
+//! The helper's netlink receive path (reply loop and the link, address and route parsers) on arbitrary
+//! bytes: no panic.
 #![no_main]
-libfuzzer_sys::fuzz_target!(|data: &[u8]| vmpriv_helper::netlink::check_reply(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| vmpriv_checks::check_netlink(data));

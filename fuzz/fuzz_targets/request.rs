@@ -1,5 +1,5 @@
 //! Decode + validate arbitrary bytes for an arbitrary caller (and, with a `P` marker, an arbitrary
-//! policy): see `vmpriv_protocol::check::check_request` for the properties. Also: decoding a frame
+//! policy): see `vmpriv_checks::check_request` for the properties. Also: decoding a frame
 //! allocates no more bytes than the frame holds (a length prefix cannot make it allocate more).
 #![no_main]
 
@@ -29,7 +29,7 @@ unsafe impl GlobalAlloc for Counting {
 static GLOBAL: Counting = Counting;
 
 fuzz_target!(|data: &[u8]| {
-    vmpriv_protocol::check::check_request(data);
+    vmpriv_checks::check_request(data);
     let before = ALLOCATED.load(Ordering::Relaxed);
     let decoded = wire::decode::<Request>(data);
     let used = ALLOCATED.load(Ordering::Relaxed) - before;

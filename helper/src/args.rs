@@ -170,43 +170,6 @@ fn parse_fd(v: &str) -> Result<i32, ArgError> {
     }
 }
 
-/// Fuzz/replay property check: `data` split on NUL bytes is an argv. Whatever it is, parsing does not
-/// panic; an accepted QEMU-mode bridge is byte-identical to the last `--br=` value given (never cut),
-/// 1–15 bytes; an accepted fd is at least 3 and is the decimal value given.
-#[doc(hidden)]
-#[allow(clippy::panic, clippy::unwrap_used)]
-pub fn check_args(data: &[u8]) {
-    use std::os::unix::ffi::OsStringExt;
-    let argv: Vec<OsString> = data
-        .split(|&b| b == 0)
-        .map(|a| OsString::from_vec(a.to_vec()))
-        .collect();
-    let given = |prefix: &str| {
-        argv.iter()
-            .filter_map(|a| a.to_str())
-            .filter_map(|a| a.strip_prefix(prefix))
-            .next_back()
-            .map(str::to_owned)
-    };
-    match parse(&argv) {
-        Ok(Mode::Qemu { fd, bridge, .. }) => {
-            assert_eq!(Some(&bridge), given("--br=").as_ref());
-            assert!((1..=15).contains(&bridge.len()));
-            assert!(fd >= 3);
-            assert_eq!(
-                Some(fd.to_string()),
-                given("--fd=").map(|f| f.parse::<i32>().unwrap().to_string())
-            );
-        }
-        Ok(Mode::Session { fd, .. }) => assert!(fd >= 3),
-        Ok(Mode::Help | Mode::Version) => {
-            assert!(argv.iter().all(|a| a.to_str().is_some_and(is_info_flag)));
-        }
-        Ok(Mode::Activated) => assert_eq!(argv.len(), 1),
-        Err(_) => {}
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,8 +12,82 @@ use crate::netlink::{
     self, IFA_ADDRESS, IFA_LOCAL, IFF_UP, IFLA_GROUP, IFLA_IFALIAS, IFLA_MASTER, IFLA_MTU, Link, Msg,
     NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, Netlink, RTM_DELADDR, RTM_NEWADDR, RTM_SETLINK,
 };
-use crate::ops::{Ctx, find_bridge, kernel, link_name, tap_info};
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, OwnedFd};
+use vmpriv_protocol::{Caller, Policy};
+
+/// What a session works with: who asks, what the policy says, the kernel's sockets and fds.
+pub struct Ctx {
+    /// The caller, identified at start-up.
+    pub caller: Caller,
+    /// The policy, read at start-up.
+    pub policy: Policy,
+    /// The route netlink socket.
+    pub nl: Netlink,
+    /// `/dev/net/tun` fds opened while the helper could (the device may be mode 0600).
+    pub tun_pool: Vec<OwnedFd>,
+    /// (st_dev, st_ino) of the helper's own network namespace.
+    pub netns: (u64, u64),
+    /// `TUNGETFEATURES`, asked once per session.
+    pub tun_features: Option<u32>,
+    /// `O_PATH` on `/proc/sys/net/ipv6/conf`, where new taps get RAs and autoconfiguration turned off.
+    pub ipv6_conf: Option<OwnedFd>,
+    /// Where the next search for a free quota slot starts: a hint only, the kernel has the truth.
+    pub next_slot: u32,
+    /// The `DestroyTaps` batch set aside so far (messages with `more`), if any.
+    pub batch: Option<Batch>,
+}
+
+/// Taps set aside for one batched delete: moved into a random interface group of their own, which the
+/// last message of the batch deletes in one `RTM_DELLINK`.
+pub struct Batch {
+    /// The batch's interface group.
+    pub group: u32,
+    /// (ifindex, the group it had before), to put back if the batch is abandoned.
+    pub taps: Vec<(u32, u32)>,
+}
+
+pub(crate) fn kernel(e: Errno) -> Error {
+    Error::Kernel { errno: e as i32 }
+}
+
+pub(crate) fn link_name(link: &Link) -> String {
+    link.name
+        .clone()
+        .unwrap_or_else(|| format!("ifindex {}", link.index))
+}
+
+pub(crate) fn tap_info(link: &Link) -> TapInfo {
+    TapInfo {
+        ifname: link_name(link),
+        ifindex: link.index,
+        mac: link.mac.unwrap_or_default(),
+        mtu: link.mtu.unwrap_or(0),
+        switch: None,
+        inet: None,
+        inet6: None,
+    }
+}
+
+/// A switch is a granted name (checked by the validator) that is a bridge. Absent or not a bridge:
+/// `Denied`, the same answer as "not granted".
+pub(crate) fn find_bridge(ctx: &mut Ctx, name: &str) -> Result<Link, Error> {
+    match ctx.nl.get_link(0, Some(name)) {
+        Ok(l) if l.kind.as_deref() == Some("bridge") => Ok(l),
+        Ok(l) => {
+            log::info!(
+                "uid={} switch {name} is not a bridge (kind {:?})",
+                ctx.caller.uid,
+                l.kind
+            );
+            Err(Error::Denied)
+        }
+        Err(Errno::ENODEV) => {
+            log::info!("uid={} switch {name} does not exist", ctx.caller.uid);
+            Err(Error::Denied)
+        }
+        Err(e) => Err(kernel(e)),
+    }
+}
 
 /// What phase 1 found: the objects phase 2 will act on.
 pub(crate) struct Plan {
@@ -27,7 +101,7 @@ pub(crate) struct Plan {
 /// Phase 1: every check, no change. `link` is `None` for a tap not created yet.
 pub(crate) fn check_config(ctx: &mut Ctx, link: Option<&Link>, config: &ValidConfig) -> Result<Plan, Error> {
     let master = link.and_then(|l| l.master);
-    let bridge = match &config.switch {
+    let bridge = match config.switch() {
         None => None,
         Some(s) => {
             let b = find_bridge(ctx, s.as_str())?;
@@ -37,16 +111,16 @@ pub(crate) fn check_config(ctx: &mut Ctx, link: Option<&Link>, config: &ValidCon
             Some(b)
         }
     };
-    let vrf = match &config.vrf {
+    let vrf = match config.vrf() {
         None => None,
         Some(v) => {
-            let dev = match ctx.nl.get_link(0, Some(v.device.as_str())) {
+            let dev = match ctx.nl.get_link(0, Some(v.device().as_str())) {
                 Ok(d) if d.kind.as_deref() == Some("vrf") => d,
                 Ok(_) | Err(Errno::ENODEV) => {
                     log::warn!(
                         "rdomain {} maps to {}, which is not a VRF device here",
-                        v.rdomain,
-                        v.device
+                        v.rdomain(),
+                        v.device()
                     );
                     return Err(Error::Unsupported(Unsupported::Vrf));
                 }
@@ -66,8 +140,8 @@ pub(crate) fn check_config(ctx: &mut Ctx, link: Option<&Link>, config: &ValidCon
     let mut held = Vec::new();
     if let Some(l) = link {
         for (family, asked) in [
-            (2u8, config.inet.map(|p| IpAddr::V4(p.host))),
-            (10, config.inet6.map(|p| IpAddr::V6(p.host))),
+            (2u8, config.inet().map(|p| IpAddr::V4(p.host))),
+            (10, config.inet6().map(|p| IpAddr::V6(p.host))),
         ] {
             let Some(asked) = asked else { continue };
             ctx.nl
@@ -87,13 +161,13 @@ pub(crate) fn check_config(ctx: &mut Ctx, link: Option<&Link>, config: &ValidCon
             }
         }
     }
-    if let Some(p) = config.inet {
+    if let Some(p) = config.inet() {
         // A /31 is two addresses: each is checked against every route, local ones included.
         for ip in [p.host, p.vm] {
             check_not_routed(ctx, index, IpAddr::V4(ip))?;
         }
     }
-    if let Some(p) = config.inet6 {
+    if let Some(p) = config.inet6() {
         for ip in [p.host, p.vm] {
             check_not_routed(ctx, index, IpAddr::V6(ip))?;
         }
@@ -284,11 +358,11 @@ fn apply(
     let nl = &mut ctx.nl;
     let index = link.index;
     let mut info = tap_info(link);
-    if let Some(d) = &config.description {
+    if let Some(d) = config.description() {
         setlink(nl, index, 0, 0, Some((IFLA_IFALIAS, &alias_bytes(d.as_str())))).map_err(kernel)?;
         undo.push(Undo::Alias(link.alias.clone().unwrap_or_default()));
     }
-    if let (Some(bridge), Some(name)) = (&plan.bridge, &config.switch) {
+    if let (Some(bridge), Some(name)) = (&plan.bridge, config.switch()) {
         if let Some(mtu) = bridge.mtu.filter(|&m| Some(m) != link.mtu) {
             setlink(nl, index, 0, 0, Some((IFLA_MTU, &mtu.to_ne_bytes()))).map_err(kernel)?;
             undo.push(Undo::Mtu(link.mtu.unwrap_or(mtu)));
@@ -306,22 +380,22 @@ fn apply(
         setlink(nl, index, 0, 0, Some((IFLA_MASTER, &vrf.index.to_ne_bytes()))).map_err(kernel)?;
         undo.push(Undo::Master);
     }
-    if let Some(g) = &config.group {
-        setlink(nl, index, 0, 0, Some((IFLA_GROUP, &g.number.to_ne_bytes()))).map_err(kernel)?;
+    if let Some(g) = config.group() {
+        setlink(nl, index, 0, 0, Some((IFLA_GROUP, &g.number().to_ne_bytes()))).map_err(kernel)?;
         undo.push(Undo::Group(link.group));
     }
-    if let Some(up) = config.up {
+    if let Some(up) = config.up() {
         setlink(nl, index, if up { IFF_UP } else { 0 }, IFF_UP, None).map_err(kernel)?;
         undo.push(Undo::Up(link.flags & IFF_UP != 0));
     }
-    if let Some(p) = config.inet {
+    if let Some(p) = config.inet() {
         let ip = IpAddr::V4(p.host);
         if !plan.present.contains(&ip) {
             add_addr(nl, index, ip, Inet4Pair::PREFIX_LEN, undo).map_err(kernel)?;
         }
         info.inet = Some(p);
     }
-    if let Some(p) = config.inet6 {
+    if let Some(p) = config.inet6() {
         let ip = IpAddr::V6(p.host);
         if !plan.present.contains(&ip) {
             // IPv6 disabled on the interface answers EACCES: reported as such, never by flipping

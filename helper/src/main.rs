@@ -13,7 +13,7 @@ use std::process::ExitCode;
 
 use nix::sys::socket::SockType;
 use vmpriv_helper::args::{self, Mode};
-use vmpriv_helper::ops::Ctx;
+use vmpriv_helper::configure::Ctx;
 use vmpriv_helper::startup::{self, StartError};
 use vmpriv_helper::{audit, session, sys};
 

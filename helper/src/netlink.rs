@@ -439,74 +439,56 @@ pub fn parse_route(payload: &[u8]) -> Result<Route, ParseError> {
 
 const RTMSG_LEN: usize = 12;
 
-/// Parses a whole reply buffer, as the fuzzer does: every message, every attribute.
-pub fn parse_reply(buf: &[u8]) -> Result<Vec<Reply>, ParseError> {
-    let mut out = Vec::new();
+/// One receive buffer of replies to `seq`: each message of that sequence number goes to `each` until
+/// the ACK or error (or `NLMSG_DONE` for a dump) ends the exchange: `Some(result)`; `None` when the
+/// buffer ended first and more is to be received.
+fn take_replies(
+    buf: &[u8],
+    seq: u32,
+    each: &mut dyn FnMut(&Header, &[u8]) -> NlResult<()>,
+) -> Option<NlResult<()>> {
     for m in messages(buf) {
-        let (hdr, payload) = m?;
-        out.push(match hdr.ty {
-            NLMSG_ERROR => Reply::Error(parse_error(payload)?),
-            NLMSG_DONE => Reply::Done,
-            RTM_NEWLINK => Reply::Link(parse_link(payload)?),
-            RTM_NEWADDR => Reply::Addr(parse_addr(payload)?),
-            RTM_NEWROUTE => Reply::Route(parse_route(payload)?),
-            _ => Reply::Other,
-        });
-    }
-    Ok(out)
-}
-
-/// Fuzz/replay property check: any bytes parse or fail without panicking; and every link that parses
-/// re-encodes (with our own builder) to a message that parses back to the same name, MTU, master,
-/// group, alias and MAC, so builder and parser agree on the layout.
-#[doc(hidden)]
-#[allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
-pub fn check_reply(data: &[u8]) {
-    let Ok(replies) = parse_reply(data) else { return };
-    for r in replies {
-        let Reply::Link(link) = r else { continue };
-        let mut m = Msg::new(RTM_NEWLINK, 0, 1).ifinfomsg(link.index, link.flags, 0);
-        if let Some(n) = link.name.as_deref().filter(|n| !n.contains('\0')) {
-            m = m.attr_str(IFLA_IFNAME, n);
-        }
-        if let Some(v) = link.mtu {
-            m = m.attr_u32(IFLA_MTU, v);
-        }
-        if let Some(v) = link.master {
-            m = m.attr_u32(IFLA_MASTER, v);
-        }
-        m = m.attr_u32(IFLA_GROUP, link.group);
-        if let Some(a) = link.alias.as_deref().filter(|a| !a.contains('\0')) {
-            m = m.attr_str(IFLA_IFALIAS, a);
-        }
-        if let Some(mac) = link.mac {
-            m = m.attr(IFLA_ADDRESS, &mac);
-        }
-        let Some(bytes) = m.finish() else { continue }; // attribute too large to re-encode
-        let again = parse_reply(&bytes).expect("our own message parses");
-        let [Reply::Link(back)] = again.as_slice() else {
-            panic!("one link back: {again:?}")
+        let Ok((hdr, payload)) = m else {
+            return Some(Err(Errno::EPROTO));
         };
-        assert_eq!(
-            (back.index, back.flags, back.mtu, back.master, back.group),
-            (link.index, link.flags, link.mtu, link.master, link.group)
-        );
-        assert_eq!(back.mac, link.mac);
-        if link.name.as_deref().is_some_and(|n| !n.contains('\0')) {
-            assert_eq!(back.name, link.name);
+        if hdr.seq != seq {
+            continue; // a late reply to an earlier request
+        }
+        match hdr.ty {
+            NLMSG_ERROR => {
+                return Some(match parse_error(payload) {
+                    Ok(0) => Ok(()),
+                    Ok(e) => Err(Errno::from_raw(e)),
+                    Err(_) => Err(Errno::EPROTO),
+                });
+            }
+            NLMSG_DONE => return Some(Ok(())),
+            _ => {
+                if let Err(e) = each(&hdr, payload) {
+                    return Some(Err(e));
+                }
+            }
+        }
+        if hdr.flags & NLM_F_MULTI == 0 {
+            return Some(Ok(()));
         }
     }
+    None
 }
 
-/// One parsed reply message.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Reply {
-    Error(i32),
-    Done,
-    Link(Link),
-    Addr(Option<Addr>),
-    Route(Route),
-    Other,
+/// The receive path on `buf` as if it had just arrived, for the fuzzer: every message goes through
+/// [`take_replies`] to the parser the helper's requests use for its type.
+pub(crate) fn fuzz_receive(buf: &[u8]) {
+    let seq = u32_at(buf, 8).unwrap_or(0);
+    let _ = take_replies(buf, seq, &mut |hdr, payload| {
+        match hdr.ty {
+            RTM_NEWLINK => drop(parse_link(payload).map_err(|_| Errno::EPROTO)?),
+            RTM_NEWADDR => drop(parse_addr(payload).map_err(|_| Errno::EPROTO)?),
+            RTM_NEWROUTE => drop(parse_route(payload).map_err(|_| Errno::EPROTO)?),
+            _ => {}
+        }
+        Ok(())
+    });
 }
 
 /// A route netlink socket with its sequence counter and receive buffer.
@@ -559,24 +541,8 @@ impl Netlink {
         loop {
             let n = socket::recv(self.fd.as_raw_fd(), &mut self.buf, MsgFlags::MSG_TRUNC)?;
             let buf = self.buf.get(..n).ok_or(Errno::EMSGSIZE)?; // MSG_TRUNC: n > len means truncated
-            for m in messages(buf) {
-                let (hdr, payload) = m.map_err(|_| Errno::EPROTO)?;
-                if hdr.seq != seq {
-                    continue; // a late reply to an earlier request
-                }
-                match hdr.ty {
-                    NLMSG_ERROR => {
-                        return match parse_error(payload).map_err(|_| Errno::EPROTO)? {
-                            0 => Ok(()),
-                            e => Err(Errno::from_raw(e)),
-                        };
-                    }
-                    NLMSG_DONE => return Ok(()),
-                    _ => each(&hdr, payload)?,
-                }
-                if hdr.flags & NLM_F_MULTI == 0 {
-                    return Ok(());
-                }
+            if let Some(done) = take_replies(buf, seq, each) {
+                return done;
             }
         }
     }
@@ -737,12 +703,20 @@ mod tests {
             .unwrap()
     }
 
+    fn payload(msg: &[u8]) -> &[u8] {
+        messages(msg).next().unwrap().unwrap().1
+    }
+
+    fn parse_all(buf: &[u8]) -> Option<NlResult<()>> {
+        let seq = u32_at(buf, 8).unwrap_or(0);
+        take_replies(buf, seq, &mut |_, p| {
+            parse_link(p).map(drop).map_err(|_| Errno::EPROTO)
+        })
+    }
+
     #[test]
     fn parses_a_tap_link() {
-        let replies = parse_reply(&link_msg()).unwrap();
-        let [Reply::Link(link)] = replies.as_slice() else {
-            panic!("{replies:?}")
-        };
+        let link = parse_link(payload(&link_msg())).unwrap();
         assert_eq!(link.index, 9);
         assert_eq!(link.name.as_deref(), Some("tap0"));
         assert_eq!((link.mtu, link.master, link.group), (Some(1500), Some(4), 42));
@@ -755,13 +729,15 @@ mod tests {
     fn truncated_replies_are_errors_not_panics() {
         let full = link_msg();
         for cut in 0..full.len() {
-            let _ = parse_reply(&full[..cut]);
+            fuzz_receive(&full[..cut]);
         }
+        assert_eq!(parse_all(&full), Some(Ok(())));
         let mut bad = full.clone();
         bad[32] = 0xff; // first attribute claims 255+ bytes
         bad[33] = 0xff;
-        assert_eq!(parse_reply(&bad), Err(ParseError::BadAttr));
-        assert_eq!(parse_reply(&[20, 0, 0, 0]), Err(ParseError::Short));
+        assert_eq!(parse_link(payload(&bad)), Err(ParseError::BadAttr));
+        assert_eq!(parse_all(&bad), Some(Err(Errno::EPROTO)));
+        assert_eq!(parse_all(&[20, 0, 0, 0]), Some(Err(Errno::EPROTO)));
     }
 
     /// A FIB_MATCH reply: a local route in table 255 whose nexthop is ifindex 7.
@@ -779,7 +755,7 @@ mod tests {
 
     #[test]
     fn parses_a_route() {
-        let replies = parse_reply(&route_msg()).unwrap();
+        let route = parse_route(payload(&route_msg())).unwrap();
         let want = Route {
             dst_len: 32,
             protocol: RTPROT_KERNEL,
@@ -787,10 +763,10 @@ mod tests {
             table: 255,
             oif: Some(7),
         };
-        assert_eq!(replies, vec![Reply::Route(want)]);
+        assert_eq!(route, want);
         let full = route_msg();
         for cut in 0..full.len() {
-            let _ = parse_reply(&full[..cut]);
+            fuzz_receive(&full[..cut]);
         }
     }
 
@@ -800,6 +776,10 @@ mod tests {
         b.extend_from_slice(&(-19i32).to_ne_bytes());
         let len = u32::try_from(b.len()).unwrap();
         b[..4].copy_from_slice(&len.to_ne_bytes());
-        assert_eq!(parse_reply(&b).unwrap(), vec![Reply::Error(19)]);
+        assert_eq!(parse_all(&b), Some(Err(Errno::ENODEV)));
+        // A reply to another request is skipped, and then the buffer ends: receive again.
+        b[8] = 2;
+        assert_eq!(parse_all(&b[..b.len()]).map(|_| ()), Some(()));
+        assert_eq!(take_replies(&b, 1, &mut |_, _| Ok(())), None);
     }
 }

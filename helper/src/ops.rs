@@ -1,6 +1,8 @@
 //! One function per operation: a validated request in, the kernel's state changed, a reply out. Every
 //! operation first checks everything it can (kinds, ownership, masters, addresses in use) and only then
 //! changes anything; a failure part-way undoes what this request changed (see [`crate::configure`]).
+//! This module dispatches and owns the tap's life (create, destroy, leftovers); configuring a link is
+//! `configure`'s, which never calls back here.
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
@@ -8,45 +10,17 @@ use std::os::unix::fs::MetadataExt;
 use nix::errno::Errno;
 use vmpriv_protocol::validate::{ValidConfig, ValidOp};
 use vmpriv_protocol::wire::{Status, Unsupported};
-use vmpriv_protocol::{Caller, Error, Invalid, Policy, Response, TapInfo, ValidRequest};
+use vmpriv_protocol::{Error, Invalid, Response, TapInfo, ValidRequest};
 
-use crate::configure::{Plan, check_config, configure, configure_checked, quiet_ipv6, reset};
-use crate::netlink::{IFLA_GROUP, Link, Msg, NLM_F_ACK, Netlink, RTM_DELLINK, RTM_SETLINK};
+use crate::configure::{
+    Batch, Ctx, Plan, check_config, configure, configure_checked, find_bridge, kernel, link_name, quiet_ipv6,
+    reset, tap_info,
+};
+use crate::netlink::{IFLA_GROUP, Link, Msg, NLM_F_ACK, RTM_DELLINK, RTM_SETLINK};
 use crate::sys;
 
 const IFF_TAP: u16 = 0x0002;
 const TUN_TYPE_MASK: u16 = 0x000f;
-
-/// What a session works with: who asks, what the policy says, the kernel's sockets and fds.
-pub struct Ctx {
-    /// The caller, identified at start-up.
-    pub caller: Caller,
-    /// The policy, read at start-up.
-    pub policy: Policy,
-    /// The route netlink socket.
-    pub nl: Netlink,
-    /// `/dev/net/tun` fds opened while the helper could (the device may be mode 0600).
-    pub tun_pool: Vec<OwnedFd>,
-    /// (st_dev, st_ino) of the helper's own network namespace.
-    pub netns: (u64, u64),
-    /// `TUNGETFEATURES`, asked once per session.
-    pub tun_features: Option<u32>,
-    /// `O_PATH` on `/proc/sys/net/ipv6/conf`, where new taps get RAs and autoconfiguration turned off.
-    pub ipv6_conf: Option<OwnedFd>,
-    /// Where the next search for a free quota slot starts: a hint only, the kernel has the truth.
-    pub next_slot: u32,
-    /// The `DestroyTaps` batch set aside so far (messages with `more`), if any.
-    pub batch: Option<Batch>,
-}
-
-/// Taps set aside for one batched delete: moved into a random interface group of their own, which the
-/// last message of the batch deletes in one `RTM_DELLINK`.
-pub struct Batch {
-    /// The batch's interface group.
-    group: u32,
-    /// (ifindex, the group it had before), to put back if the batch is abandoned.
-    taps: Vec<(u32, u32)>,
-}
 
 /// The mark of a tap vmpriv made for a caller: its name, `vpUID-SLOT` in hex (at most 15 bytes). The
 /// helper creates the tap under that name (`TUNSETIFF` with `IFF_TUN_EXCL`), so a tap is never without
@@ -78,10 +52,6 @@ pub struct Outcome {
     pub fds: Vec<OwnedFd>,
     /// What the audit line names.
     pub target: String,
-}
-
-pub(crate) fn kernel(e: Errno) -> Error {
-    Error::Kernel { errno: e as i32 }
 }
 
 fn kernel_io(e: &std::io::Error) -> Error {
@@ -137,8 +107,8 @@ pub fn execute(ctx: &mut Ctx, valid: &ValidRequest, fds: &[OwnedFd]) -> Result<O
             let (link, _) = resolve_tap(ctx, fd.as_fd())?;
             // A tap on no switch that comes up is a local tap: that needs the local grant, also when
             // it got there by a Reset that detached it from its switch.
-            let local = link.master.is_none() && config.switch.is_none() && config.vrf.is_none();
-            if local && config.up == Some(true) && !ctx.policy.permits_local(&ctx.caller, None) {
+            let local = link.master.is_none() && config.switch().is_none() && config.vrf().is_none();
+            if local && config.up() == Some(true) && !ctx.policy.permits_local(&ctx.caller, None) {
                 log::info!("uid={} may not have a local tap up", ctx.caller.uid);
                 return Err(Error::Denied);
             }
@@ -179,24 +149,6 @@ fn plain(response: Response, target: &str) -> Outcome {
         response,
         fds: Vec::new(),
         target: target.to_owned(),
-    }
-}
-
-pub(crate) fn link_name(link: &Link) -> String {
-    link.name
-        .clone()
-        .unwrap_or_else(|| format!("ifindex {}", link.index))
-}
-
-pub(crate) fn tap_info(link: &Link) -> TapInfo {
-    TapInfo {
-        ifname: link_name(link),
-        ifindex: link.index,
-        mac: link.mac.unwrap_or_default(),
-        mtu: link.mtu.unwrap_or(0),
-        switch: None,
-        inet: None,
-        inet6: None,
     }
 }
 
@@ -343,27 +295,6 @@ fn batch_group(in_use: &[u32]) -> u32 {
         })
         .find(|g| !in_use.contains(g))
         .unwrap_or(0x8000_0001)
-}
-
-/// A switch is a granted name (checked by the validator) that is a bridge. Absent or not a bridge:
-/// `Denied`, the same answer as "not granted".
-pub(crate) fn find_bridge(ctx: &mut Ctx, name: &str) -> Result<Link, Error> {
-    match ctx.nl.get_link(0, Some(name)) {
-        Ok(l) if l.kind.as_deref() == Some("bridge") => Ok(l),
-        Ok(l) => {
-            log::info!(
-                "uid={} switch {name} is not a bridge (kind {:?})",
-                ctx.caller.uid,
-                l.kind
-            );
-            Err(Error::Denied)
-        }
-        Err(Errno::ENODEV) => {
-            log::info!("uid={} switch {name} does not exist", ctx.caller.uid);
-            Err(Error::Denied)
-        }
-        Err(e) => Err(kernel(e)),
-    }
 }
 
 /// A passed fd names a tap only if it is the tun character device, attached in tap mode, to a device in

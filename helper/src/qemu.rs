@@ -10,7 +10,8 @@ use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
 use vmpriv_protocol::wire::Unsupported;
 use vmpriv_protocol::{Error, IfConfig, Request, Response, validate};
 
-use crate::ops::{self, Ctx};
+use crate::configure::Ctx;
+use crate::ops;
 use crate::startup::StartError;
 use crate::sys;
 

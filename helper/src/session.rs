@@ -11,7 +11,8 @@ use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
 use vmpriv_protocol::wire::{self, FrameError, MAX_FRAME};
 use vmpriv_protocol::{Error, Invalid, Request, Response, validate};
 
-use crate::ops::{self, Ctx};
+use crate::configure::Ctx;
+use crate::ops;
 use crate::sys;
 
 pub use crate::sys::Datagram;

@@ -2,7 +2,7 @@
 //! validator that decides what a caller may do, the policy-file parser and vmd's local address plan.
 //!
 //! Nothing here does I/O and the crate forbids `unsafe_code`: the helper trusts this crate to decide, so it is
-//! kept small enough to read in one sitting and is fuzzed (see `fuzz/` and [`check`]).
+//! kept small enough to read in one sitting and is fuzzed (see `fuzz/` and the `vmpriv-checks` crate).
 #![forbid(unsafe_code)]
 #![deny(
     clippy::unwrap_used,
@@ -21,7 +21,6 @@
 )]
 
 pub mod addr;
-pub mod check;
 pub mod name;
 pub mod policy;
 pub mod trust;

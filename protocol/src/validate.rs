@@ -7,41 +7,85 @@ use crate::name::{Description, GroupName, IfName};
 use crate::policy::{Caller, Policy, RDOMAIN_MAX};
 use crate::wire::{Error, FdIndex, IfConfig, Invalid, MAX_DESTROY, MAX_QUEUES, Request, STATUS_RULES_MAX};
 
-/// A routing domain the caller may use, and the VRF device that implements it.
+/// A routing domain the caller may use, and the VRF device that implements it. Only the validator
+/// makes one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Vrf {
-    /// vmd's rdomain number, 1..=255.
-    pub rdomain: u32,
-    /// The admin-created VRF device the policy maps it to.
-    pub device: IfName,
+    rdomain: u32,
+    device: IfName,
 }
 
-/// An interface group the caller may use, and its `IFLA_GROUP` number.
+impl Vrf {
+    /// vmd's rdomain number, 1..=255.
+    pub fn rdomain(&self) -> u32 {
+        self.rdomain
+    }
+    /// The admin-created VRF device the policy maps it to.
+    pub fn device(&self) -> &IfName {
+        &self.device
+    }
+}
+
+/// An interface group the caller may use, and its `IFLA_GROUP` number. Only the validator makes one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IfGroup {
-    /// The policy's name for it.
-    pub name: GroupName,
-    /// The kernel's number for it.
-    pub number: u32,
+    name: GroupName,
+    number: u32,
 }
 
-/// A validated [`IfConfig`]: every name checked, every grant checked, addresses computed.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+impl IfGroup {
+    /// The policy's name for it.
+    pub fn name(&self) -> &GroupName {
+        &self.name
+    }
+    /// The kernel's number for it.
+    pub fn number(&self) -> u32 {
+        self.number
+    }
+}
+
+/// A validated [`IfConfig`]: every name checked, every grant checked, addresses computed. Its fields
+/// are private: only the validator makes one, so an operation that takes one acts on nothing else.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ValidConfig {
+    description: Option<Description>,
+    switch: Option<IfName>,
+    vrf: Option<Vrf>,
+    group: Option<IfGroup>,
+    up: Option<bool>,
+    inet: Option<Inet4Pair>,
+    inet6: Option<Inet6Pair>,
+}
+
+impl ValidConfig {
     /// Description to set.
-    pub description: Option<Description>,
+    pub fn description(&self) -> Option<&Description> {
+        self.description.as_ref()
+    }
     /// Granted switch to attach to.
-    pub switch: Option<IfName>,
+    pub fn switch(&self) -> Option<&IfName> {
+        self.switch.as_ref()
+    }
     /// Granted VRF to enslave to (never set together with `switch`).
-    pub vrf: Option<Vrf>,
+    pub fn vrf(&self) -> Option<&Vrf> {
+        self.vrf.as_ref()
+    }
     /// Granted interface group.
-    pub group: Option<IfGroup>,
+    pub fn group(&self) -> Option<&IfGroup> {
+        self.group.as_ref()
+    }
     /// Up or down.
-    pub up: Option<bool>,
+    pub fn up(&self) -> Option<bool> {
+        self.up
+    }
     /// Host side of the (vm, nic) /31, computed from the policy's prefix.
-    pub inet: Option<Inet4Pair>,
+    pub fn inet(&self) -> Option<Inet4Pair> {
+        self.inet
+    }
     /// Host side of the (vm, nic) /96, computed from the policy's prefixes.
-    pub inet6: Option<Inet6Pair>,
+    pub fn inet6(&self) -> Option<Inet6Pair> {
+        self.inet6
+    }
 }
 
 /// What the helper may do, once validated.
@@ -443,7 +487,7 @@ quota user alice 2
         let ValidOp::CreateTap { config, .. } = op else {
             panic!()
         };
-        assert_eq!(config.group.map(|g| g.number), Some(42));
+        assert_eq!(config.group().map(IfGroup::number), Some(42));
         assert_eq!(check(&g("dmz"), &alice()), Err(Error::Denied));
         assert_eq!(check(&g("nosuch"), &alice()), Err(Error::Denied));
         assert_eq!(
@@ -474,7 +518,7 @@ quota user alice 2
             panic!()
         };
         assert_eq!(
-            config.vrf.map(|v| v.device.as_str().to_owned()),
+            config.vrf().map(|v| v.device().as_str().to_owned()),
             Some("vrf-blue".into())
         );
         assert_eq!(check(&r(1), &mallory()), Err(Error::Denied));
@@ -484,7 +528,11 @@ quota user alice 2
         let ValidOp::Configure { config, .. } = check(&r(0), &mallory()).unwrap() else {
             panic!()
         };
-        assert_eq!(config, ValidConfig::default());
+        assert_eq!(
+            config,
+            config_of(&IfConfig::default(), &mallory(), &policy()).unwrap()
+        );
+        assert!(config.vrf().is_none());
     }
 
     #[test]

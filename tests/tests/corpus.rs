@@ -64,7 +64,7 @@ fn replay_request_corpus() {
     // Allocation is counted process-wide: this is the only test in the binary that allocates while
     // measuring, and the runner starts tests on separate threads, so measure in a loop alone.
     replay("request", |data| {
-        vmpriv_protocol::check::check_request(data);
+        vmpriv_checks::check_request(data);
         let before = ALLOCATED.load(Ordering::Relaxed);
         let decoded = wire::decode::<Request>(data);
         let used = ALLOCATED.load(Ordering::Relaxed) - before;
@@ -79,24 +79,24 @@ fn replay_request_corpus() {
 
 #[test]
 fn replay_policy_corpus() {
-    replay("policy", vmpriv_protocol::check::check_policy);
+    replay("policy", vmpriv_checks::check_policy);
 }
 
 #[test]
 fn replay_netlink_corpus() {
-    replay("netlink", vmpriv_helper::netlink::check_reply);
+    replay("netlink", vmpriv_checks::check_netlink);
 }
 
 #[test]
 fn replay_qemu_args_corpus() {
-    replay("qemu_args", vmpriv_helper::args::check_args);
+    replay("qemu_args", vmpriv_checks::check_args);
 }
 
 #[test]
 fn replay_roundtrip_corpus() {
     replay("roundtrip", |data| {
         if let Ok(req) = Request::arbitrary_take_rest(Unstructured::new(data)) {
-            vmpriv_protocol::check::check_roundtrip(&req);
+            vmpriv_checks::check_roundtrip(&req);
         }
     });
 }
@@ -192,7 +192,7 @@ fn write_seeds() {
         write("roundtrip", format!("{i:02}-{}", r.op()), &frame[1..]);
     }
     let policies = [
-        vmpriv_protocol::check::CHECK_POLICY,
+        vmpriv_checks::CHECK_POLICY,
         "allow user * switch *\ndeny user mallory switch secretbridge123\n",
         "local prefix 10.0.0.0/16\nlocal inet6 prefix fd12:3456:789a:1::/64\nquota group kvm 8\nquota user * 2\n",
         "include /etc/vmpriv/users.conf\n",

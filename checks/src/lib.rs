@@ -1,5 +1,8 @@
 //! Property checks shared by the fuzz targets (`fuzz/`) and by `cargo test`, which replays every
 //! committed corpus file through them. Each panics when a property fails; that is their whole job.
+//!
+//! Outside the trusted tree: the helper and the protocol crates hold only what the helper runs; the
+//! helper lends its real receive and argv paths through two `#[doc(hidden)]` entry points.
 #![allow(
     clippy::panic,
     clippy::unwrap_used,
@@ -7,10 +10,13 @@
     clippy::indexing_slicing
 )]
 
-use crate::addr::{local_inet, local_inet6};
-use crate::policy::{self, Caller, Policy};
-use crate::validate::{ValidOp, validate};
-use crate::wire::{self, IfConfig, Request};
+use std::ffi::OsString;
+use std::os::unix::ffi::OsStringExt;
+
+use vmpriv_protocol::addr::{local_inet, local_inet6};
+use vmpriv_protocol::policy::{self, Caller, Policy};
+use vmpriv_protocol::validate::{ValidOp, validate};
+use vmpriv_protocol::wire::{self, IfConfig, Request};
 
 /// The policy every request check runs against unless the input carries its own.
 pub const CHECK_POLICY: &str = "\
@@ -99,12 +105,12 @@ pub fn check_request(data: &[u8]) {
     }
 }
 
-fn check_config(config: &crate::ValidConfig, asked: &IfConfig, caller: &Caller, policy: &Policy) {
+fn check_config(config: &vmpriv_protocol::ValidConfig, asked: &IfConfig, caller: &Caller, policy: &Policy) {
     assert_eq!(
-        config.switch.as_ref().map(|s| s.as_str().as_bytes()),
+        config.switch().as_ref().map(|s| s.as_str().as_bytes()),
         asked.switch.as_deref().map(str::as_bytes)
     );
-    if let Some(s) = &config.switch {
+    if let Some(s) = config.switch() {
         assert!(
             policy.permits_switch(caller, s),
             "granted a switch the policy does not grant"
@@ -112,35 +118,35 @@ fn check_config(config: &crate::ValidConfig, asked: &IfConfig, caller: &Caller, 
         assert!(s.as_str().len() <= 15);
     }
     assert_eq!(
-        config.description.as_ref().map(crate::name::Description::as_str),
+        config.description().map(vmpriv_protocol::Description::as_str),
         asked.description.as_deref()
     );
     assert_eq!(
-        config.group.as_ref().map(|g| g.name.as_str()),
+        config.group().as_ref().map(|g| g.name().as_str()),
         asked.group.as_deref()
     );
-    if let Some(g) = &config.group {
-        assert!(policy.permits_ifgroup(caller, &g.name));
-        assert_eq!(policy.ifgroup_number(&g.name), Some(g.number));
+    if let Some(g) = config.group() {
+        assert!(policy.permits_ifgroup(caller, g.name()));
+        assert_eq!(policy.ifgroup_number(g.name()), Some(g.number()));
     }
-    if let Some(v) = &config.vrf {
-        assert_eq!(Some(v.rdomain), asked.rdomain);
-        assert!(policy.permits_rdomain(caller, v.rdomain));
-        assert!(config.switch.is_none());
+    if let Some(v) = config.vrf() {
+        assert_eq!(Some(v.rdomain()), asked.rdomain);
+        assert!(policy.permits_rdomain(caller, v.rdomain()));
+        assert!(config.switch().is_none());
     }
     let local = asked.local;
     let want_inet = local
         .filter(|l| l.inet)
         .map(|l| local_inet(policy.inet, l.vm, l.nic));
-    assert_eq!(config.inet.map(Ok), want_inet);
+    assert_eq!(config.inet().map(Ok), want_inet);
     let want_inet6 = local
         .filter(|l| l.inet6)
         .map(|l| local_inet6(policy.inet, policy.inet6, l.vm, l.nic));
-    assert_eq!(config.inet6.map(Ok), want_inet6);
-    if let Some(p) = config.inet {
+    assert_eq!(config.inet6().map(Ok), want_inet6);
+    if let Some(p) = config.inet() {
         assert!(policy.inet.contains(p.host) && policy.inet.contains(p.vm));
     }
-    if let Some(p) = config.inet6 {
+    if let Some(p) = config.inet6() {
         assert!(policy.inet6.contains(p.host));
     }
 }
@@ -169,6 +175,50 @@ pub fn check_roundtrip(req: &Request) {
         for nfds in 0..3 {
             let _ = validate(req, nfds, &caller, &policy);
         }
+    }
+}
+
+/// The helper's netlink receive path (the loop that reads ACKs, errors and dumps, and the link,
+/// address and route parsers it calls) on arbitrary bytes as one receive buffer: no panic.
+pub fn check_netlink(data: &[u8]) {
+    vmpriv_helper::fuzz_netlink_receive(data);
+}
+
+/// The helper's command-line parser (QEMU mode included) on `data` split on NUL bytes as an argv.
+/// Whatever it is, parsing does not panic; an accepted QEMU-mode bridge is byte-identical to the last
+/// `--br=` value given (never cut), 1–15 bytes; an accepted fd is at least 3 and is the decimal value
+/// given.
+pub fn check_args(data: &[u8]) {
+    let argv: Vec<OsString> = data
+        .split(|&b| b == 0)
+        .map(|a| OsString::from_vec(a.to_vec()))
+        .collect();
+    let given = |prefix: &str| {
+        argv.iter()
+            .filter_map(|a| a.to_str())
+            .filter_map(|a| a.strip_prefix(prefix))
+            .next_back()
+            .map(str::to_owned)
+    };
+    let Some((fd, bridge)) = vmpriv_helper::fuzz_parse_args(&argv) else {
+        return;
+    };
+    if let Some(fd) = fd {
+        assert!(fd >= 3);
+    }
+    if let Some(bridge) = bridge {
+        assert_eq!(Some(&bridge), given("--br=").as_ref());
+        assert!((1..=15).contains(&bridge.len()));
+        let fd = fd.expect("QEMU mode has an fd");
+        assert_eq!(
+            Some(fd.to_string()),
+            given("--fd=").map(|f| f.parse::<i32>().unwrap().to_string())
+        );
+    }
+    if fd.is_none() {
+        // --help or --version: nothing else on the command line.
+        let info = ["--help", "-h", "--version", "-V"];
+        assert!(argv.iter().all(|a| a.to_str().is_some_and(|a| info.contains(&a))));
     }
 }
 
