@@ -120,7 +120,7 @@ pub fn parse(args: &[OsString]) -> Result<Mode, ArgError> {
                         return Err(ArgError::Repeated("--fd"));
                     }
                 } else if let Some(v) = arg.strip_prefix("--br=") {
-                    if v.is_empty() || v.len() > 15 {
+                    if v.is_empty() || v.len() >= crate::sys::IFNAMSIZ {
                         return Err(ArgError::BadBridge);
                     }
                     if bridge.replace(v.to_owned()).is_some() {
@@ -129,7 +129,7 @@ pub fn parse(args: &[OsString]) -> Result<Mode, ArgError> {
                 } else if let Some(v) = arg.strip_prefix("--policy=") {
                     set_policy(&mut policy, v)?;
                 } else {
-                    return Err(ArgError::Unknown(arg.chars().take(64).collect()));
+                    return Err(ArgError::Unknown(arg.chars().take(UNKNOWN_SHOWN).collect()));
                 }
             }
         }
@@ -147,6 +147,9 @@ pub fn parse(args: &[OsString]) -> Result<Mode, ArgError> {
         (false, None) => Err(ArgError::NoMode),
     }
 }
+
+/// Characters of an unknown argument repeated in the refusal: enough to recognise it, never a flood.
+const UNKNOWN_SHOWN: usize = 64;
 
 fn set_policy(policy: &mut Option<String>, p: &str) -> Result<(), ArgError> {
     // Absolute only: `--policy --br=x` must not read `--br=x` as a path (found by fuzzing).

@@ -10,6 +10,9 @@ use log::{Level, LevelFilter, Log, Metadata, Record};
 
 use crate::sys;
 
+/// syslog's authpriv facility (`LOG_AUTHPRIV >> 3`), as the journal's SYSLOG_FACILITY field wants it.
+const FACILITY_AUTHPRIV: i32 = libc::LOG_AUTHPRIV >> 3;
+
 struct Audit;
 
 /// Where records go, chosen once before the logger is installed: syslog when `/dev/log` exists, else
@@ -47,7 +50,7 @@ impl Log for Audit {
                 // The journal's native protocol: KEY=VALUE lines in one datagram (the line is escaped,
                 // so it holds no newline).
                 let entry = format!(
-                    "MESSAGE={line}\nPRIORITY={priority}\nSYSLOG_IDENTIFIER=vmpriv-helper\nSYSLOG_FACILITY=10\n"
+                    "MESSAGE={line}\nPRIORITY={priority}\nSYSLOG_IDENTIFIER=vmpriv-helper\nSYSLOG_FACILITY={FACILITY_AUTHPRIV}\n"
                 );
                 let _ = sock.send(entry.as_bytes());
             }

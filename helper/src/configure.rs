@@ -9,8 +9,8 @@ use vmpriv_protocol::wire::Unsupported;
 use vmpriv_protocol::{Error, Inet4Pair, Inet6Pair, Invalid, TapInfo};
 
 use crate::netlink::{
-    self, IFA_ADDRESS, IFA_LOCAL, IFF_UP, IFLA_GROUP, IFLA_IFALIAS, IFLA_MASTER, IFLA_MTU, Link, Msg,
-    NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, Netlink, RTM_DELADDR, RTM_NEWADDR, RTM_SETLINK,
+    self, AF_INET, AF_INET6, IFA_ADDRESS, IFA_LOCAL, IFF_UP, IFLA_GROUP, IFLA_IFALIAS, IFLA_MASTER, IFLA_MTU,
+    Link, Msg, NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, Netlink, RTM_DELADDR, RTM_NEWADDR, RTM_SETLINK,
 };
 use std::os::fd::{AsFd, OwnedFd};
 use vmpriv_protocol::{Caller, Policy};
@@ -140,8 +140,8 @@ pub(crate) fn check_config(ctx: &mut Ctx, link: Option<&Link>, config: &ValidCon
     let mut held = Vec::new();
     if let Some(l) = link {
         for (family, asked) in [
-            (2u8, config.inet().map(|p| IpAddr::V4(p.host))),
-            (10, config.inet6().map(|p| IpAddr::V6(p.host))),
+            (AF_INET, config.inet().map(|p| IpAddr::V4(p.host))),
+            (AF_INET6, config.inet6().map(|p| IpAddr::V6(p.host))),
         ] {
             let Some(asked) = asked else { continue };
             ctx.nl
@@ -214,14 +214,17 @@ fn check_not_routed(ctx: &mut Ctx, index: u32, ip: IpAddr) -> Result<(), Error> 
 /// Refuses the /96 when another interface holds any address inside it, with or without a prefix
 /// route (`noprefixroute` leaves no route for the lookups above to find). One dump of the IPv6
 /// addresses.
+/// The bytes of a local /96.
+const INET6_PREFIX_BYTES: usize = 96 / 8;
+
 fn check_no_inet6_inside(ctx: &mut Ctx, index: u32, p: Inet6Pair) -> Result<(), Error> {
     let net = p.host.octets();
     let mut inside = None;
     ctx.nl
-        .dump_addrs(10, 0, &mut |a| {
+        .dump_addrs(AF_INET6, 0, &mut |a| {
             if let IpAddr::V6(v) = a.address
                 && a.index != index
-                && v.octets().get(..12) == net.get(..12)
+                && v.octets().get(..INET6_PREFIX_BYTES) == net.get(..INET6_PREFIX_BYTES)
             {
                 inside = Some((v, a.index));
             }
@@ -299,7 +302,7 @@ fn alias_bytes(s: &str) -> Vec<u8> {
 }
 
 fn addr_msg(ty: u16, flags: u16, seq: u32, index: u32, ip: IpAddr, prefixlen: u8) -> Msg {
-    let family = if ip.is_ipv4() { 2 } else { 10 };
+    let family = if ip.is_ipv4() { AF_INET } else { AF_INET6 };
     let m = Msg::new(ty, NLM_F_ACK | flags, seq).ifaddrmsg(family, prefixlen, index);
     // IPv4 wants IFA_LOCAL (the interface's address) and IFA_ADDRESS; IPv6 only IFA_ADDRESS.
     if ip.is_ipv4() {
@@ -448,7 +451,7 @@ pub(crate) fn reset(
     setlink(nl, index, 0, IFF_UP, Some((IFLA_IFALIAS, &[]))).map_err(kernel)?;
     setlink(nl, index, 0, 0, Some((IFLA_GROUP, &0u32.to_ne_bytes()))).map_err(kernel)?;
     let mut ours = Vec::new();
-    for family in [2, 10] {
+    for family in [AF_INET, AF_INET6] {
         nl.dump_addrs(family, index, &mut |a| {
             let local = match a.address {
                 IpAddr::V4(v) => inet.contains(v),

@@ -69,7 +69,7 @@ fn run(
         startup::require_started_by_root()?;
         startup::check_listen_env()?;
     }
-    // 1. Hygiene: stdio open, inherited fds closed, environment empty, signals reset, not dumpable.
+    // 1. Hygiene: inherited fds closed, environment empty, signals reset, not dumpable.
     startup::sanitize_process(Some(fd))?;
     // The socket: open, AF_UNIX, SOCK_SEQPACKET (session) or SOCK_STREAM (QEMU's socketpair).
     let want = if qemu.is_some() {
@@ -134,10 +134,13 @@ fn run(
 }
 
 fn adopt_socket(fd: i32, want: SockType) -> Result<OwnedFd, StartError> {
-    sys::take_argv_socket(fd, want).ok_or_else(|| {
-        StartError::Hygiene(std::io::Error::other(format!(
-            "--fd={fd} is not an open AF_UNIX {want:?} socket"
-        )))
+    sys::take_argv_socket(fd, want).ok_or(StartError::Socket {
+        fd,
+        kind: if want == SockType::Stream {
+            "SOCK_STREAM"
+        } else {
+            "SOCK_SEQPACKET"
+        },
     })
 }
 

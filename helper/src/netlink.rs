@@ -71,6 +71,11 @@ pub const IFF_UP: u32 = 0x1;
 const NLA_TYPE_MASK: u16 = !(0x8000 | 0x4000);
 const NLA_F_NESTED: u16 = 0x8000;
 const HDR_LEN: usize = 16;
+/// Address families, as `ifaddrmsg` and `rtmsg` carry them.
+pub const AF_INET: u8 = 2;
+pub const AF_INET6: u8 = 10;
+/// The receive buffer: the kernel's dump messages are at most a page or two; 64 KiB never truncates.
+const RECV_BUF_LEN: usize = 64 * 1024;
 const IFINFOMSG_LEN: usize = 16;
 const IFADDRMSG_LEN: usize = 8;
 
@@ -388,8 +393,8 @@ pub fn parse_addr(payload: &[u8]) -> Result<Option<Addr>, ParseError> {
     for a in attrs(payload.get(IFADDRMSG_LEN..).ok_or(ParseError::Short)?) {
         let (ty, data) = a?;
         let ip = match (family, data.len()) {
-            (2, 4) => <[u8; 4]>::try_from(data).ok().map(IpAddr::from),
-            (10, 16) => <[u8; 16]>::try_from(data).ok().map(IpAddr::from),
+            (AF_INET, 4) => <[u8; 4]>::try_from(data).ok().map(IpAddr::from),
+            (AF_INET6, 16) => <[u8; 16]>::try_from(data).ok().map(IpAddr::from),
             _ => None,
         };
         match ty {
@@ -517,7 +522,7 @@ impl Netlink {
         Ok(Netlink {
             fd,
             seq: 1,
-            buf: vec![0; 64 * 1024],
+            buf: vec![0; RECV_BUF_LEN],
         })
     }
 
@@ -598,7 +603,11 @@ impl Netlink {
     /// route matches or the match delivers nowhere. One round trip, whatever the number of interfaces and addresses.
     pub fn route_lookup(&mut self, ip: IpAddr) -> NlResult<Option<Route>> {
         let seq = self.next_seq();
-        let (family, len) = if ip.is_ipv4() { (2u8, 32u8) } else { (10, 128) };
+        let (family, len) = if ip.is_ipv4() {
+            (AF_INET, 32u8)
+        } else {
+            (AF_INET6, 128)
+        };
         let mut head = vec![family, len, 0, 0, 0, 0, 0, 0];
         head.extend_from_slice(&RTM_F_FIB_MATCH.to_ne_bytes());
         let mut msg = Msg::new(RTM_GETROUTE, 0, seq);

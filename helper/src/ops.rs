@@ -282,6 +282,9 @@ pub fn abandon_batch(ctx: &mut Ctx) {
     }
 }
 
+/// Batch groups have the high bit set: never 0, and above the small numbers admins give groups.
+const BATCH_GROUP_HIGH_BIT: u32 = 0x8000_0000;
+
 /// A random interface group number for one batch, outside the policy's numbers and never 0 (the
 /// default group every link starts in). The randomness is std's per-process SipHash keys, which come
 /// from the kernel's random source.
@@ -291,10 +294,10 @@ fn batch_group(in_use: &[u32]) -> u32 {
     (0..=u64::from(u32::MAX))
         .map(|i| {
             let h = keys.hash_one(i);
-            u32::try_from(h >> 33).unwrap_or(1) | 0x8000_0000
+            u32::try_from(h >> 33).unwrap_or(1) | BATCH_GROUP_HIGH_BIT
         })
         .find(|g| !in_use.contains(g))
-        .unwrap_or(0x8000_0001)
+        .unwrap_or(BATCH_GROUP_HIGH_BIT | 1)
 }
 
 /// A passed fd names a tap only if it is the tun character device, attached in tap mode, to a device in
@@ -336,6 +339,9 @@ fn resolve_tap<'a>(ctx: &mut Ctx, fd: BorrowedFd<'a>) -> Result<(Link, sys::TunF
     Ok((link, tun))
 }
 
+/// qemu-bridge-helper's convention: a tap MAC starting 0xFE is above any host MAC, so the bridge
+/// keeps a lower (host) MAC as its own.
+const MAC_FIRST_OCTET: u8 = 0xfe;
 const IFF_NO_PI: i32 = 0x1000;
 const IFF_VNET_HDR: i32 = 0x4000;
 const IFF_MULTI_QUEUE: i32 = 0x0100;
@@ -502,9 +508,8 @@ fn make_tap(
             return Err(Error::Kernel { errno: libc::EIO });
         }
     }
-    // 0xFE: qemu-bridge-helper's convention, so the bridge keeps a lower (host) MAC as its own.
     let mut mac = sys::tun_get_mac(first).map_err(|e| kernel_io(&e))?;
-    mac[0] = 0xfe;
+    mac[0] = MAC_FIRST_OCTET;
     sys::tun_set_mac(first, mac).map_err(|e| kernel_io(&e))?;
     let mut info = configure_checked(ctx, &link, config, plan)?;
     info.mac = mac;

@@ -24,8 +24,16 @@ use crate::sys;
 /// Why the helper refuses to start. Each says what to fix.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("cannot reset the process state: {0}")]
-    Hygiene(io::Error),
+    #[error("cannot close the file descriptors we inherited: {0}")]
+    CloseFds(io::Error),
+    #[error("cannot reset signal dispositions and the signal mask: {0}")]
+    Signals(io::Error),
+    #[error("cannot make the process non-dumpable: {0}")]
+    Dumpable(io::Error),
+    #[error("--fd={fd} is not an open AF_UNIX {kind} socket")]
+    Socket { fd: i32, kind: &'static str },
+    #[error("cannot identify our network namespace (/proc/self/ns/net): {0}")]
+    Netns(io::Error),
     #[error(
         "no CAP_NET_ADMIN: install the helper setuid root (chown root:root, chmod 4755) or with \
          `setcap cap_net_admin+ep`, on a filesystem not mounted nosuid, and do not run it under no_new_privs"
@@ -61,19 +69,25 @@ fn io_err(e: nix::errno::Errno) -> io::Error {
     sys::errno_io(e)
 }
 
-/// Step 1: fds 0–2 open, every other fd closed (except `keep`), empty environment, default signals,
-/// umask 077, not dumpable, rlimits the caller cannot have shrunk to make us fail half-way.
+/// Step 1: every fd above 2 closed (except `keep`), empty environment, default signals, umask 077,
+/// not dumpable, rlimits the caller cannot have shrunk to make us fail half-way. Fds 0–2 are open
+/// already: Rust's runtime reopens a closed one on /dev/null before `main` (and aborts if it cannot),
+/// so no fd we open later can become stderr.
 pub fn sanitize_process(keep: Option<i32>) -> Result<(), StartError> {
-    sys::ensure_std_fds_open().map_err(StartError::Hygiene)?;
-    sys::close_fds_except(keep).map_err(StartError::Hygiene)?;
+    sys::close_fds_except(keep).map_err(StartError::CloseFds)?;
     sys::clear_environment();
-    sys::reset_signals().map_err(StartError::Hygiene)?;
-    umask(Mode::from_bits_truncate(0o077));
+    sys::reset_signals().map_err(StartError::Signals)?;
+    umask(Mode::from_bits_truncate(UMASK));
     // Not dumpable: the caller (same real uid) can neither ptrace us nor read /proc/PID/mem.
-    nix::sys::prctl::set_dumpable(false).map_err(|e| StartError::Hygiene(io_err(e)))?;
+    nix::sys::prctl::set_dumpable(false).map_err(|e| StartError::Dumpable(io_err(e)))?;
     reset_rlimits();
     Ok(())
 }
+
+/// Nothing the helper creates is for anyone else.
+const UMASK: u32 = 0o077;
+/// RLIMIT_NOFILE restored when the caller lowered it: the tun pool is at most 64, plus a request's fds.
+const NOFILE: u64 = 1024;
 
 /// The caller picks our rlimits. With RLIMIT_FSIZE 0 or RLIMIT_NOFILE 4 a half-finished request could
 /// fail where it cannot roll back; as root we can restore sane values. Without privilege (file-capability
@@ -82,7 +96,7 @@ fn reset_rlimits() {
     const INF: u64 = libc::RLIM_INFINITY;
     let _ = setrlimit(Resource::RLIMIT_CORE, 0, 0);
     let _ = setrlimit(Resource::RLIMIT_FSIZE, INF, INF);
-    let _ = setrlimit(Resource::RLIMIT_NOFILE, 1024, 1024);
+    let _ = setrlimit(Resource::RLIMIT_NOFILE, NOFILE, NOFILE);
     let _ = setrlimit(Resource::RLIMIT_AS, INF, INF);
     let _ = setrlimit(Resource::RLIMIT_DATA, INF, INF);
     let _ = setrlimit(Resource::RLIMIT_CPU, INF, INF);
@@ -301,11 +315,11 @@ pub fn open_what_needs_root(
     } else {
         u64::from(wanted).min(room)
     };
-    let tun_pool = open_tun_fds(usize::try_from(pool).unwrap_or(0)).unwrap_or_default();
+    let tun_pool = open_tun_fds(usize::try_from(pool).unwrap_or(0))?;
     let tun_path = nix::fcntl::open("/dev/net/tun", OFlag::O_PATH | OFlag::O_CLOEXEC, Mode::empty()).ok();
     let netns = std::fs::metadata("/proc/self/ns/net")
         .map(|m| (m.dev(), m.ino()))
-        .map_err(|e| StartError::Identity(io::Error::other(format!("/proc/self/ns/net: {e}"))))?;
+        .map_err(StartError::Netns)?;
     let nl = Netlink::open().map_err(StartError::Netlink)?;
     let ipv6_conf = match nix::fcntl::open(
         "/proc/sys/net/ipv6/conf",
@@ -325,18 +339,27 @@ pub fn open_what_needs_root(
     })
 }
 
-/// Opens `count` fds on `/dev/net/tun` while we may still (it is mode 0600 on some systems).
+/// Opens `count` fds on `/dev/net/tun` while we may still (it is mode 0600 on some systems). Where
+/// even we may not (a file-capability install, which has no CAP_DAC_OVERRIDE) the session starts with
+/// none and says so in the log: every tap request then answers `Unsupported(TunFds)`. Any other
+/// failure stops the start-up.
 fn open_tun_fds(count: usize) -> Result<Vec<OwnedFd>, StartError> {
-    (0..count)
-        .map(|_| {
-            std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open("/dev/net/tun")
-                .map(OwnedFd::from)
-                .map_err(StartError::Tun)
-        })
-        .collect()
+    let mut fds = Vec::with_capacity(count);
+    for _ in 0..count {
+        match std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/net/tun")
+        {
+            Ok(f) => fds.push(OwnedFd::from(f)),
+            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+                log::warn!("cannot open /dev/net/tun ({e}); this session has no tun fds");
+                break;
+            }
+            Err(e) => return Err(StartError::Tun(e)),
+        }
+    }
+    Ok(fds)
 }
 
 /// Step 4: become the caller (uid, gid, groups) holding CAP_NET_ADMIN and nothing else, in every set;

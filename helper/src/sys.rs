@@ -19,23 +19,6 @@ const SIOCSIFHWADDR: libc::Ioctl = 0x8924;
 const SIOCGIFHWADDR: libc::Ioctl = 0x8927;
 const ARPHRD_ETHER: u16 = 1;
 
-/// Makes sure fds 0, 1 and 2 are open, on `/dev/null` if not, so that no fd the helper opens later can
-/// become stderr (Rust's `eprintln!` would then write into a tap).
-pub fn ensure_std_fds_open() -> io::Result<()> {
-    for fd in 0..=2 {
-        // SAFETY: F_GETFD only reads the fd table entry; any integer is a valid argument.
-        if unsafe { libc::fcntl(fd, libc::F_GETFD) } == -1 {
-            // SAFETY: the path is a NUL-terminated literal; open returns the lowest free fd, which is `fd`
-            // because all lower ones are open.
-            let got = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDWR) };
-            if got != fd {
-                return Err(io::Error::last_os_error());
-            }
-        }
-    }
-    Ok(())
-}
-
 /// Closes every fd above 2 except `keep`.
 pub fn close_fds_except(keep: Option<RawFd>) -> io::Result<()> {
     let close = |first: u32, last: u32| -> io::Result<()> {
@@ -488,6 +471,10 @@ const LANDLOCK_RULE_PATH_BENEATH: u32 = 1;
 const ACCESS_FS_WRITE_FILE: u64 = 1 << 1;
 const ACCESS_FS_READ_FILE: u64 = 1 << 2;
 const ACCESS_FS_IOCTL_DEV: u64 = 1 << 15;
+/// The 13 filesystem rights of Landlock ABI 1; ABI 2 adds REFER, 3 TRUNCATE, 5 IOCTL_DEV.
+const ACCESS_FS_ABI1: u64 = (1 << 13) - 1;
+const ACCESS_FS_REFER: u64 = 1 << 13;
+const ACCESS_FS_TRUNCATE: u64 = 1 << 14;
 
 /// What a Landlock rule lets the helper do beneath one directory or on one file.
 #[derive(Debug, Clone, Copy)]
@@ -513,12 +500,11 @@ pub fn landlock_deny_filesystem(rules: &[(BorrowedFd<'_>, Allow)]) -> io::Result
     if abi < 1 {
         return Ok(false);
     }
-    // ABI 1 has 13 filesystem rights, ABI 2 adds REFER, 3 TRUNCATE, 5 IOCTL_DEV.
     let handled: u64 = match abi {
-        1 => (1 << 13) - 1,
-        2 => (1 << 14) - 1,
-        3 | 4 => (1 << 15) - 1,
-        _ => (1 << 16) - 1,
+        1 => ACCESS_FS_ABI1,
+        2 => ACCESS_FS_ABI1 | ACCESS_FS_REFER,
+        3 | 4 => ACCESS_FS_ABI1 | ACCESS_FS_REFER | ACCESS_FS_TRUNCATE,
+        _ => ACCESS_FS_ABI1 | ACCESS_FS_REFER | ACCESS_FS_TRUNCATE | ACCESS_FS_IOCTL_DEV,
     };
     let attr = LandlockRulesetAttr {
         handled_access_fs: handled,

@@ -334,6 +334,66 @@ fn tiny_rlimits_and_hostile_signal_state_are_reset() {
     );
 }
 
+/// A caller that closes fds 0, 1 and 2 before exec: Rust's runtime reopens them on a device before
+/// `main` (the helper has no code of its own for this), so no fd the helper opens later becomes
+/// stderr. The session works, a refusal is a clean reply, and the helper exits 0 without a signal;
+/// a refused start-up (QEMU mode, an --fd that is no socket) exits 1 without a signal.
+#[test]
+fn closed_stdio_is_reopened_and_the_helper_still_works() {
+    scenario(
+        "closed_stdio_is_reopened_and_the_helper_still_works",
+        bins!(),
+        POLICY,
+        |s| {
+            bridge("br0", None);
+            bridge("br1", None);
+            become_nobody();
+            let close_stdio = |cmd: &mut Command| {
+                // SAFETY: only close(2), which is async-signal-safe.
+                #[allow(unsafe_code)]
+                unsafe {
+                    cmd.pre_exec(|| {
+                        for fd in 0..=2 {
+                            libc::close(fd);
+                        }
+                        Ok(())
+                    });
+                }
+            };
+            let mut cmd = Command::new(&s.helper);
+            close_stdio(&mut cmd);
+            let mut h = Helper::spawn_command(cmd, &s.helper).expect("the helper starts");
+            let stdio: Vec<_> = vmpriv_tests::as_root(|| {
+                (0..=2)
+                    .map(|fd| std::fs::read_link(format!("/proc/{}/fd/{fd}", h.pid())).unwrap())
+                    .collect()
+            });
+            // std opens /dev/null (some versions /dev/full for stdin): a device either way, never a tap.
+            assert!(
+                stdio
+                    .iter()
+                    .all(|p| p.as_os_str() == "/dev/null" || p.as_os_str() == "/dev/full"),
+                "{stdio:?}"
+            );
+            let tap = h.create_tap(&TapOptions::new().switch("br0")).unwrap();
+            assert_eq!(master(tap.name()).as_deref(), Some("br0"));
+            let e = h.create_tap(&TapOptions::new().switch("br1")).unwrap_err();
+            assert!(matches!(e, ClientError::Denied), "{e:?}");
+            drop(tap);
+            still_healthy(s, h);
+            let mut cmd = Command::new(&s.helper);
+            cmd.args(["--br=br0", "--fd=7"]);
+            close_stdio(&mut cmd);
+            let status = cmd.status().unwrap();
+            assert!(
+                status.code() == Some(1) && status.signal().is_none(),
+                "{status:?}"
+            );
+            assert!(taps().is_empty());
+        },
+    );
+}
+
 /// SIGKILL at many points of a full VM-interface configuration: once the caller closes its fds,
 /// nothing is left: no tap, no address, no bridge port.
 #[test]
