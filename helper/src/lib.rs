@@ -3,6 +3,8 @@
 //!
 //! `unsafe_code` is denied here and allowed only in [`sys`], where each block has a `// SAFETY:` line.
 #![deny(unsafe_code)]
+// Each block one operation, each with its `// SAFETY:` line (only sys.rs has any).
+#![deny(clippy::undocumented_unsafe_blocks, clippy::multiple_unsafe_ops_per_block)]
 #![deny(
     clippy::unwrap_used,
     clippy::expect_used,

@@ -70,11 +70,10 @@ pub fn reset_signals() -> io::Result<()> {
     }
     // Real-time signals too (glibc keeps the first two for itself and refuses to touch them).
     for sig in libc::SIGRTMIN()..=libc::SIGRTMAX() {
-        // SAFETY: a zeroed `sigaction` is SIG_DFL with an empty mask and no flags; it lives across the call.
-        let r = unsafe {
-            let dfl: libc::sigaction = std::mem::zeroed();
-            libc::sigaction(sig, &raw const dfl, std::ptr::null_mut())
-        };
+        // SAFETY: `sigaction` is a plain C struct; all zeroes is SIG_DFL, an empty mask and no flags.
+        let dfl: libc::sigaction = unsafe { std::mem::zeroed() };
+        // SAFETY: installs SIG_DFL (no handler function); `dfl` lives across the call.
+        let r = unsafe { libc::sigaction(sig, &raw const dfl, std::ptr::null_mut()) };
         if r != 0 {
             return Err(io::Error::last_os_error());
         }
