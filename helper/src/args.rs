@@ -72,7 +72,7 @@ Found by: the vmpriv command looks at $VMPRIV_HELPER, then connects to $VMPRIV_S
           bit needed), then /usr/libexec/vmpriv/vmpriv-helper, /usr/local/libexec/vmpriv-helper,
           then beside the vmpriv binary.
 Exit:     0 done; 1 refused: bad usage, not privileged, or a request refused (one line on stderr,
-          details in the system log); 6 policy file missing, unsafe or unparsable."
+          details in the system log); 6 policy file missing, not trusted or unparsable."
 );
 
 /// `--help`, `-h`, `--version`, `-V`: what argv may hold, alone, for [`Mode::Help`] or [`Mode::Version`].
