@@ -115,6 +115,8 @@ fn run(
     }
     drop(allowed);
     drop(held.tun_path);
+    // 7. From here on only the syscalls serving needs: anything else kills the process (SIGSYS).
+    startup::allow_only_serving_syscalls()?;
     let mut ctx = Ctx {
         caller,
         policy,
@@ -126,7 +128,7 @@ fn run(
         next_slot: 0,
         batch: None,
     };
-    // 7. Serve.
+    // 8. Serve.
     match qemu {
         None => session::serve(&mut ctx, sock).map_err(|e| StartError::Session(sys::errno_io(e))),
         Some((bridge, vnet_hdr)) => vmpriv_helper::qemu::serve(&mut ctx, sock, &bridge, vnet_hdr),

@@ -57,6 +57,8 @@ pub enum StartError {
     Sysctl(io::Error),
     #[error("cannot confine the filesystem with Landlock, which this kernel has: {0}")]
     Landlock(io::Error),
+    #[error("cannot install the seccomp filter: {0}")]
+    Seccomp(io::Error),
     #[error("the session socket failed: {0}")]
     Session(io::Error),
     #[error("{0}")]
@@ -262,6 +264,16 @@ fn check_stat(
         mode: meta.mode(),
     };
     check(what, st).map_err(|e| e.to_string())
+}
+
+/// Step 7, the last: the seccomp allow-list ([`sys::seccomp_program`]). Built before it is installed:
+/// once it is, a syscall outside the list kills the process.
+pub fn allow_only_serving_syscalls() -> Result<(), StartError> {
+    let Some(prog) = sys::seccomp_program() else {
+        log::warn!("no seccomp filter for this architecture; relying on the privilege drop alone");
+        return Ok(());
+    };
+    sys::seccomp_install(&prog).map_err(StartError::Seccomp)
 }
 
 /// `/dev/net/tun` fds a session opens while it still may: enough for its quota's worth of single-queue

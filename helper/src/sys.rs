@@ -556,6 +556,119 @@ pub fn landlock_deny_filesystem(rules: &[(BorrowedFd<'_>, Allow)]) -> io::Result
     Ok(true)
 }
 
+/// `AUDIT_ARCH_*` of the architecture this helper was built for: a filter checks it first, because
+/// the same syscall number means another call under another ABI (x32 numbers carry bit 30 and so
+/// never equal a number of the list).
+#[cfg(target_arch = "x86_64")]
+const AUDIT_ARCH: Option<u32> = Some(0xc000_003e);
+#[cfg(target_arch = "aarch64")]
+const AUDIT_ARCH: Option<u32> = Some(0xc000_00b7);
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+const AUDIT_ARCH: Option<u32> = None;
+
+/// What serving a session needs once start-up is done, found with `strace -f -ff` over the scenario
+/// tests (session and QEMU mode, every operation, multi-queue, destroy, leftovers, the MTU and IPv6
+/// sysctl writes, logging), reading each helper's calls after `landlock_restrict_self`: the session
+/// and netlink sockets, tun ioctls, `/dev/net/tun` and the sysctl files (beneath what Landlock left),
+/// fstatat/statx for the checks, fcntl for fd clones, memory, exit. Added without being seen there:
+/// the allocator's growth (mmap, mremap, brk, madvise), futex (std's locks), getrandom (the keys of a
+/// batch group's hash), and what syslog may need (getpid, clock_gettime without a vDSO, and
+/// `connect` with an `AF_UNIX` socket when it reconnects after journald restarts).
+const SERVING_SYSCALLS: &[libc::c_long] = &[
+    libc::SYS_write,
+    libc::SYS_close,
+    libc::SYS_openat,
+    libc::SYS_newfstatat,
+    libc::SYS_statx,
+    libc::SYS_fcntl,
+    libc::SYS_ioctl,
+    libc::SYS_recvmsg,
+    libc::SYS_sendmsg,
+    libc::SYS_recvfrom,
+    libc::SYS_sendto,
+    libc::SYS_connect,
+    libc::SYS_getpid,
+    libc::SYS_clock_gettime,
+    libc::SYS_mmap,
+    libc::SYS_munmap,
+    libc::SYS_mremap,
+    libc::SYS_brk,
+    libc::SYS_madvise,
+    libc::SYS_futex,
+    libc::SYS_getrandom,
+    libc::SYS_sigaltstack,
+    libc::SYS_exit,
+    libc::SYS_exit_group,
+];
+
+/// `socket(2)` only for the log's `AF_UNIX` socket (glibc's syslog reconnects after journald restarts).
+const SOCKET_DOMAIN_ALLOWED: u32 = 1; // AF_UNIX
+
+// `struct seccomp_data`: nr at 0, arch at 4, args from 16 (the low half of each on little endian).
+const DATA_NR: u32 = 0;
+const DATA_ARCH: u32 = 4;
+const DATA_ARG0_LOW: u32 = 16;
+const LD_W_ABS: u16 = 0x20; // BPF_LD | BPF_W | BPF_ABS
+const JEQ_K: u16 = 0x15; // BPF_JMP | BPF_JEQ | BPF_K
+const RET_K: u16 = 0x06; // BPF_RET | BPF_K
+
+fn bpf(code: u16, jt: u8, jf: u8, k: u32) -> libc::sock_filter {
+    libc::sock_filter { code, jt, jf, k }
+}
+
+/// The seccomp program: another architecture is killed; each syscall of [`SERVING_SYSCALLS`] is
+/// allowed, `socket` for `AF_UNIX` only; everything else kills the whole process
+/// (`SECCOMP_RET_KILL_PROCESS`: SIGSYS, no handler can catch it). `None` where this architecture has
+/// no entry in [`AUDIT_ARCH`].
+pub fn seccomp_program() -> Option<Vec<libc::sock_filter>> {
+    let kill = bpf(RET_K, 0, 0, libc::SECCOMP_RET_KILL_PROCESS);
+    let allow = bpf(RET_K, 0, 0, libc::SECCOMP_RET_ALLOW);
+    let mut prog = vec![
+        bpf(LD_W_ABS, 0, 0, DATA_ARCH),
+        bpf(JEQ_K, 1, 0, AUDIT_ARCH?),
+        kill,
+        bpf(LD_W_ABS, 0, 0, DATA_NR),
+    ];
+    for &nr in SERVING_SYSCALLS {
+        // Equal: fall through to ALLOW; not equal: skip it.
+        prog.extend([bpf(JEQ_K, 0, 1, u32::try_from(nr).ok()?), allow]);
+    }
+    // socket(AF_UNIX, …): the domain is the low 32 bits of the first argument.
+    prog.extend([
+        bpf(JEQ_K, 0, 3, u32::try_from(libc::SYS_socket).ok()?),
+        bpf(LD_W_ABS, 0, 0, DATA_ARG0_LOW),
+        bpf(JEQ_K, 0, 1, SOCKET_DOMAIN_ALLOWED),
+        allow,
+        kill,
+    ]);
+    Some(prog)
+}
+
+/// Installs `prog` (from [`seccomp_program`]) on this process; needs no_new_privs, which
+/// `drop_to_caller` set. From here on a syscall outside the list is the end of the process.
+pub fn seccomp_install(prog: &[libc::sock_filter]) -> io::Result<()> {
+    let fprog = libc::sock_fprog {
+        len: u16::try_from(prog.len()).map_err(|_| io::Error::from_raw_os_error(libc::E2BIG))?,
+        filter: prog.as_ptr().cast_mut(),
+    };
+    // SAFETY: `fprog` points at `prog`, `len` instructions long; both live across the call, and the
+    // kernel copies the program (it never writes through the pointer).
+    let r = unsafe {
+        libc::prctl(
+            libc::PR_SET_SECCOMP,
+            libc::SECCOMP_MODE_FILTER,
+            &raw const fprog,
+            0,
+            0,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 /// The errno of an `io::Error`, for replies.
 pub fn errno_of(e: &io::Error) -> i32 {
     e.raw_os_error().unwrap_or(libc::EIO)
@@ -564,4 +677,76 @@ pub fn errno_of(e: &io::Error) -> i32 {
 /// Converts nix's errno.
 pub fn errno_io(e: Errno) -> io::Error {
     io::Error::from_raw_os_error(e as i32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Forks a child that sets no_new_privs, installs the helper's seccomp program, runs `then` and
+    /// exits 0; returns its wait status. The child makes raw syscalls only (the test process has
+    /// other threads, so nothing that could wait for their locks).
+    fn in_filtered_child(then: fn()) -> libc::c_int {
+        let prog = seccomp_program().expect("a filter for this architecture");
+        // SAFETY: the child below only makes raw syscalls and leaves with _exit.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork: {}", io::Error::last_os_error());
+        if pid == 0 {
+            // SAFETY: PR_SET_NO_NEW_PRIVS takes plain integers.
+            let r = unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
+            if r != 0 || seccomp_install(&prog).is_err() {
+                // SAFETY: ends the child without running the parent's atexit handlers.
+                unsafe { libc::_exit(2) };
+            }
+            then();
+            // SAFETY: as above.
+            unsafe { libc::_exit(0) };
+        }
+        let mut status = 0;
+        // SAFETY: waits for our own child; `status` lives across the call.
+        let r = unsafe { libc::waitpid(pid, &raw mut status, 0) };
+        assert_eq!(r, pid);
+        status
+    }
+
+    fn killed_by_sigsys(status: libc::c_int) -> bool {
+        libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGSYS
+    }
+
+    #[test]
+    fn a_syscall_outside_the_list_kills_the_process_with_sigsys() {
+        let status = in_filtered_child(|| {
+            // SAFETY: getppid takes no argument; it is not on the list.
+            unsafe { libc::syscall(libc::SYS_getppid) };
+        });
+        assert!(killed_by_sigsys(status), "status {status:#x}");
+        let status = in_filtered_child(|| {
+            // SAFETY: plain integers; execve is the call the filter exists to stop.
+            unsafe { libc::syscall(libc::SYS_execve, 0, 0, 0) };
+        });
+        assert!(killed_by_sigsys(status), "status {status:#x}");
+        let status = in_filtered_child(|| {
+            // SAFETY: plain integers; a socket of another family than AF_UNIX.
+            unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_RAW, 0) };
+        });
+        assert!(killed_by_sigsys(status), "status {status:#x}");
+    }
+
+    #[test]
+    fn what_serving_needs_passes_the_filter() {
+        let status = in_filtered_child(|| {
+            // SAFETY: a zero-length write to stderr.
+            unsafe { libc::write(2, c"".as_ptr().cast(), 0) };
+            // SAFETY: plain integers; the log's socket family.
+            let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+            // SAFETY: closes the socket just opened.
+            unsafe { libc::close(fd) };
+            // SAFETY: getpid takes no argument.
+            unsafe { libc::getpid() };
+        });
+        assert!(
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+            "status {status:#x}"
+        );
+    }
 }

@@ -309,6 +309,9 @@ fn tiny_rlimits_and_hostile_signal_state_are_reset() {
                         .unwrap()
                 };
                 assert_eq!(get("SigBlk"), "0000000000000000", "mask reset");
+                // Serving under the seccomp allow-list (mode 2: filter), installed last at start-up.
+                assert_eq!(get("Seccomp"), "2", "the seccomp filter is on");
+                assert_eq!(get("NoNewPrivs"), "1");
                 let ignored = (1u64 << (libc::SIGPIPE - 1)) | (1u64 << (libc::SIGXFSZ - 1));
                 // Signal 32 and 33 belong to glibc (it refuses to change them); every other one is reset.
                 let ign = u64::from_str_radix(&get("SigIgn"), 16).unwrap() & !(0b11 << 31);
