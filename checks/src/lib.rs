@@ -1,14 +1,27 @@
 //! Property checks shared by the fuzz targets (`fuzz/`) and by `cargo test`, which replays every
 //! committed corpus file through them. Each panics when a property fails; that is their whole job.
 //!
-//! Outside the trusted tree: the helper and the protocol crates hold only what the helper runs; the
-//! helper lends its real receive and argv paths through two `#[doc(hidden)]` entry points.
+//! Outside the trusted tree: the helper and the protocol crates hold only what the helper runs. The
+//! helper is a binary with private modules and lends nothing; the checks of its netlink receive path
+//! and its argv parser compile its very files below, so the fuzzers drive the code it runs.
 #![allow(
     clippy::panic,
     clippy::unwrap_used,
     clippy::expect_used,
     clippy::indexing_slicing
 )]
+
+// The helper's own modules, compiled from its sources (each refers to the others as `crate::…`). Most
+// of each is unused here.
+#[allow(dead_code)]
+#[path = "../../helper/src/args.rs"]
+mod args;
+#[allow(dead_code)]
+#[path = "../../helper/src/netlink.rs"]
+mod netlink;
+#[allow(dead_code)]
+#[path = "../../helper/src/sys.rs"]
+mod sys;
 
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStringExt;
@@ -181,7 +194,23 @@ pub fn check_roundtrip(req: &Request) {
 /// The helper's netlink receive path (the loop that reads ACKs, errors and dumps, and the link,
 /// address and route parsers it calls) on arbitrary bytes as one receive buffer: no panic.
 pub fn check_netlink(data: &[u8]) {
-    vmpriv_helper::fuzz_netlink_receive(data);
+    use netlink::{RTM_NEWADDR, RTM_NEWLINK, RTM_NEWROUTE, parse_addr, parse_link, parse_route};
+    use nix::errno::Errno;
+    // The sequence number of the first message, so that the messages are not all skipped as late
+    // replies to another request.
+    let seq = data
+        .get(8..12)
+        .map_or(0, |b| u32::from_ne_bytes(b.try_into().unwrap()));
+    // As `Netlink::get_link`, `dump_links`, `dump_addrs` and `route_lookup` hand each reply on.
+    let _ = netlink::take_replies(data, seq, &mut |hdr, payload| {
+        match hdr.ty {
+            RTM_NEWLINK => drop(parse_link(payload).map_err(|_| Errno::EPROTO)?),
+            RTM_NEWADDR => drop(parse_addr(payload).map_err(|_| Errno::EPROTO)?),
+            RTM_NEWROUTE => drop(parse_route(payload).map_err(|_| Errno::EPROTO)?),
+            _ => {}
+        }
+        Ok(())
+    });
 }
 
 /// The helper's command-line parser (QEMU mode included) on `data` split on NUL bytes as an argv.
@@ -200,8 +229,13 @@ pub fn check_args(data: &[u8]) {
             .next_back()
             .map(str::to_owned)
     };
-    let Some((fd, bridge)) = vmpriv_helper::fuzz_parse_args(&argv) else {
-        return;
+    let (fd, bridge) = match args::parse(&argv) {
+        Err(_) => return,
+        Ok(args::Mode::Session { fd, .. }) => (Some(fd), None),
+        Ok(args::Mode::Qemu { fd, bridge, .. }) => (Some(fd), Some(bridge)),
+        // systemd's first fd.
+        Ok(args::Mode::Activated) => (Some(3), None),
+        Ok(args::Mode::Help | args::Mode::Version) => (None, None),
     };
     if let Some(fd) = fd {
         assert!(fd >= 3);
@@ -220,6 +254,49 @@ pub fn check_args(data: &[u8]) {
         let info = ["--help", "-h", "--version", "-V"];
         assert!(argv.iter().all(|a| a.to_str().is_some_and(|a| info.contains(&a))));
     }
+}
+
+/// The netlink seeds (`fuzz/seeds/netlink/`), built with the helper's own message builder: a tap link
+/// message, a bridge, an ACK, an error, a DONE, the link with a bad attribute length, two links in one
+/// buffer, a FIB_MATCH route reply.
+pub fn netlink_samples() -> Vec<Vec<u8>> {
+    use netlink::{IFLA_GROUP, IFLA_IFNAME, IFLA_MASTER, IFLA_MTU, Msg, RTM_NEWLINK};
+    let link = Msg::new(RTM_NEWLINK, 2, 7)
+        .ifinfomsg(9, 1, 0)
+        .attr_str(IFLA_IFNAME, "tap0")
+        .attr_u32(IFLA_MTU, 1500)
+        .attr_u32(IFLA_MASTER, 3)
+        .attr_u32(IFLA_GROUP, 42)
+        .attr_kind("tun")
+        .finish()
+        .unwrap();
+    let bridge = Msg::new(RTM_NEWLINK, 0, 8)
+        .ifinfomsg(3, 1, 0)
+        .attr_str(IFLA_IFNAME, "br0")
+        .attr_kind("bridge")
+        .finish()
+        .unwrap();
+    let mut ack = Msg::new(2, 0, 9).finish().unwrap();
+    ack.extend_from_slice(&0i32.to_ne_bytes());
+    let len = u32::try_from(ack.len()).unwrap();
+    ack[..4].copy_from_slice(&len.to_ne_bytes());
+    let mut err = ack.clone();
+    err[16..20].copy_from_slice(&(-19i32).to_ne_bytes());
+    let done = Msg::new(3, 2, 7).finish().unwrap();
+    let mut bad = link.clone();
+    bad[32] = 0xff;
+    let mut two = link.clone();
+    two.extend_from_slice(&bridge);
+    // A FIB_MATCH reply: rtmsg (AF_INET, /32, table 255, kernel, RTN_LOCAL), RTA_DST, RTA_TABLE, RTA_OIF.
+    let mut route = Msg::new(24, 0, 5).finish().unwrap();
+    route.extend_from_slice(&[2, 32, 0, 0, 255, 2, 254, 2]);
+    route.extend_from_slice(&0x2000u32.to_ne_bytes());
+    route.extend_from_slice(&[
+        8, 0, 1, 0, 100, 64, 1, 2, 8, 0, 15, 0, 255, 0, 0, 0, 8, 0, 4, 0, 7, 0, 0, 0,
+    ]);
+    let len = u32::try_from(route.len()).unwrap();
+    route[..4].copy_from_slice(&len.to_ne_bytes());
+    vec![link, bridge, ack, err, done, bad, two, route]
 }
 
 #[cfg(test)]

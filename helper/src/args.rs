@@ -5,7 +5,7 @@ use std::ffi::OsString;
 
 /// What the helper was asked to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Mode {
+pub(crate) enum Mode {
     /// `--session --fd=N [--policy PATH]`: serve requests on the SOCK_SEQPACKET socket N until EOF.
     Session { fd: i32, policy: Option<String> },
     /// `--use-vnet --br=BR --fd=N` (any order): qemu-bridge-helper's contract.
@@ -26,7 +26,7 @@ pub enum Mode {
 
 /// Why the command line was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ArgError {
+pub(crate) enum ArgError {
     #[error("unknown argument `{0}`")]
     Unknown(String),
     #[error("`{0}` given twice")]
@@ -51,7 +51,7 @@ pub enum ArgError {
 
 /// The text for `--help` (and `--help --version`): usage, where the client looks for the helper, the
 /// policy file and the exit status. Keep the search path in step with `vmpriv_client::find_helper`.
-pub const USAGE: &str = concat!(
+pub(crate) const USAGE: &str = concat!(
     "vmpriv-helper ",
     env!("CARGO_PKG_VERSION"),
     "
@@ -81,7 +81,7 @@ fn is_info_flag(arg: &str) -> bool {
 }
 
 /// Parses argv (without `argv[0]`).
-pub fn parse(args: &[OsString]) -> Result<Mode, ArgError> {
+pub(crate) fn parse(args: &[OsString]) -> Result<Mode, ArgError> {
     let mut session = false;
     let mut use_vnet = 0u32;
     let mut fd = None;

@@ -64,7 +64,7 @@ impl Log for Audit {
 /// A log or stderr line with every byte outside printable ASCII, and the backslash, written as `\xNN`:
 /// a caller's words (a `--br=` value, a user name) can never forge a line, a field or a terminal
 /// escape in the log.
-pub fn escape(text: &str) -> String {
+pub(crate) fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for b in text.bytes() {
         if (0x20..0x7f).contains(&b) && b != b'\\' {
@@ -77,7 +77,7 @@ pub fn escape(text: &str) -> String {
 }
 
 /// Installs the audit logger. Call before Landlock: the syslog or journal socket connects now.
-pub fn init() {
+pub(crate) fn init() {
     let sink = if std::path::Path::new("/dev/log").exists() {
         sys::open_syslog();
         Some(Sink::Syslog)

@@ -16,34 +16,34 @@ use std::os::fd::{AsFd, OwnedFd};
 use vmpriv_protocol::{Caller, Policy};
 
 /// What a session works with: who asks, what the policy says, the kernel's sockets and fds.
-pub struct Ctx {
+pub(crate) struct Ctx {
     /// The caller, identified at start-up.
-    pub caller: Caller,
+    pub(crate) caller: Caller,
     /// The policy, read at start-up.
-    pub policy: Policy,
+    pub(crate) policy: Policy,
     /// The route netlink socket.
-    pub nl: Netlink,
+    pub(crate) nl: Netlink,
     /// `/dev/net/tun` fds opened while the helper could (the device may be mode 0600).
-    pub tun_pool: Vec<OwnedFd>,
+    pub(crate) tun_pool: Vec<OwnedFd>,
     /// (st_dev, st_ino) of the helper's own network namespace.
-    pub netns: (u64, u64),
+    pub(crate) netns: (u64, u64),
     /// `TUNGETFEATURES`, asked once per session.
-    pub tun_features: Option<u32>,
+    pub(crate) tun_features: Option<u32>,
     /// `O_PATH` on `/proc/sys/net/ipv6/conf`, where new taps get RAs and autoconfiguration turned off.
-    pub ipv6_conf: Option<OwnedFd>,
+    pub(crate) ipv6_conf: Option<OwnedFd>,
     /// Where the next search for a free quota slot starts: a hint only, the kernel has the truth.
-    pub next_slot: u32,
+    pub(crate) next_slot: u32,
     /// The `DestroyTaps` batch set aside so far (messages with `more`), if any.
-    pub batch: Option<Batch>,
+    pub(crate) batch: Option<Batch>,
 }
 
 /// Taps set aside for one batched delete: moved into a random interface group of their own, which the
 /// last message of the batch deletes in one `RTM_DELLINK`.
-pub struct Batch {
+pub(crate) struct Batch {
     /// The batch's interface group.
-    pub group: u32,
+    pub(crate) group: u32,
     /// (ifindex, the group it had before), to put back if the batch is abandoned.
-    pub taps: Vec<(u32, u32)>,
+    pub(crate) taps: Vec<(u32, u32)>,
 }
 
 pub(crate) fn kernel(e: Errno) -> Error {
@@ -194,7 +194,7 @@ fn check_not_routed(ctx: &mut Ctx, index: u32, ip: IpAddr) -> Result<(), Error> 
         return Ok(());
     };
     let delivers_nowhere = matches!(
-        route.route_type,
+        route.rtm_type,
         netlink::RTN_BLACKHOLE | netlink::RTN_UNREACHABLE | netlink::RTN_PROHIBIT | netlink::RTN_THROW
     );
     let ours = index != 0 && route.oif == Some(index);
@@ -205,7 +205,7 @@ fn check_not_routed(ctx: &mut Ctx, index: u32, ip: IpAddr) -> Result<(), Error> 
         "uid={} {ip} is routed by a /{} route (type {}) through ifindex {:?}",
         ctx.caller.uid,
         route.dst_len,
-        route.route_type,
+        route.rtm_type,
         route.oif
     );
     Err(Error::Invalid(Invalid::AddressInUse))

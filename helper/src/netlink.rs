@@ -1,7 +1,7 @@
 //! Hand-written rtnetlink: the few messages the helper sends, and a parser for the replies it reads.
 //!
 //! Encoding is an append-only builder; parsing never trusts a length it has not checked against the
-//! buffer (the parser is fuzzed: `fuzz/fuzz_targets/netlink.rs`). Every link write is `RTM_SETLINK`
+//! buffer (the receive path is fuzzed: `fuzz/fuzz_targets/netlink.rs` compiles this very file). Every link write is `RTM_SETLINK`
 //! with a non-zero ifindex that came from the kernel: `ifi_index == 0` plus `IFLA_GROUP` would change
 //! every link in that group, and `RTM_NEWLINK` could create one.
 
@@ -12,49 +12,44 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use nix::errno::Errno;
 use nix::sys::socket::{self, AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType};
 
-pub const RTM_DELLINK: u16 = 17;
-pub const RTM_GETLINK: u16 = 18;
-pub const RTM_SETLINK: u16 = 19;
-pub const RTM_NEWLINK: u16 = 16;
-pub const RTM_NEWADDR: u16 = 20;
-pub const RTM_DELADDR: u16 = 21;
-pub const RTM_GETADDR: u16 = 22;
-pub const RTM_NEWROUTE: u16 = 24;
-pub const RTM_GETROUTE: u16 = 26;
+pub(crate) const RTM_DELLINK: u16 = 17;
+pub(crate) const RTM_GETLINK: u16 = 18;
+pub(crate) const RTM_SETLINK: u16 = 19;
+pub(crate) const RTM_NEWLINK: u16 = 16;
+pub(crate) const RTM_NEWADDR: u16 = 20;
+pub(crate) const RTM_DELADDR: u16 = 21;
+pub(crate) const RTM_GETADDR: u16 = 22;
+pub(crate) const RTM_NEWROUTE: u16 = 24;
+pub(crate) const RTM_GETROUTE: u16 = 26;
 /// Return the FIB entry that matched, not a route computed for a packet (Linux 4.13+).
 const RTM_F_FIB_MATCH: u32 = 0x2000;
 const RTA_DST: u16 = 1;
 const RTA_OIF: u16 = 4;
 const RTA_TABLE: u16 = 15;
-/// `rtm_type` of a local (host) route: some interface holds the address.
-pub const RTN_LOCAL: u8 = 2;
 /// `rtm_type`s of routes that deliver nowhere: an admin reserving a range.
-pub const RTN_BLACKHOLE: u8 = 6;
-pub const RTN_UNREACHABLE: u8 = 7;
-pub const RTN_PROHIBIT: u8 = 8;
-pub const RTN_THROW: u8 = 9;
-/// `rtm_protocol` of routes the kernel adds for an address's prefix.
-pub const RTPROT_KERNEL: u8 = 2;
+pub(crate) const RTN_BLACKHOLE: u8 = 6;
+pub(crate) const RTN_UNREACHABLE: u8 = 7;
+pub(crate) const RTN_PROHIBIT: u8 = 8;
+pub(crate) const RTN_THROW: u8 = 9;
 const NLMSG_ERROR: u16 = 2;
 const NLMSG_DONE: u16 = 3;
 
-pub const NLM_F_REQUEST: u16 = 0x1;
+pub(crate) const NLM_F_REQUEST: u16 = 0x1;
 const NLM_F_MULTI: u16 = 0x2;
-pub const NLM_F_ACK: u16 = 0x4;
-pub const NLM_F_DUMP: u16 = 0x300;
-pub const NLM_F_REPLACE: u16 = 0x100;
-pub const NLM_F_EXCL: u16 = 0x200;
-pub const NLM_F_CREATE: u16 = 0x400;
+pub(crate) const NLM_F_ACK: u16 = 0x4;
+pub(crate) const NLM_F_DUMP: u16 = 0x300;
+pub(crate) const NLM_F_EXCL: u16 = 0x200;
+pub(crate) const NLM_F_CREATE: u16 = 0x400;
 
-pub const IFLA_ADDRESS: u16 = 1;
-pub const IFLA_IFNAME: u16 = 3;
-pub const IFLA_MTU: u16 = 4;
-pub const IFLA_MASTER: u16 = 10;
-pub const IFLA_LINKINFO: u16 = 18;
-pub const IFLA_IFALIAS: u16 = 20;
-pub const IFLA_GROUP: u16 = 27;
-pub const IFLA_CARRIER: u16 = 33;
-pub const IFLA_EXT_MASK: u16 = 29;
+pub(crate) const IFLA_ADDRESS: u16 = 1;
+pub(crate) const IFLA_IFNAME: u16 = 3;
+pub(crate) const IFLA_MTU: u16 = 4;
+pub(crate) const IFLA_MASTER: u16 = 10;
+pub(crate) const IFLA_LINKINFO: u16 = 18;
+pub(crate) const IFLA_IFALIAS: u16 = 20;
+pub(crate) const IFLA_GROUP: u16 = 27;
+pub(crate) const IFLA_CARRIER: u16 = 33;
+pub(crate) const IFLA_EXT_MASK: u16 = 29;
 const IFLA_INFO_KIND: u16 = 1;
 const IFLA_INFO_DATA: u16 = 2;
 const IFLA_TUN_OWNER: u16 = 1;
@@ -63,17 +58,17 @@ const IFLA_TUN_GROUP: u16 = 2;
 const IFLA_TUN_PERSIST: u16 = 6;
 const IFLA_TUN_NUM_QUEUES: u16 = 8;
 const IFLA_TUN_NUM_DISABLED_QUEUES: u16 = 9;
-pub const IFA_ADDRESS: u16 = 1;
-pub const IFA_LOCAL: u16 = 2;
+pub(crate) const IFA_ADDRESS: u16 = 1;
+pub(crate) const IFA_LOCAL: u16 = 2;
 /// Skip statistics in link replies: a third of their size, and we never read them.
-pub const RTEXT_FILTER_SKIP_STATS: u32 = 1 << 3;
-pub const IFF_UP: u32 = 0x1;
+pub(crate) const RTEXT_FILTER_SKIP_STATS: u32 = 1 << 3;
+pub(crate) const IFF_UP: u32 = 0x1;
 const NLA_TYPE_MASK: u16 = !(0x8000 | 0x4000);
 const NLA_F_NESTED: u16 = 0x8000;
 const HDR_LEN: usize = 16;
 /// Address families, as `ifaddrmsg` and `rtmsg` carry them.
-pub const AF_INET: u8 = 2;
-pub const AF_INET6: u8 = 10;
+pub(crate) const AF_INET: u8 = 2;
+pub(crate) const AF_INET6: u8 = 10;
 /// The receive buffer: the kernel's dump messages are at most a page or two; 64 KiB never truncates.
 const RECV_BUF_LEN: usize = 64 * 1024;
 const IFINFOMSG_LEN: usize = 16;
@@ -81,7 +76,7 @@ const IFADDRMSG_LEN: usize = 8;
 
 /// Why a reply could not be parsed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum ParseError {
+pub(crate) enum ParseError {
     #[error("netlink message shorter than its header or its declared length")]
     Short,
     #[error("netlink attribute length out of bounds")]
@@ -93,14 +88,14 @@ fn align4(n: usize) -> usize {
 }
 
 /// An append-only netlink request.
-pub struct Msg {
+pub(crate) struct Msg {
     buf: Vec<u8>,
     overflow: bool,
 }
 
 impl Msg {
     /// A request header; the length is filled in by [`Msg::finish`].
-    pub fn new(ty: u16, flags: u16, seq: u32) -> Self {
+    pub(crate) fn new(ty: u16, flags: u16, seq: u32) -> Self {
         let mut buf = Vec::with_capacity(128);
         buf.extend_from_slice(&0u32.to_ne_bytes());
         buf.extend_from_slice(&ty.to_ne_bytes());
@@ -111,7 +106,7 @@ impl Msg {
     }
 
     /// `struct ifinfomsg`, AF_UNSPEC.
-    pub fn ifinfomsg(mut self, index: u32, flags: u32, change: u32) -> Self {
+    pub(crate) fn ifinfomsg(mut self, index: u32, flags: u32, change: u32) -> Self {
         self.buf.extend_from_slice(&[0, 0, 0, 0]); // family, pad, type
         self.buf.extend_from_slice(&index.to_ne_bytes());
         self.buf.extend_from_slice(&flags.to_ne_bytes());
@@ -120,14 +115,14 @@ impl Msg {
     }
 
     /// `struct ifaddrmsg`.
-    pub fn ifaddrmsg(mut self, family: u8, prefixlen: u8, index: u32) -> Self {
+    pub(crate) fn ifaddrmsg(mut self, family: u8, prefixlen: u8, index: u32) -> Self {
         self.buf.extend_from_slice(&[family, prefixlen, 0, 0]); // family, prefixlen, flags, scope
         self.buf.extend_from_slice(&index.to_ne_bytes());
         self
     }
 
     /// One attribute with its payload, padded to 4 bytes.
-    pub fn attr(mut self, ty: u16, data: &[u8]) -> Self {
+    pub(crate) fn attr(mut self, ty: u16, data: &[u8]) -> Self {
         self.push_attr(ty, data);
         self
     }
@@ -144,7 +139,7 @@ impl Msg {
     }
 
     /// A NUL-terminated string attribute (`NLA_STRING` wants the NUL for names).
-    pub fn attr_str(self, ty: u16, s: &str) -> Self {
+    pub(crate) fn attr_str(self, ty: u16, s: &str) -> Self {
         let mut data = Vec::with_capacity(s.len() + 1);
         data.extend_from_slice(s.as_bytes());
         data.push(0);
@@ -152,12 +147,12 @@ impl Msg {
     }
 
     /// A u32 attribute.
-    pub fn attr_u32(self, ty: u16, v: u32) -> Self {
+    pub(crate) fn attr_u32(self, ty: u16, v: u32) -> Self {
         self.attr(ty, &v.to_ne_bytes())
     }
 
     /// An IP address attribute (4 or 16 bytes).
-    pub fn attr_ip(self, ty: u16, ip: IpAddr) -> Self {
+    pub(crate) fn attr_ip(self, ty: u16, ip: IpAddr) -> Self {
         match ip {
             IpAddr::V4(a) => self.attr(ty, &a.octets()),
             IpAddr::V6(a) => self.attr(ty, &a.octets()),
@@ -165,7 +160,7 @@ impl Msg {
     }
 
     /// `IFLA_LINKINFO { IFLA_INFO_KIND = kind }`, used only as a dump filter.
-    pub fn attr_kind(self, kind: &str) -> Self {
+    pub(crate) fn attr_kind(self, kind: &str) -> Self {
         let inner = Msg {
             buf: Vec::new(),
             overflow: false,
@@ -178,7 +173,7 @@ impl Msg {
     }
 
     /// The finished message, or `None` if it would not fit netlink's length fields.
-    pub fn finish(mut self) -> Option<Vec<u8>> {
+    pub(crate) fn finish(mut self) -> Option<Vec<u8>> {
         let len = u32::try_from(self.buf.len()).ok()?;
         if self.overflow {
             return None;
@@ -190,10 +185,10 @@ impl Msg {
 
 /// A netlink message header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Header {
-    pub ty: u16,
-    pub flags: u16,
-    pub seq: u32,
+pub(crate) struct Header {
+    pub(crate) ty: u16,
+    pub(crate) flags: u16,
+    pub(crate) seq: u32,
 }
 
 fn u16_at(b: &[u8], at: usize) -> Option<u16> {
@@ -205,7 +200,7 @@ fn u32_at(b: &[u8], at: usize) -> Option<u32> {
 }
 
 /// Splits a receive buffer into messages: (header, payload).
-pub fn messages(mut buf: &[u8]) -> impl Iterator<Item = Result<(Header, &[u8]), ParseError>> {
+pub(crate) fn messages(mut buf: &[u8]) -> impl Iterator<Item = Result<(Header, &[u8]), ParseError>> {
     std::iter::from_fn(move || {
         if buf.is_empty() {
             return None;
@@ -233,7 +228,7 @@ pub fn messages(mut buf: &[u8]) -> impl Iterator<Item = Result<(Header, &[u8]), 
 }
 
 /// Splits an attribute area into (type without flag bits, payload).
-pub fn attrs(mut buf: &[u8]) -> impl Iterator<Item = Result<(u16, &[u8]), ParseError>> {
+pub(crate) fn attrs(mut buf: &[u8]) -> impl Iterator<Item = Result<(u16, &[u8]), ParseError>> {
     std::iter::from_fn(move || {
         if buf.len() < 4 {
             return None;
@@ -256,48 +251,48 @@ pub fn attrs(mut buf: &[u8]) -> impl Iterator<Item = Result<(u16, &[u8]), ParseE
 }
 
 /// The errno of an `NLMSG_ERROR` payload: 0 for an ACK.
-pub fn parse_error(payload: &[u8]) -> Result<i32, ParseError> {
+pub(crate) fn parse_error(payload: &[u8]) -> Result<i32, ParseError> {
     let raw = u32_at(payload, 0).ok_or(ParseError::Short)?;
     Ok(i32::from_ne_bytes(raw.to_ne_bytes()).saturating_neg())
 }
 
 /// What the helper reads of a tun device's link info.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct TunInfo {
+pub(crate) struct TunInfo {
     /// 1 = tun, 2 = tap.
-    pub dev_type: u8,
+    pub(crate) dev_type: u8,
     /// The owner uid, if one is set.
-    pub owner: Option<u32>,
+    pub(crate) owner: Option<u32>,
     /// The group gid, if one is set.
-    pub group: Option<u32>,
+    pub(crate) group: Option<u32>,
     /// Whether it outlives its fds.
-    pub persist: bool,
+    pub(crate) persist: bool,
     /// Queues attached now, enabled and disabled (`IFLA_TUN_NUM_QUEUES` + `…_DISABLED_QUEUES`): the
     /// number of open fds that hold the tap. The kernel reports it for multi-queue taps only.
-    pub queues: Option<u32>,
+    pub(crate) queues: Option<u32>,
 }
 
 /// What the helper reads of a link.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Link {
-    pub index: u32,
-    pub flags: u32,
-    pub name: Option<String>,
-    pub mtu: Option<u32>,
-    pub master: Option<u32>,
-    pub group: u32,
-    pub alias: Option<String>,
-    pub mac: Option<[u8; 6]>,
-    pub kind: Option<String>,
-    pub tun: Option<TunInfo>,
+pub(crate) struct Link {
+    pub(crate) index: u32,
+    pub(crate) flags: u32,
+    pub(crate) name: Option<String>,
+    pub(crate) mtu: Option<u32>,
+    pub(crate) master: Option<u32>,
+    pub(crate) group: u32,
+    pub(crate) alias: Option<String>,
+    pub(crate) mac: Option<[u8; 6]>,
+    pub(crate) kind: Option<String>,
+    pub(crate) tun: Option<TunInfo>,
     /// `IFLA_CARRIER`: a tap has carrier while some fd holds it (its holder can also turn it off).
-    pub carrier: Option<bool>,
+    pub(crate) carrier: Option<bool>,
 }
 
 impl Link {
     /// Whether some open fd still holds this tap: its queue count where the kernel reports one
     /// (multi-queue), else its carrier, which the tun driver turns off with the last queue.
-    pub fn held_by_fds(&self) -> bool {
+    pub(crate) fn held_by_fds(&self) -> bool {
         match self.tun.as_ref().and_then(|t| t.queues) {
             Some(q) => q > 0,
             None => self.carrier != Some(false),
@@ -305,7 +300,7 @@ impl Link {
     }
 
     /// Whether this link is a tap (kind `tun`, type tap).
-    pub fn is_tap(&self) -> bool {
+    pub(crate) fn is_tap(&self) -> bool {
         self.kind.as_deref() == Some("tun") && self.tun.as_ref().is_some_and(|t| t.dev_type == 2)
     }
 }
@@ -320,7 +315,7 @@ fn u32_of(data: &[u8]) -> Option<u32> {
 }
 
 /// Parses an `RTM_NEWLINK` payload (`ifinfomsg` + attributes).
-pub fn parse_link(payload: &[u8]) -> Result<Link, ParseError> {
+pub(crate) fn parse_link(payload: &[u8]) -> Result<Link, ParseError> {
     let mut link = Link {
         index: u32_at(payload, 4).ok_or(ParseError::Short)?,
         flags: u32_at(payload, 8).ok_or(ParseError::Short)?,
@@ -377,14 +372,14 @@ fn parse_tun(data: &[u8]) -> Result<TunInfo, ParseError> {
 
 /// What the helper reads of an address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Addr {
-    pub index: u32,
-    pub prefixlen: u8,
-    pub address: IpAddr,
+pub(crate) struct Addr {
+    pub(crate) index: u32,
+    pub(crate) prefixlen: u8,
+    pub(crate) address: IpAddr,
 }
 
 /// Parses an `RTM_NEWADDR` payload; `None` for an address without `IFA_ADDRESS`/`IFA_LOCAL`.
-pub fn parse_addr(payload: &[u8]) -> Result<Option<Addr>, ParseError> {
+pub(crate) fn parse_addr(payload: &[u8]) -> Result<Option<Addr>, ParseError> {
     let family = *payload.first().ok_or(ParseError::Short)?;
     let prefixlen = *payload.get(1).ok_or(ParseError::Short)?;
     let index = u32_at(payload, 4).ok_or(ParseError::Short)?;
@@ -413,21 +408,21 @@ pub fn parse_addr(payload: &[u8]) -> Result<Option<Addr>, ParseError> {
 
 /// What the helper reads of a route: the FIB entry that matched a lookup.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Route {
-    pub dst_len: u8,
-    pub protocol: u8,
-    pub route_type: u8,
-    pub table: u32,
-    pub oif: Option<u32>,
+pub(crate) struct Route {
+    pub(crate) dst_len: u8,
+    pub(crate) protocol: u8,
+    pub(crate) rtm_type: u8,
+    pub(crate) table: u32,
+    pub(crate) oif: Option<u32>,
 }
 
 /// Parses an `RTM_NEWROUTE` payload (`rtmsg` + attributes).
-pub fn parse_route(payload: &[u8]) -> Result<Route, ParseError> {
+pub(crate) fn parse_route(payload: &[u8]) -> Result<Route, ParseError> {
     let head = payload.get(..RTMSG_LEN).ok_or(ParseError::Short)?;
     let mut r = Route {
         dst_len: head.get(1).copied().unwrap_or(0),
         protocol: head.get(5).copied().unwrap_or(0),
-        route_type: head.get(7).copied().unwrap_or(0),
+        rtm_type: head.get(7).copied().unwrap_or(0),
         table: u32::from(head.get(4).copied().unwrap_or(0)),
         oif: None,
     };
@@ -446,8 +441,8 @@ const RTMSG_LEN: usize = 12;
 
 /// One receive buffer of replies to `seq`: each message of that sequence number goes to `each` until
 /// the ACK or error (or `NLMSG_DONE` for a dump) ends the exchange: `Some(result)`; `None` when the
-/// buffer ended first and more is to be received.
-fn take_replies(
+/// buffer ended first and more is to be received. The netlink fuzz target (`checks/`) drives this.
+pub(crate) fn take_replies(
     buf: &[u8],
     seq: u32,
     each: &mut dyn FnMut(&Header, &[u8]) -> NlResult<()>,
@@ -481,34 +476,19 @@ fn take_replies(
     None
 }
 
-/// The receive path on `buf` as if it had just arrived, for the fuzzer: every message goes through
-/// [`take_replies`] to the parser the helper's requests use for its type.
-pub(crate) fn fuzz_receive(buf: &[u8]) {
-    let seq = u32_at(buf, 8).unwrap_or(0);
-    let _ = take_replies(buf, seq, &mut |hdr, payload| {
-        match hdr.ty {
-            RTM_NEWLINK => drop(parse_link(payload).map_err(|_| Errno::EPROTO)?),
-            RTM_NEWADDR => drop(parse_addr(payload).map_err(|_| Errno::EPROTO)?),
-            RTM_NEWROUTE => drop(parse_route(payload).map_err(|_| Errno::EPROTO)?),
-            _ => {}
-        }
-        Ok(())
-    });
-}
-
 /// A route netlink socket with its sequence counter and receive buffer.
-pub struct Netlink {
+pub(crate) struct Netlink {
     fd: OwnedFd,
     seq: u32,
     buf: Vec<u8>,
 }
 
 /// A netlink failure: the kernel's errno, or a reply we could not make sense of (reported as EPROTO).
-pub type NlResult<T> = Result<T, Errno>;
+pub(crate) type NlResult<T> = Result<T, Errno>;
 
 impl Netlink {
     /// Opens and binds a `NETLINK_ROUTE` socket.
-    pub fn open() -> io::Result<Self> {
+    pub(crate) fn open() -> io::Result<Self> {
         let fd = socket::socket(
             AddressFamily::Netlink,
             SockType::Raw,
@@ -553,14 +533,14 @@ impl Netlink {
     }
 
     /// Sends a request built by `build(seq)` and waits for its ACK.
-    pub fn request(&mut self, build: impl FnOnce(u32) -> Msg) -> NlResult<()> {
+    pub(crate) fn request(&mut self, build: impl FnOnce(u32) -> Msg) -> NlResult<()> {
         let seq = self.next_seq();
         self.send(build(seq).finish())?;
         self.receive(seq, &mut |_, _| Ok(()))
     }
 
     /// `RTM_GETLINK` by index or by name; `ENODEV` if there is none.
-    pub fn get_link(&mut self, index: u32, name: Option<&str>) -> NlResult<Link> {
+    pub(crate) fn get_link(&mut self, index: u32, name: Option<&str>) -> NlResult<Link> {
         let seq = self.next_seq();
         let mut msg = Msg::new(RTM_GETLINK, 0, seq)
             .ifinfomsg(index, 0, 0)
@@ -580,7 +560,7 @@ impl Netlink {
     }
 
     /// Dumps links of one kind (the kernel filters by `IFLA_INFO_KIND`), calling `each` on every one.
-    pub fn dump_links(&mut self, kind: &str, each: &mut dyn FnMut(&Link)) -> NlResult<()> {
+    pub(crate) fn dump_links(&mut self, kind: &str, each: &mut dyn FnMut(&Link)) -> NlResult<()> {
         let seq = self.next_seq();
         let msg = Msg::new(RTM_GETLINK, NLM_F_DUMP, seq)
             .ifinfomsg(0, 0, 0)
@@ -601,7 +581,7 @@ impl Netlink {
 
     /// The FIB entry a lookup of `ip` matches (policy rules, local table first), or `None` when no
     /// route matches or the match delivers nowhere. One round trip, whatever the number of interfaces and addresses.
-    pub fn route_lookup(&mut self, ip: IpAddr) -> NlResult<Option<Route>> {
+    pub(crate) fn route_lookup(&mut self, ip: IpAddr) -> NlResult<Option<Route>> {
         let seq = self.next_seq();
         let (family, len) = if ip.is_ipv4() {
             (AF_INET, 32u8)
@@ -637,7 +617,7 @@ impl Netlink {
 
     /// Dumps addresses of one family (2 = IPv4, 10 = IPv6), of every link (`index` 0) or of one: the
     /// socket has strict checking on, so the kernel filters by index (and we check again).
-    pub fn dump_addrs(&mut self, family: u8, index: u32, each: &mut dyn FnMut(&Addr)) -> NlResult<()> {
+    pub(crate) fn dump_addrs(&mut self, family: u8, index: u32, each: &mut dyn FnMut(&Addr)) -> NlResult<()> {
         let seq = self.next_seq();
         self.send(
             Msg::new(RTM_GETADDR, NLM_F_DUMP, seq)
@@ -659,6 +639,10 @@ impl Netlink {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `rtm_type` of a local (host) route; `rtm_protocol` of a route the kernel added.
+    const RTN_LOCAL: u8 = 2;
+    const RTPROT_KERNEL: u8 = 2;
 
     #[test]
     fn builder_lays_out_header_and_aligned_attrs() {
@@ -718,8 +702,9 @@ mod tests {
 
     fn parse_all(buf: &[u8]) -> Option<NlResult<()>> {
         let seq = u32_at(buf, 8).unwrap_or(0);
-        take_replies(buf, seq, &mut |_, p| {
-            parse_link(p).map(drop).map_err(|_| Errno::EPROTO)
+        take_replies(buf, seq, &mut |hdr, p| match hdr.ty {
+            RTM_NEWROUTE => parse_route(p).map(drop).map_err(|_| Errno::EPROTO),
+            _ => parse_link(p).map(drop).map_err(|_| Errno::EPROTO),
         })
     }
 
@@ -738,7 +723,7 @@ mod tests {
     fn truncated_replies_are_errors_not_panics() {
         let full = link_msg();
         for cut in 0..full.len() {
-            fuzz_receive(&full[..cut]);
+            let _ = parse_all(&full[..cut]);
         }
         assert_eq!(parse_all(&full), Some(Ok(())));
         let mut bad = full.clone();
@@ -768,14 +753,14 @@ mod tests {
         let want = Route {
             dst_len: 32,
             protocol: RTPROT_KERNEL,
-            route_type: RTN_LOCAL,
+            rtm_type: RTN_LOCAL,
             table: 255,
             oif: Some(7),
         };
         assert_eq!(route, want);
         let full = route_msg();
         for cut in 0..full.len() {
-            fuzz_receive(&full[..cut]);
+            let _ = parse_all(&full[..cut]);
         }
     }
 

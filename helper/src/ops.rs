@@ -45,13 +45,13 @@ pub(crate) fn marked_uid(link: &Link) -> Option<u32> {
 const SLOTS_MAX: u32 = 0x1_0000;
 
 /// A reply and the fds that go with it.
-pub struct Outcome {
+pub(crate) struct Outcome {
     /// The reply.
-    pub response: Response,
+    pub(crate) response: Response,
     /// Tap queue fds (after `CreateTap`).
-    pub fds: Vec<OwnedFd>,
+    pub(crate) fds: Vec<OwnedFd>,
     /// What the audit line names.
-    pub target: String,
+    pub(crate) target: String,
 }
 
 fn kernel_io(e: &std::io::Error) -> Error {
@@ -61,7 +61,7 @@ fn kernel_io(e: &std::io::Error) -> Error {
 }
 
 /// Runs a validated request. `fds` are the fds its datagram carried (already counted by the validator).
-pub fn execute(ctx: &mut Ctx, valid: &ValidRequest, fds: &[OwnedFd]) -> Result<Outcome, Error> {
+pub(crate) fn execute(ctx: &mut Ctx, valid: &ValidRequest, fds: &[OwnedFd]) -> Result<Outcome, Error> {
     let tap_fd =
         |i: vmpriv_protocol::FdIndex| fds.get(usize::from(i.0)).ok_or(Error::Invalid(Invalid::FdIndex));
     match valid.op() {
@@ -276,7 +276,7 @@ fn put_back(ctx: &mut Ctx, taps: &[(u32, u32)]) {
 
 /// A batch that will not be deleted (the session ended, or its delete failed): its taps go back to
 /// the groups they had. A tap gone meanwhile (its holder closed it) is no error.
-pub fn abandon_batch(ctx: &mut Ctx) {
+pub(crate) fn abandon_batch(ctx: &mut Ctx) {
     if let Some(b) = ctx.batch.take() {
         put_back(ctx, &b.taps);
     }

@@ -16,7 +16,7 @@ use crate::startup::StartError;
 use crate::sys;
 
 /// Creates the tap for `bridge` and hands its fd to QEMU on `sock`.
-pub fn serve(ctx: &mut Ctx, sock: &OwnedFd, bridge: &str, vnet_hdr: bool) -> Result<(), StartError> {
+pub(crate) fn serve(ctx: &mut Ctx, sock: &OwnedFd, bridge: &str, vnet_hdr: bool) -> Result<(), StartError> {
     let uid = ctx.caller.uid;
     let outcome = create(ctx, bridge, vnet_hdr).or_else(|e| match e {
         // "vnet_hdr when asked and supported": QEMU works without it, only slower.

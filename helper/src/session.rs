@@ -15,15 +15,15 @@ use crate::configure::Ctx;
 use crate::ops;
 use crate::sys;
 
-pub use crate::sys::Datagram;
+pub(crate) use crate::sys::Datagram;
 
 /// Receives one datagram (see [`sys::recv_datagram`]).
-pub fn receive(sock: &OwnedFd) -> Result<Datagram, Errno> {
+pub(crate) fn receive(sock: &OwnedFd) -> Result<Datagram, Errno> {
     sys::recv_datagram(sock, MAX_FRAME)
 }
 
 /// Sends one reply with its fds.
-pub fn send(sock: &OwnedFd, response: &Response, fds: &[OwnedFd]) -> Result<(), Errno> {
+pub(crate) fn send(sock: &OwnedFd, response: &Response, fds: &[OwnedFd]) -> Result<(), Errno> {
     let frame = wire::encode(response).map_err(|_| Errno::EMSGSIZE)?;
     let raw: Vec<RawFd> = fds.iter().map(AsRawFd::as_raw_fd).collect();
     let cmsg = [ControlMessage::ScmRights(&raw)];
@@ -40,7 +40,7 @@ pub fn send(sock: &OwnedFd, response: &Response, fds: &[OwnedFd]) -> Result<(), 
 
 /// Serves requests until EOF or a malformed frame (which gets a reply first). A `DestroyTaps` batch
 /// still set aside then is abandoned: its taps go back as they were.
-pub fn serve(ctx: &mut Ctx, sock: &OwnedFd) -> Result<(), Errno> {
+pub(crate) fn serve(ctx: &mut Ctx, sock: &OwnedFd) -> Result<(), Errno> {
     let r = serve_requests(ctx, sock);
     crate::ops::abandon_batch(ctx);
     r

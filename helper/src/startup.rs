@@ -23,7 +23,7 @@ use crate::sys;
 
 /// Why the helper refuses to start. Each says what to fix.
 #[derive(Debug, thiserror::Error)]
-pub enum StartError {
+pub(crate) enum StartError {
     #[error("cannot close the file descriptors we inherited: {0}")]
     CloseFds(io::Error),
     #[error("cannot reset signal dispositions and the signal mask: {0}")]
@@ -75,7 +75,7 @@ fn io_err(e: nix::errno::Errno) -> io::Error {
 /// not dumpable, rlimits the caller cannot have shrunk to make us fail half-way. Fds 0–2 are open
 /// already: Rust's runtime reopens a closed one on /dev/null before `main` (and aborts if it cannot),
 /// so no fd we open later can become stderr.
-pub fn sanitize_process(keep: Option<i32>) -> Result<(), StartError> {
+pub(crate) fn sanitize_process(keep: Option<i32>) -> Result<(), StartError> {
     sys::close_fds_except(keep).map_err(StartError::CloseFds)?;
     sys::clear_environment();
     sys::reset_signals().map_err(StartError::Signals)?;
@@ -105,7 +105,7 @@ fn reset_rlimits() {
 }
 
 /// Step 2: the caller is our real uid and gid and supplementary groups, with names for policy matching.
-pub fn identify_caller() -> Result<Caller, StartError> {
+pub(crate) fn identify_caller() -> Result<Caller, StartError> {
     let uid = getresuid().map_err(|e| StartError::Identity(io_err(e)))?.real;
     let gid = getresgid().map_err(|e| StartError::Identity(io_err(e)))?.real;
     let groups = getgroups().map_err(|e| StartError::Identity(io_err(e)))?;
@@ -117,13 +117,13 @@ pub fn identify_caller() -> Result<Caller, StartError> {
 }
 
 /// The fd systemd passes the first socket on (`SD_LISTEN_FDS_START`).
-pub const LISTEN_FD: i32 = 3;
+pub(crate) const LISTEN_FD: i32 = 3;
 
 /// Socket activation, step 0: refuses unless root started us (real, effective and saved uid 0), as
 /// systemd does. Setuid or file-capability runs have the caller's real uid and are refused: there the
 /// caller chose fd 3, and `SO_PEERCRED` on a socket connected to someone else's process would name
 /// that victim as our caller.
-pub fn require_started_by_root() -> Result<(), StartError> {
+pub(crate) fn require_started_by_root() -> Result<(), StartError> {
     let ids = getresuid().map_err(|e| StartError::Identity(io_err(e)))?;
     if [ids.real, ids.effective, ids.saved].iter().all(|u| u.is_root()) {
         Ok(())
@@ -137,7 +137,7 @@ pub fn require_started_by_root() -> Result<(), StartError> {
 
 /// Socket activation: `LISTEN_PID` is us and `LISTEN_FDS` is 1 (`Accept=yes` passes one connection on
 /// fd 3). Read before the environment is emptied.
-pub fn check_listen_env() -> Result<(), StartError> {
+pub(crate) fn check_listen_env() -> Result<(), StartError> {
     let pid = std::env::var("LISTEN_PID").ok();
     let fds = std::env::var("LISTEN_FDS").ok();
     if pid.as_deref() != Some(std::process::id().to_string().as_str()) || fds.as_deref() != Some("1") {
@@ -153,7 +153,7 @@ pub fn check_listen_env() -> Result<(), StartError> {
 /// connect(2): `SO_PEERCRED`'s effective uid and gid and `SO_PEERGROUPS`. A socket without peer
 /// credentials (the kernel then reports pid 0, uid and gid -1) is refused, and so is a peer whose pid
 /// this pid namespace cannot see (pid 0). Returns the caller and the peer's pid (for the log).
-pub fn identify_peer(sock: &OwnedFd) -> Result<(Caller, i32), StartError> {
+pub(crate) fn identify_peer(sock: &OwnedFd) -> Result<(Caller, i32), StartError> {
     let no_peer = |what: &str| StartError::Identity(io::Error::other(format!("no peer credentials: {what}")));
     let cred = nix::sys::socket::getsockopt(sock, nix::sys::socket::sockopt::PeerCredentials)
         .map_err(|e| StartError::Identity(io_err(e)))?;
@@ -190,7 +190,7 @@ fn caller_of(uid: u32, gid: u32, groups: impl IntoIterator<Item = u32>) -> Calle
 }
 
 /// Whether this process can act as CAP_NET_ADMIN at all (setuid root, file capability, or root).
-pub fn check_privilege() -> Result<(), StartError> {
+pub(crate) fn check_privilege() -> Result<(), StartError> {
     match caps::has_cap(None, CapSet::Permitted, Capability::CAP_NET_ADMIN) {
         Ok(true) => Ok(()),
         _ => Err(StartError::NoNetAdmin),
@@ -198,7 +198,7 @@ pub fn check_privilege() -> Result<(), StartError> {
 }
 
 /// Step 3: the policy, from the fixed path, or from `--policy` when the real uid is root.
-pub fn load_policy(caller: &Caller, path: Option<&str>) -> Result<Policy, StartError> {
+pub(crate) fn load_policy(caller: &Caller, path: Option<&str>) -> Result<Policy, StartError> {
     if path.is_some() && caller.uid != 0 {
         return Err(StartError::PolicyNotRoot);
     }
@@ -212,7 +212,7 @@ pub fn load_policy(caller: &Caller, path: Option<&str>) -> Result<Policy, StartE
 /// file and every directory on the way are owned by root and not writable by group or others (checked
 /// with fstat on the opened fds, as sudo does, so nothing can be swapped between check and read). The
 /// decisions are `vmpriv_protocol::trust`'s, which `vmpriv check-policy` shares.
-pub fn read_trusted(path: &str) -> Result<String, String> {
+pub(crate) fn read_trusted(path: &str) -> Result<String, String> {
     let (dirs, last) = trust::split(path).map_err(|e| e.to_string())?;
     let root = File::open("/").map_err(|e| format!("cannot open /: {e}"))?;
     check_stat(&root, "/", trust::check_dir)?;
@@ -268,7 +268,7 @@ fn check_stat(
 
 /// Step 7, the last: the seccomp allow-list ([`sys::seccomp_program`]). Built before it is installed:
 /// once it is, a syscall outside the list kills the process.
-pub fn allow_only_serving_syscalls() -> Result<(), StartError> {
+pub(crate) fn allow_only_serving_syscalls() -> Result<(), StartError> {
     let Some(prog) = sys::seccomp_program() else {
         log::warn!("no seccomp filter for this architecture; relying on the privilege drop alone");
         return Ok(());
@@ -283,24 +283,24 @@ const SESSION_TUN_FDS_MAX: u32 = 64;
 const FDS_RESERVED: u64 = 12;
 
 /// What the helper opens while it is still root, for use after the drop.
-pub struct RootHeld {
+pub(crate) struct RootHeld {
     /// Pre-opened `/dev/net/tun` fds (none where the caller may open the device itself).
-    pub tun_pool: Vec<OwnedFd>,
+    pub(crate) tun_pool: Vec<OwnedFd>,
     /// An `O_PATH` fd on `/dev/net/tun`, for the Landlock rule that keeps it openable.
-    pub tun_path: Option<OwnedFd>,
+    pub(crate) tun_path: Option<OwnedFd>,
     /// (st_dev, st_ino) of our network namespace, to refuse taps that live in another.
-    pub netns: (u64, u64),
+    pub(crate) netns: (u64, u64),
     /// The route netlink socket.
-    pub nl: Netlink,
+    pub(crate) nl: Netlink,
     /// `O_PATH` on `/proc/sys/net/ipv6/conf` (absent without IPv6): new taps get router
     /// advertisements, autoconfiguration and redirects turned off there.
-    pub ipv6_conf: Option<OwnedFd>,
+    pub(crate) ipv6_conf: Option<OwnedFd>,
 }
 
 /// Step 5: the `/dev/net/tun` fds (bounded by the caller's quota and RLIMIT_NOFILE; one in QEMU
 /// mode), our netns identity and the netlink socket. `real_uid_is_caller` is false when socket
 /// activation made us root for a caller who is not our real uid.
-pub fn open_what_needs_root(
+pub(crate) fn open_what_needs_root(
     quota: u32,
     one_shot: bool,
     real_uid_is_caller: bool,
@@ -377,7 +377,7 @@ fn open_tun_fds(count: usize) -> Result<Vec<OwnedFd>, StartError> {
 /// Step 4: become the caller (uid, gid, groups) holding CAP_NET_ADMIN and nothing else, in every set;
 /// then no_new_privs. Order matters: keep capabilities across setresuid, re-raise, then shrink the
 /// bounding set (needs CAP_SETPCAP), then effective before permitted.
-pub fn drop_to_caller(caller: &Caller) -> Result<(), StartError> {
+pub(crate) fn drop_to_caller(caller: &Caller) -> Result<(), StartError> {
     let d = StartError::Drop;
     let c = |e: caps::errors::CapsError| StartError::Drop(io::Error::other(e.to_string()));
     let uid = Uid::from_raw(caller.uid);

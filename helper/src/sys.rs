@@ -14,13 +14,13 @@ use nix::sys::socket::{
 };
 
 /// `IFNAMSIZ`.
-pub const IFNAMSIZ: usize = 16;
+pub(crate) const IFNAMSIZ: usize = 16;
 const SIOCSIFHWADDR: libc::Ioctl = 0x8924;
 const SIOCGIFHWADDR: libc::Ioctl = 0x8927;
 const ARPHRD_ETHER: u16 = 1;
 
 /// Closes every fd above 2 except `keep`.
-pub fn close_fds_except(keep: Option<RawFd>) -> io::Result<()> {
+pub(crate) fn close_fds_except(keep: Option<RawFd>) -> io::Result<()> {
     let close = |first: u32, last: u32| -> io::Result<()> {
         if first > last {
             return Ok(());
@@ -45,14 +45,14 @@ pub fn close_fds_except(keep: Option<RawFd>) -> io::Result<()> {
 
 /// Empties the environment: nothing the caller set (`RUST_LOG`, `RUST_BACKTRACE`, `LD_*`, locale) is
 /// ever read.
-pub fn clear_environment() {
+pub(crate) fn clear_environment() {
     // SAFETY: called while the process is single-threaded, before anything reads the environment.
     unsafe { libc::clearenv() };
 }
 
 /// Every signal back to its default disposition, SIGPIPE and SIGXFSZ ignored (a vanished peer or a
 /// full file is an error return, not death), and nothing blocked: the caller chose the mask and dispositions it exec'd us with.
-pub fn reset_signals() -> io::Result<()> {
+pub(crate) fn reset_signals() -> io::Result<()> {
     let default = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
     for sig in Signal::iterator() {
         if matches!(sig, Signal::SIGKILL | Signal::SIGSTOP) {
@@ -84,7 +84,7 @@ pub fn reset_signals() -> io::Result<()> {
 
 /// Takes ownership of the socket fd that argv named, if it is open and an AF_UNIX socket of `ty`.
 /// Call once, right after [`close_fds_except`] kept it: nothing else in the process owns it then.
-pub fn take_argv_socket(fd: RawFd, ty: SockType) -> Option<OwnedFd> {
+pub(crate) fn take_argv_socket(fd: RawFd, ty: SockType) -> Option<OwnedFd> {
     let ok = with_raw_fd(fd, |b| {
         getsockname::<SockaddrStorage>(b.as_raw_fd()).is_ok_and(|a| a.family() == Some(AddressFamily::Unix))
             && getsockopt(&b, sockopt::SockType).is_ok_and(|t| t == ty)
@@ -103,7 +103,7 @@ const NGROUPS_MAX: usize = 65536;
 /// `SO_PEERGROUPS`: the supplementary groups the peer of a connected AF_UNIX socket had when it
 /// connected (nix 0.32 has `PeerCredentials` but no `SO_PEERGROUPS`). Fails (`ENODATA`) where the
 /// socket has no peer credentials.
-pub fn peer_groups(sock: BorrowedFd<'_>) -> io::Result<Vec<u32>> {
+pub(crate) fn peer_groups(sock: BorrowedFd<'_>) -> io::Result<Vec<u32>> {
     const GID: usize = std::mem::size_of::<libc::gid_t>();
     let mut groups: Vec<libc::gid_t> = vec![0; 32];
     loop {
@@ -144,18 +144,18 @@ pub fn peer_groups(sock: BorrowedFd<'_>) -> io::Result<Vec<u32>> {
 const SCM_MAX_FD: usize = 253;
 
 /// One received datagram.
-pub struct Datagram {
+pub(crate) struct Datagram {
     /// The frame bytes (empty at EOF).
-    pub bytes: Vec<u8>,
+    pub(crate) bytes: Vec<u8>,
     /// The fds it carried, now owned (and closed on drop).
-    pub fds: Vec<OwnedFd>,
+    pub(crate) fds: Vec<OwnedFd>,
     /// Data or control truncated, or a control message other than SCM_RIGHTS.
-    pub malformed: bool,
+    pub(crate) malformed: bool,
 }
 
 /// Receives one datagram of at most `max` bytes with `MSG_CMSG_CLOEXEC` and room for the largest fd
 /// batch the kernel can pass, so that every fd that arrives is ours to close.
-pub fn recv_datagram(sock: &OwnedFd, max: usize) -> Result<Datagram, Errno> {
+pub(crate) fn recv_datagram(sock: &OwnedFd, max: usize) -> Result<Datagram, Errno> {
     let mut buf = vec![0u8; max + 1];
     let mut cmsg = nix::cmsg_space!([RawFd; SCM_MAX_FD], libc::ucred);
     let mut iov = [IoSliceMut::new(&mut buf)];
@@ -197,7 +197,7 @@ pub fn recv_datagram(sock: &OwnedFd, max: usize) -> Result<Datagram, Errno> {
 }
 
 /// Borrows an fd number for a check without taking ownership; `None` if it is not open.
-pub fn with_raw_fd<T>(fd: RawFd, f: impl FnOnce(BorrowedFd<'_>) -> T) -> Option<T> {
+pub(crate) fn with_raw_fd<T>(fd: RawFd, f: impl FnOnce(BorrowedFd<'_>) -> T) -> Option<T> {
     // SAFETY: F_GETFD only reads the fd table entry.
     if fd < 0 || unsafe { libc::fcntl(fd, libc::F_GETFD) } == -1 {
         return None;
@@ -229,11 +229,11 @@ const TUN_MINOR: u64 = 200;
 /// An fd that is the tun character device: the only thing a tun ioctl is ever issued on, because the
 /// same ioctl numbers mean other things to other drivers. Only [`TunFd::check`] makes one.
 #[derive(Clone, Copy)]
-pub struct TunFd<'a>(BorrowedFd<'a>);
+pub(crate) struct TunFd<'a>(BorrowedFd<'a>);
 
 impl<'a> TunFd<'a> {
     /// `fd` as a [`TunFd`] if fstat says it is the tun character device (10, 200); `None` otherwise.
-    pub fn check(fd: BorrowedFd<'a>) -> io::Result<Option<Self>> {
+    pub(crate) fn check(fd: BorrowedFd<'a>) -> io::Result<Option<Self>> {
         let st = nix::sys::stat::fstat(fd).map_err(errno_io)?;
         let rdev = st.st_rdev;
         let is_tun = st.st_mode & libc::S_IFMT == libc::S_IFCHR
@@ -245,15 +245,10 @@ impl<'a> TunFd<'a> {
     fn raw(self) -> RawFd {
         self.0.as_raw_fd()
     }
-
-    /// The checked fd, for what is not an ioctl (fstat of the tap's namespace, sending it on).
-    pub fn fd(self) -> BorrowedFd<'a> {
-        self.0
-    }
 }
 
 /// `TUNSETIFF` on `name` (at most 15 bytes; longer is refused, never cut) with `flags`.
-pub fn tun_set_iff_named(tun: TunFd<'_>, name: &str, flags: i32) -> io::Result<String> {
+pub(crate) fn tun_set_iff_named(tun: TunFd<'_>, name: &str, flags: i32) -> io::Result<String> {
     let mut ifr = ifreq();
     if name.len() >= IFNAMSIZ {
         return Err(io::Error::from_raw_os_error(libc::ENAMETOOLONG));
@@ -273,7 +268,7 @@ pub fn tun_set_iff_named(tun: TunFd<'_>, name: &str, flags: i32) -> io::Result<S
 }
 
 /// `TUNGETIFF`: the name and flags of the device a tun fd is attached to.
-pub fn tun_get_iff(tun: TunFd<'_>) -> io::Result<(String, u16)> {
+pub(crate) fn tun_get_iff(tun: TunFd<'_>) -> io::Result<(String, u16)> {
     let mut ifr = ifreq();
     // SAFETY: TUNGETIFF writes a `struct ifreq` into `ifr`, which lives across the call; `tun` is the
     // tun device, so the ioctl number means TUNGETIFF.
@@ -287,7 +282,7 @@ pub fn tun_get_iff(tun: TunFd<'_>) -> io::Result<(String, u16)> {
 }
 
 /// `TUNSETOWNER`: only this uid (or CAP_NET_ADMIN) may attach further queues.
-pub fn tun_set_owner(tun: TunFd<'_>, uid: u32) -> io::Result<()> {
+pub(crate) fn tun_set_owner(tun: TunFd<'_>, uid: u32) -> io::Result<()> {
     tun_ioctl_value(tun, libc::TUNSETOWNER, libc::c_ulong::from(uid))
 }
 
@@ -322,7 +317,7 @@ const VIRTIO_NET_HDR_LEN: libc::c_int = 10;
 /// privilege (`drivers/net/tun.c` checks nothing for these), in case someone attached a queue before
 /// `TUNSETOWNER`, changed them and detached: persistence, link type, offloads, send buffer, vnet
 /// header size and byte order, the tx filter, classic and eBPF filters, eBPF steering, carrier.
-pub fn tun_reset_shared_state(tun: TunFd<'_>) -> io::Result<()> {
+pub(crate) fn tun_reset_shared_state(tun: TunFd<'_>) -> io::Result<()> {
     tun_ioctl_value(tun, libc::TUNSETPERSIST, 0)?;
     tun_ioctl_value(tun, libc::TUNSETLINK, libc::c_ulong::from(ARPHRD_ETHER))?;
     tun_ioctl_value(tun, libc::TUNSETOFFLOAD, 0)?;
@@ -349,7 +344,7 @@ pub fn tun_reset_shared_state(tun: TunFd<'_>) -> io::Result<()> {
 }
 
 /// `TUNGETFEATURES`: the `IFF_*` flags this kernel's tun driver supports.
-pub fn tun_get_features(tun: TunFd<'_>) -> io::Result<u32> {
+pub(crate) fn tun_get_features(tun: TunFd<'_>) -> io::Result<u32> {
     let mut features: libc::c_uint = 0;
     // SAFETY: TUNGETFEATURES writes one `unsigned int` to the pointer, which points at `features`.
     let r = unsafe { libc::ioctl(tun.raw(), libc::TUNGETFEATURES, &raw mut features) };
@@ -361,7 +356,7 @@ pub fn tun_get_features(tun: TunFd<'_>) -> io::Result<u32> {
 }
 
 /// `TUNGETDEVNETNS`: an fd on the network namespace the tap lives in.
-pub fn tun_get_netns(tun: TunFd<'_>) -> io::Result<OwnedFd> {
+pub(crate) fn tun_get_netns(tun: TunFd<'_>) -> io::Result<OwnedFd> {
     // SAFETY: TUNGETDEVNETNS takes no argument and returns a new fd; `tun` is the tun device.
     let r = unsafe { libc::ioctl(tun.raw(), libc::TUNGETDEVNETNS) };
     if r < 0 {
@@ -372,7 +367,7 @@ pub fn tun_get_netns(tun: TunFd<'_>) -> io::Result<OwnedFd> {
 }
 
 /// `SIOCGIFHWADDR` on the tap fd itself (the tun driver answers it): no name lookup, no race.
-pub fn tun_get_mac(tun: TunFd<'_>) -> io::Result<[u8; 6]> {
+pub(crate) fn tun_get_mac(tun: TunFd<'_>) -> io::Result<[u8; 6]> {
     let mut ifr = ifreq();
     // SAFETY: the tun driver copies a `struct ifreq` in and out for SIOCGIFHWADDR; `ifr` lives across the
     // call; `tun` is the tun device.
@@ -394,7 +389,7 @@ pub fn tun_get_mac(tun: TunFd<'_>) -> io::Result<[u8; 6]> {
 
 /// `SIOCSIFHWADDR` on the tap fd: setting the MAC ourselves makes `addr_assign_type` "set", so udev's
 /// `MACAddressPolicy=persistent` does not rewrite it after we reported it.
-pub fn tun_set_mac(tun: TunFd<'_>, mac: [u8; 6]) -> io::Result<()> {
+pub(crate) fn tun_set_mac(tun: TunFd<'_>, mac: [u8; 6]) -> io::Result<()> {
     let mut ifr = ifreq();
     ifr.ifr_ifru.ifru_hwaddr.sa_family = ARPHRD_ETHER;
     // SAFETY: writing plain integers into the `ifru_hwaddr` member we just initialised.
@@ -416,7 +411,7 @@ const NETLINK_GET_STRICT_CHK: libc::c_int = 12;
 
 /// `NETLINK_GET_STRICT_CHK` on a netlink socket: get requests are checked strictly and dumps honour
 /// their filters (an address dump of one ifindex returns only that link's addresses).
-pub fn netlink_strict_check(sock: BorrowedFd<'_>) -> io::Result<()> {
+pub(crate) fn netlink_strict_check(sock: BorrowedFd<'_>) -> io::Result<()> {
     let on: libc::c_int = 1;
     // SAFETY: setsockopt reads `size_of::<c_int>()` bytes from `&on`, which lives across the call.
     let r = unsafe {
@@ -436,7 +431,7 @@ pub fn netlink_strict_check(sock: BorrowedFd<'_>) -> io::Result<()> {
 }
 
 /// Opens the syslog connection now (`LOG_NDELAY`), before Landlock closes the filesystem.
-pub fn open_syslog() {
+pub(crate) fn open_syslog() {
     // SAFETY: the ident is a `'static` NUL-terminated string, as openlog requires (it keeps the pointer).
     unsafe {
         libc::openlog(
@@ -448,7 +443,7 @@ pub fn open_syslog() {
 }
 
 /// One syslog record.
-pub fn syslog(priority: libc::c_int, msg: &CStr) {
+pub(crate) fn syslog(priority: libc::c_int, msg: &CStr) {
     // SAFETY: a constant "%s" format with one NUL-terminated string argument.
     unsafe { libc::syslog(priority, c"%s".as_ptr(), msg.as_ptr()) };
 }
@@ -477,7 +472,7 @@ const ACCESS_FS_TRUNCATE: u64 = 1 << 14;
 
 /// What a Landlock rule lets the helper do beneath one directory or on one file.
 #[derive(Debug, Clone, Copy)]
-pub enum Allow {
+pub(crate) enum Allow {
     /// Open the device read-write and use its ioctls (`/dev/net/tun`).
     Device,
     /// Open files beneath for writing (the per-interface sysctl directories).
@@ -486,7 +481,7 @@ pub enum Allow {
 
 /// Landlock: no further filesystem access except what `rules` allow (each an `O_PATH` fd on a file
 /// or directory). Returns `Ok(false)` where the kernel lacks Landlock.
-pub fn landlock_deny_filesystem(rules: &[(BorrowedFd<'_>, Allow)]) -> io::Result<bool> {
+pub(crate) fn landlock_deny_filesystem(rules: &[(BorrowedFd<'_>, Allow)]) -> io::Result<bool> {
     // SAFETY: with a null attr, size 0 and the VERSION flag, the syscall only returns the ABI version.
     let abi = unsafe {
         libc::syscall(
@@ -620,7 +615,7 @@ fn bpf(code: u16, jt: u8, jf: u8, k: u32) -> libc::sock_filter {
 /// allowed, `socket` for `AF_UNIX` only; everything else kills the whole process
 /// (`SECCOMP_RET_KILL_PROCESS`: SIGSYS, no handler can catch it). `None` where this architecture has
 /// no entry in [`AUDIT_ARCH`].
-pub fn seccomp_program() -> Option<Vec<libc::sock_filter>> {
+pub(crate) fn seccomp_program() -> Option<Vec<libc::sock_filter>> {
     let kill = bpf(RET_K, 0, 0, libc::SECCOMP_RET_KILL_PROCESS);
     let allow = bpf(RET_K, 0, 0, libc::SECCOMP_RET_ALLOW);
     let mut prog = vec![
@@ -646,7 +641,7 @@ pub fn seccomp_program() -> Option<Vec<libc::sock_filter>> {
 
 /// Installs `prog` (from [`seccomp_program`]) on this process; needs no_new_privs, which
 /// `drop_to_caller` set. From here on a syscall outside the list is the end of the process.
-pub fn seccomp_install(prog: &[libc::sock_filter]) -> io::Result<()> {
+pub(crate) fn seccomp_install(prog: &[libc::sock_filter]) -> io::Result<()> {
     let fprog = libc::sock_fprog {
         len: u16::try_from(prog.len()).map_err(|_| io::Error::from_raw_os_error(libc::E2BIG))?,
         filter: prog.as_ptr().cast_mut(),
@@ -670,12 +665,12 @@ pub fn seccomp_install(prog: &[libc::sock_filter]) -> io::Result<()> {
 }
 
 /// The errno of an `io::Error`, for replies.
-pub fn errno_of(e: &io::Error) -> i32 {
+pub(crate) fn errno_of(e: &io::Error) -> i32 {
     e.raw_os_error().unwrap_or(libc::EIO)
 }
 
 /// Converts nix's errno.
-pub fn errno_io(e: Errno) -> io::Error {
+pub(crate) fn errno_io(e: Errno) -> io::Error {
     io::Error::from_raw_os_error(e as i32)
 }
 

@@ -215,47 +215,7 @@ fn write_seeds() {
         write("qemu_args", format!("{i:02}"), a.join("\0").as_bytes());
     }
     // A tap link message, a bridge, an ACK, an error, a DONE, and the same with a bad attribute length.
-    for (i, msg) in netlink_samples().iter().enumerate() {
+    for (i, msg) in vmpriv_checks::netlink_samples().iter().enumerate() {
         write("netlink", format!("{i:02}"), msg);
     }
-}
-
-fn netlink_samples() -> Vec<Vec<u8>> {
-    use vmpriv_helper::netlink::{IFLA_GROUP, IFLA_IFNAME, IFLA_MASTER, IFLA_MTU, Msg, RTM_NEWLINK};
-    let link = Msg::new(RTM_NEWLINK, 2, 7)
-        .ifinfomsg(9, 1, 0)
-        .attr_str(IFLA_IFNAME, "tap0")
-        .attr_u32(IFLA_MTU, 1500)
-        .attr_u32(IFLA_MASTER, 3)
-        .attr_u32(IFLA_GROUP, 42)
-        .attr_kind("tun")
-        .finish()
-        .unwrap();
-    let bridge = Msg::new(RTM_NEWLINK, 0, 8)
-        .ifinfomsg(3, 1, 0)
-        .attr_str(IFLA_IFNAME, "br0")
-        .attr_kind("bridge")
-        .finish()
-        .unwrap();
-    let mut ack = Msg::new(2, 0, 9).finish().unwrap();
-    ack.extend_from_slice(&0i32.to_ne_bytes());
-    let len = u32::try_from(ack.len()).unwrap();
-    ack[..4].copy_from_slice(&len.to_ne_bytes());
-    let mut err = ack.clone();
-    err[16..20].copy_from_slice(&(-19i32).to_ne_bytes());
-    let done = Msg::new(3, 2, 7).finish().unwrap();
-    let mut bad = link.clone();
-    bad[32] = 0xff;
-    let mut two = link.clone();
-    two.extend_from_slice(&bridge);
-    // A FIB_MATCH reply: rtmsg (AF_INET, /32, table 255, kernel, RTN_LOCAL), RTA_DST, RTA_TABLE, RTA_OIF.
-    let mut route = Msg::new(24, 0, 5).finish().unwrap();
-    route.extend_from_slice(&[2, 32, 0, 0, 255, 2, 254, 2]);
-    route.extend_from_slice(&0x2000u32.to_ne_bytes());
-    route.extend_from_slice(&[
-        8, 0, 1, 0, 100, 64, 1, 2, 8, 0, 15, 0, 255, 0, 0, 0, 8, 0, 4, 0, 7, 0, 0, 0,
-    ]);
-    let len = u32::try_from(route.len()).unwrap();
-    route[..4].copy_from_slice(&len.to_ne_bytes());
-    vec![link, bridge, ack, err, done, bad, two, route]
 }

@@ -23,11 +23,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-use vmpriv_client::{Helper, TapOptions};
-use vmpriv_helper::netlink::{
-    IFA_ADDRESS, IFA_LOCAL, IFF_UP, IFLA_GROUP, IFLA_IFALIAS, IFLA_MASTER, Msg, NLM_F_ACK, NLM_F_CREATE,
-    NLM_F_REPLACE, Netlink, RTM_NEWADDR, RTM_SETLINK,
+use vmpriv_bench::floor::{
+    self, IFA_ADDRESS, IFA_LOCAL, IFF_UP, IFLA_GROUP, IFLA_IFALIAS, IFLA_MASTER, Msg, NLM_F_ACK,
+    NLM_F_CREATE, NLM_F_REPLACE, Netlink, RTM_NEWADDR, RTM_SETLINK,
 };
+use vmpriv_client::{Helper, TapOptions};
 use vmpriv_protocol::addr::{local_inet, local_inet6};
 use vmpriv_protocol::{Inet4Prefix, Inet6Prefix};
 use vmpriv_tests::{NOBODY, sh};
@@ -470,15 +470,11 @@ fn floor(n: usize) {
             .unwrap()
             .into();
         // Named as vmpriv names its taps (a chosen name, not tap%d).
-        let t_fd = vmpriv_helper::sys::TunFd::check(std::os::fd::AsFd::as_fd(&tun))
-            .unwrap()
-            .unwrap();
-        let name = vmpriv_helper::sys::tun_set_iff_named(t_fd, &format!("fl{i:x}"), 0x0002 | 0x1000 | 0x8000)
-            .unwrap();
-        vmpriv_helper::sys::tun_set_owner(t_fd, NOBODY).unwrap();
-        let mut mac = vmpriv_helper::sys::tun_get_mac(t_fd).unwrap();
+        let name = floor::tun_set_iff_named(&tun, &format!("fl{i:x}"), 0x0002 | 0x1000 | 0x8000).unwrap();
+        floor::tun_set_owner(&tun, NOBODY).unwrap();
+        let mut mac = floor::tun_get_mac(&tun).unwrap();
         mac[0] = 0xfe;
-        vmpriv_helper::sys::tun_set_mac(t_fd, mac).unwrap();
+        floor::tun_set_mac(&tun, mac).unwrap();
         let index = nl.get_link(0, Some(&name)).unwrap().index;
         let set = |nl: &mut Netlink, flags: u32, change: u32, attr: Option<(u16, Vec<u8>)>| {
             nl.request(|seq| {
@@ -578,10 +574,7 @@ fn attach(i: usize) -> OwnedFd {
         .unwrap()
         .into();
     // IFF_TAP | IFF_NO_PI: the flags `ip tuntap add ... mode tap` gave it.
-    let t_fd = vmpriv_helper::sys::TunFd::check(std::os::fd::AsFd::as_fd(&tun))
-        .unwrap()
-        .unwrap();
-    vmpriv_helper::sys::tun_set_iff_named(t_fd, &format!("tap{i}"), 0x0002 | 0x1000).unwrap();
+    floor::tun_set_iff_named(&tun, &format!("tap{i}"), 0x0002 | 0x1000).unwrap();
     tun
 }
 
