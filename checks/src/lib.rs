@@ -173,7 +173,7 @@ pub fn check_policy(data: &[u8]) {
     let Ok(p) = policy::parse_str("fuzz", text) else {
         return;
     };
-    let shown = p.to_string();
+    let shown = vmpriv_client::policy_text::canonical(&p);
     assert_eq!(policy::parse_str("shown", &shown).as_ref(), Ok(&p), "{shown}");
 }
 

@@ -18,6 +18,7 @@
 #![warn(missing_docs)]
 
 pub mod bridge_conf;
+pub mod policy_text;
 
 use std::io::{IoSlice, IoSliceMut};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};

@@ -411,13 +411,12 @@ fn check_policy(path: &str, json: bool) -> ExitCode {
     let [mut lines, mut grants, mut users, mut groups, mut macs]: [Vec<String>; 5] = Default::default();
     let mut warnings = Vec::new();
     if let Ok(p) = &parsed {
-        lines = p
-            .to_string()
+        lines = vmpriv_client::policy_text::canonical(p)
             .lines()
             .filter(|l| !l.starts_with('#'))
             .map(str::to_owned)
             .collect();
-        grants = p.grants_summary();
+        grants = vmpriv_client::policy_text::grants_summary(p);
         (users, groups) = unresolved_names(p);
         macs = unfixed_bridge_macs(&|b| {
             p.rules.iter().any(|r| {
@@ -458,7 +457,7 @@ fn check_policy(path: &str, json: bool) -> ExitCode {
         });
         println!("{report}");
     } else if let (Ok(p), None) = (&parsed, &error) {
-        print!("{p}");
+        print!("{}", vmpriv_client::policy_text::canonical(p));
         for w in &warnings {
             println!("# warning: {w}");
         }
