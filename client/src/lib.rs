@@ -19,6 +19,7 @@
 
 pub mod bridge_conf;
 pub mod policy_text;
+mod tap_fd;
 
 use std::io::{IoSlice, IoSliceMut};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
@@ -729,8 +730,13 @@ impl Helper {
     }
 
     /// vmd's GET_ADDR: name, index and MAC of a tap we hold.
+    ///
+    /// Needs no privilege, so the helper is not asked: the name comes from the fd (`TUNGETIFF`), the
+    /// MAC from the fd (`SIOCGIFHWADDR`), index and MTU by that name. A tap that is not ours (its
+    /// name is not our mark) or not named so in our network namespace is `Denied`, as the helper would
+    /// say.
     pub fn link_addr(&mut self, tap: impl AsFd) -> Result<TapInfo, ClientError> {
-        self.tap_call(&Request::GetLinkAddr { tap: FdIndex(0) }, tap.as_fd())
+        tap_fd::link_addr(tap.as_fd())
     }
 
     /// Undo configuration: detach, down, no description, group 0, local addresses removed.

@@ -104,7 +104,7 @@ pub(crate) fn execute(ctx: &mut Ctx, valid: &ValidRequest, fds: &[OwnedFd]) -> R
         } => create_tap(ctx, *queues, *vnet_hdr, *quota, config),
         ValidOp::Configure { tap, config } => {
             let fd = tap_fd(*tap)?;
-            let (link, _) = resolve_tap(ctx, fd.as_fd())?;
+            let link = resolve_tap(ctx, fd.as_fd())?;
             // A tap on no switch that comes up is a local tap: that needs the local grant, also when
             // it got there by a Reset that detached it from its switch.
             let local = link.master.is_none() && config.switch().is_none() && config.vrf().is_none();
@@ -125,19 +125,9 @@ pub(crate) fn execute(ctx: &mut Ctx, valid: &ValidRequest, fds: &[OwnedFd]) -> R
             let count = remove_leftovers(ctx)?;
             Ok(plain(Response::Removed { count }, "-"))
         }
-        ValidOp::LinkAddr { tap } => {
-            let fd = tap_fd(*tap)?;
-            let (link, tun) = resolve_tap(ctx, fd.as_fd())?;
-            let mac = sys::tun_get_mac(tun).map_err(|e| kernel_io(&e))?;
-            let info = TapInfo {
-                mac,
-                ..tap_info(&link)
-            };
-            Ok(plain(Response::Tap(info), &link_name(&link)))
-        }
         ValidOp::Reset { tap, policy_prefixes } => {
             let fd = tap_fd(*tap)?;
-            let (link, _) = resolve_tap(ctx, fd.as_fd())?;
+            let link = resolve_tap(ctx, fd.as_fd())?;
             reset(ctx, &link, *policy_prefixes)?;
             Ok(plain(Response::Tap(tap_info(&link)), &link_name(&link)))
         }
@@ -216,7 +206,7 @@ fn destroy_taps(
 ) -> Result<Response, Error> {
     let mut taps = Vec::with_capacity(fds.len());
     for fd in fds {
-        let (link, _) = resolve_tap(ctx, fd.as_fd())?;
+        let link = resolve_tap(ctx, fd.as_fd())?;
         let staged = ctx
             .batch
             .as_ref()
@@ -303,7 +293,7 @@ fn batch_group(in_use: &[u32]) -> u32 {
 /// A passed fd names a tap only if it is the tun character device, attached in tap mode, to a device in
 /// our network namespace, owned by the caller. Its name comes from the fd (TUNGETIFF), its ifindex from
 /// the kernel's reply; the caller's words name nothing.
-fn resolve_tap<'a>(ctx: &mut Ctx, fd: BorrowedFd<'a>) -> Result<(Link, sys::TunFd<'a>), Error> {
+fn resolve_tap(ctx: &mut Ctx, fd: BorrowedFd<'_>) -> Result<Link, Error> {
     let not_a_tap = Error::Invalid(Invalid::NotATap);
     let tun = sys::TunFd::check(fd)
         .map_err(|e| kernel_io(&e))?
@@ -336,7 +326,7 @@ fn resolve_tap<'a>(ctx: &mut Ctx, fd: BorrowedFd<'a>) -> Result<(Link, sys::TunF
         );
         return Err(Error::Denied);
     }
-    Ok((link, tun))
+    Ok(link)
 }
 
 /// qemu-bridge-helper's convention: a tap MAC starting 0xFE is above any host MAC, so the bridge

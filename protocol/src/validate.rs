@@ -125,11 +125,6 @@ pub enum ValidOp {
         /// The granted name.
         switch: IfName,
     },
-    /// Report the passed tap's name, index and MAC.
-    LinkAddr {
-        /// Which fd of the message.
-        tap: FdIndex,
-    },
     /// Remove the caller's own taps that no fd holds any more (made persistent through their fds).
     RemoveLeftovers,
     /// Delete the taps passed as fds (every fd of the message), in one batch.
@@ -220,7 +215,6 @@ pub fn validate(req: &Request, nfds: usize, caller: &Caller, policy: &Policy) ->
             }
             ValidOp::SwitchExists { switch }
         }
-        Request::GetLinkAddr { tap } => ValidOp::LinkAddr { tap: *tap },
         Request::Reset { tap } => ValidOp::Reset {
             tap: *tap,
             policy_prefixes: (policy.inet, policy.inet6),
@@ -704,7 +698,6 @@ quota user alice 2
                 up: Some(true),
                 ..IfConfig::default()
             }),
-            Request::GetLinkAddr { tap: t },
             Request::Reset { tap: t },
             Request::SwitchExists { switch: "br0".into() },
         ];

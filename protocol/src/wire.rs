@@ -78,8 +78,6 @@ pub enum Request {
     Configure { tap: FdIndex, config: IfConfig },
     /// Does this switch exist (and may the caller use it)? vmd's `IFEXISTS`.
     SwitchExists { switch: String },
-    /// vmd's `GET_ADDR`: name, index and link-layer address of a passed tap.
-    GetLinkAddr { tap: FdIndex },
     /// Undo configuration on a passed tap: detach, down, no description, group 0, local addresses removed.
     Reset { tap: FdIndex },
     /// What the policy grants the caller and how much of its quota is in use.
@@ -99,9 +97,7 @@ impl Request {
     /// The tap this request acts on, if any: such a request carries exactly one fd, others none.
     pub fn tap(&self) -> Option<FdIndex> {
         match self {
-            Request::Configure { tap, .. } | Request::GetLinkAddr { tap } | Request::Reset { tap } => {
-                Some(*tap)
-            }
+            Request::Configure { tap, .. } | Request::Reset { tap } => Some(*tap),
             Request::Hello
             | Request::CreateTap { .. }
             | Request::SwitchExists { .. }
@@ -126,7 +122,6 @@ impl Request {
             Request::CreateTap { .. } => "create-tap",
             Request::Configure { .. } => "configure",
             Request::SwitchExists { .. } => "switch-exists",
-            Request::GetLinkAddr { .. } => "link-addr",
             Request::Reset { .. } => "reset",
             Request::Status => "status",
             Request::RemoveLeftovers => "remove-leftovers",
@@ -339,7 +334,6 @@ mod tests {
                 config: full_config(),
             },
             Request::SwitchExists { switch: "br0".into() },
-            Request::GetLinkAddr { tap: t },
             Request::Reset { tap: t },
             Request::Status,
         ];

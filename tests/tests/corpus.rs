@@ -167,7 +167,6 @@ fn write_seeds() {
         }),
         one(local(16385, 0, true, false)),
         one(local(2, 1, false, true)),
-        Request::GetLinkAddr { tap: t },
         Request::Reset { tap: t },
     ];
     let write = |target: &str, name: String, data: &[u8]| {
