@@ -342,19 +342,48 @@ fn slot_space(quota: u32) -> u32 {
     quota.min(SLOTS_MAX)
 }
 
-/// A quota slot of the caller that no tap holds now, searched from the session's hint: one lookup
-/// by name per slot tried, so a warm session pays one, whatever the number of taps on the host.
+/// A quota slot of the caller that no tap holds now, searched from the session's hint: one lookup by
+/// name per slot tried, so a warm session pays one, whatever the number of taps on the host. A fresh
+/// session (one helper per NIC, QEMU's way) starts at 0 while its caller may hold slots 0..n: it
+/// gallops (hint+1, +2, +4, …) to a free slot and bisects back to the end of the held run, O(log n)
+/// lookups instead of n. Only a quota with no free slot on that path is searched one slot at a time.
 fn free_slot(ctx: &mut Ctx, quota: u32) -> Result<u32, Error> {
     let space = slot_space(quota);
-    let mut slot = ctx.next_slot.checked_rem(space).unwrap_or(0);
-    for _ in 0..space {
-        match ctx.nl.get_link(0, Some(&mark(ctx.caller.uid, slot))) {
-            Err(Errno::ENODEV) => return Ok(slot),
-            Ok(_) => slot = slot.wrapping_add(1).checked_rem(space).unwrap_or(0),
-            Err(e) => return Err(kernel(e)),
+    let uid = ctx.caller.uid;
+    let mut taken = |slot: u32| match ctx.nl.get_link(0, Some(&mark(uid, slot))) {
+        Err(Errno::ENODEV) => Ok(false),
+        Ok(_) => Ok(true),
+        Err(e) => Err(kernel(e)),
+    };
+    let hint = ctx.next_slot.checked_rem(space).unwrap_or(0);
+    if !taken(hint)? {
+        return Ok(hint);
+    }
+    let (mut held, mut step) = (hint, 1u32);
+    while let Some(probe) = held.checked_add(step).filter(|&p| p < space) {
+        if !taken(probe)? {
+            // `held` is taken, `probe` free: bisect to the first free slot between them.
+            let mut free = probe;
+            while free - held > 1 {
+                let mid = held + (free - held) / 2;
+                if taken(mid)? {
+                    held = mid;
+                } else {
+                    free = mid;
+                }
+            }
+            return Ok(free);
+        }
+        held = probe;
+        step = step.saturating_mul(2);
+    }
+    for i in 1..space {
+        let slot = hint.wrapping_add(i).checked_rem(space).unwrap_or(0);
+        if !taken(slot)? {
+            return Ok(slot);
         }
     }
-    log::info!("uid={} holds all {quota} of its quota slots", ctx.caller.uid);
+    log::info!("uid={uid} holds all {quota} of its quota slots");
     Err(Error::Quota { limit: quota })
 }
 

@@ -854,3 +854,37 @@ fn a_batch_set_aside_is_deleted_at_its_end_or_put_back() {
         },
     );
 }
+
+/// A fresh session whose caller already holds slots 0..n (QEMU's way: one helper per NIC) finds the
+/// first free slot after them by galloping and bisecting, not one lookup per held slot; with a hole
+/// in the run it still gets a free slot, never a held one.
+#[test]
+fn a_fresh_session_finds_the_end_of_the_held_slots() {
+    scenario(
+        "a_fresh_session_finds_the_end_of_the_held_slots",
+        bins!(),
+        "allow user * switch br0\nquota user * unlimited\n",
+        |s| {
+            bridge("br0", None);
+            become_nobody();
+            let mut first = helper(s);
+            let mut held: Vec<_> = (0..40)
+                .map(|_| first.create_tap(&TapOptions::new().switch("br0")).unwrap())
+                .collect();
+            drop(first);
+            let mark = |slot: u32| format!("vp{:x}-{slot:x}", vmpriv_tests::NOBODY);
+            assert_eq!(held[39].name(), mark(39));
+            let next = helper(s).create_tap(&TapOptions::new().switch("br0")).unwrap();
+            assert_eq!(next.name(), mark(40), "the first slot after the held run");
+            // A hole at slot 2: a fresh session gets some free slot, none of the held ones.
+            drop(held.remove(2));
+            let other = helper(s).create_tap(&TapOptions::new().switch("br0")).unwrap();
+            become_root();
+            let names = taps();
+            assert_eq!(names.len(), 41, "{names:?}");
+            let unique: std::collections::BTreeSet<_> = names.iter().collect();
+            assert_eq!(unique.len(), 41, "no slot given twice: {names:?}");
+            assert!(names.contains(&other.name().to_owned()));
+        },
+    );
+}
