@@ -16,6 +16,7 @@
 )]
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::io::Write;
 use std::net::IpAddr;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -560,7 +561,28 @@ fn iproute2(n: usize) {
         keep.push(attach(i));
         println!("nic {:.1}", t.elapsed().as_secs_f64() * 1e6);
     }
+    drop(keep);
+    remove_ip_taps(n);
 }
+
+/// The `ip` contenders' taps are persistent: left alone, the kernel would delete them when the
+/// namespace goes, in the background, while the next contender runs. Deleted here, in one batch
+/// (group, then `ip link delete group`), untimed, and read back.
+fn remove_ip_taps(n: usize) {
+    let file = std::env::temp_dir().join(format!("vmpriv-bench-del.{}", std::process::id()));
+    let text = (0..n).fold(String::new(), |mut t, i| {
+        let _ = writeln!(t, "link set dev tap{i} group {IP_GROUP}");
+        t
+    });
+    std::fs::write(&file, text).unwrap();
+    sh(&["ip", "-batch", file.to_str().unwrap()]);
+    sh(&["ip", "link", "delete", "group", &IP_GROUP.to_string()]);
+    let _ = std::fs::remove_file(&file);
+    assert_eq!(taps_left(), 0, "ip contender: taps left");
+}
+
+/// The interface group the `ip` contenders' taps are deleted by.
+const IP_GROUP: u32 = 9;
 
 /// What the VMM does with a tap `ip tuntap add` made: opens it by name, so that it has a queue and
 /// carrier (the kernel brings the bridge port and the link's IPv6 up only then). Without this the
@@ -606,6 +628,8 @@ fn ip_batch(n: usize) {
         i = end;
     }
     let _ = std::fs::remove_dir_all(&dir);
+    drop(keep);
+    remove_ip_taps(n);
 }
 
 // ---------------------------------------------------------------------------------------------------
