@@ -31,16 +31,7 @@ const SUMMARY: &str = "vmpriv-matrix: kernel ";
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("--in-guest") {
-        // `@FILE`: the NAME=PATH pairs, one a line (see below).
-        let pairs: Vec<String> = match args.get(1).and_then(|a| a.strip_prefix('@')) {
-            Some(file) => std::fs::read_to_string(file)
-                .unwrap_or_else(|e| panic!("{file}: {e}"))
-                .lines()
-                .map(str::to_owned)
-                .collect(),
-            None => args[1..].to_vec(),
-        };
-        return in_guest(&pairs);
+        return in_guest(&args[1..]);
     }
     assert!(
         nix::unistd::geteuid().is_root(),
@@ -54,17 +45,12 @@ fn main() -> ExitCode {
     let kernel = stock_kernel();
     let bins = build(&tests);
     let me = std::env::current_exe().unwrap();
-    // The test binaries go in a file beside us, not on the guest's command line: virtme-ng passes
-    // the command through the kernel's, where a long one (five test paths under a longer checkout
-    // path) arrived cut, and the guest's shell failed on it.
-    let plan = me.with_extension("plan");
-    let pairs: Vec<String> = bins
-        .iter()
-        .map(|(name, path)| format!("{name}={}", path.display()))
-        .collect();
-    let pairs = pairs.join("\n");
-    std::fs::write(&plan, pairs).unwrap();
-    let exec = format!("{} --in-guest @{}", me.display(), plan.display());
+    let mut exec = vec![me.display().to_string(), "--in-guest".to_owned()];
+    exec.extend(
+        bins.iter()
+            .map(|(name, path)| format!("{name}={}", path.display())),
+    );
+    let exec = exec.join(" ");
     println!(
         "== kernel {} ({}), tests {tests:?}",
         kernel.version,
