@@ -14,7 +14,7 @@
 )]
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
@@ -73,10 +73,6 @@ fn main() -> ExitCode {
             "--memory",
             "2G",
         ])
-        // The checkout and the target dir, shared read-only at their own paths: the guest gets this
-        // machine's root, but its own tmpfs on /tmp, /run and /var/tmp, where a checkout may live
-        // (a CI clone under /tmp would be missing in the guest, binaries and all).
-        .args(guest_dirs(&me).iter().map(|d| format!("--rodir={}", d.display())))
         .args(["--exec", &exec])
         .stdin(Stdio::null())
         .stdout(writer.try_clone().unwrap())
@@ -249,19 +245,6 @@ fn in_guest(bins: &[String]) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
-    }
-}
-
-/// The directories the guest must see at their host paths: the workspace, and the target dir if it
-/// lives elsewhere (`CARGO_TARGET_DIR`).
-fn guest_dirs(me: &Path) -> Vec<PathBuf> {
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned();
-    // me is TARGET/debug/vmpriv-stock-kernel.
-    let target = me.parent().and_then(Path::parent).unwrap().to_owned();
-    if target.starts_with(&workspace) {
-        vec![workspace]
-    } else {
-        vec![workspace, target]
     }
 }
 
