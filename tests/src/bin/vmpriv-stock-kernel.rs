@@ -44,7 +44,14 @@ fn main() -> ExitCode {
     };
     let kernel = stock_kernel();
     let bins = build(&tests);
-    let me = std::env::current_exe().unwrap();
+    // The guest runs a copy of us: building the test binaries (above) builds this package's binaries
+    // again with the tests' features (`arbitrary`, a dev-dependency), replacing the file we were
+    // started from, and the guest, reading that path over 9p, could not execute it (its shell then
+    // read the ELF as a script: "Syntax error: word unexpected"). /proc/self/exe is still us.
+    let me = std::env::current_exe()
+        .unwrap()
+        .with_file_name("vmpriv-stock-kernel.guest");
+    std::fs::copy("/proc/self/exe", &me).unwrap();
     let mut exec = vec![me.display().to_string(), "--in-guest".to_owned()];
     exec.extend(
         bins.iter()
