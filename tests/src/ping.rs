@@ -19,7 +19,7 @@ fn checksum(data: &[u8]) -> u16 {
     while sum > 0xffff {
         sum = (sum & 0xffff) + (sum >> 16);
     }
-    !u16::try_from(sum).unwrap_or(0)
+    !u16::try_from(sum).expect("folded to 16 bits above")
 }
 
 /// An Ethernet ARP request from (`mac`, `ip`) for `target`.
@@ -144,7 +144,7 @@ pub fn arp_and_ping(
     let host_mac = read_until(fd, t0 + Duration::from_secs(3), |f| {
         // Ethertype ARP, opcode reply, sender IP = host.
         (f.len() >= 42 && f[12..14] == [0x08, 0x06] && f[20..22] == [0, 2] && f[28..32] == host.octets())
-            .then(|| <[u8; 6]>::try_from(&f[22..28]).unwrap_or_default())
+            .then(|| <[u8; 6]>::try_from(&f[22..28]).expect("a 6-byte slice"))
     })?;
     let arp_rtt = t0.elapsed();
     let mut rtts = Vec::new();

@@ -201,13 +201,14 @@ fn in_guest(bins: &[String]) -> ExitCode {
             .rev()
             .find(|l| l.starts_with("test result:"))
             .map(|l| {
+                // A summary line we cannot read is a failure of this runner, never a count of 0.
                 let n = |word: &str| -> u32 {
                     let before = l.split(word).next().unwrap_or("");
                     before
                         .rsplit(|c: char| !c.is_ascii_digit())
                         .find(|s| !s.is_empty())
                         .and_then(|s| s.parse().ok())
-                        .unwrap_or(0)
+                        .unwrap_or_else(|| panic!("no count before `{word}` in the guest's line: {l}"))
                 };
                 (n(" passed"), n(" failed"), n(" ignored"))
             });
