@@ -464,14 +464,8 @@ fn floor(n: usize) {
     let mut keep = Vec::new();
     for i in 0..n {
         let t = Instant::now();
-        let tun: OwnedFd = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open("/dev/net/tun")
-            .unwrap()
-            .into();
-        // Named as vmpriv names its taps (a chosen name, not tap%d).
-        let name = floor::tun_set_iff_named(&tun, &format!("fl{i:x}"), 0x0002 | 0x1000 | 0x8000).unwrap();
+        // Named as vmpriv names its taps (a chosen name, not tap%d); IFF_TUN_EXCL.
+        let (tun, name) = open_tun_named(&format!("fl{i:x}"), 0x0002 | 0x1000 | 0x8000);
         floor::tun_set_owner(&tun, NOBODY).unwrap();
         let mut mac = floor::tun_get_mac(&tun).unwrap();
         mac[0] = 0xfe;
@@ -589,15 +583,20 @@ const IP_GROUP: u32 = 9;
 /// `ip` contenders would configure links that never come up, which is less kernel work than the same
 /// NIC held by a VM (and than every other contender: their taps are held by fds from the start).
 fn attach(i: usize) -> OwnedFd {
+    // IFF_TAP | IFF_NO_PI: the flags `ip tuntap add ... mode tap` gave it.
+    open_tun_named(&format!("tap{i}"), 0x0002 | 0x1000).0
+}
+
+/// A new `/dev/net/tun` fd attached (TUNSETIFF) to the tap `name` with `flags`; the kernel's name.
+fn open_tun_named(name: &str, flags: i32) -> (OwnedFd, String) {
     let tun: OwnedFd = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .open("/dev/net/tun")
         .unwrap()
         .into();
-    // IFF_TAP | IFF_NO_PI: the flags `ip tuntap add ... mode tap` gave it.
-    floor::tun_set_iff_named(&tun, &format!("tap{i}"), 0x0002 | 0x1000).unwrap();
-    tun
+    let got = floor::tun_set_iff_named(&tun, name, flags).unwrap();
+    (tun, got)
 }
 
 /// `ip -batch`, one process per 100 NICs, then the VMM attaches each tap ([`attach`]); each NIC of a
