@@ -724,6 +724,20 @@ fn router_advertisements_stay_off_across_an_mtu_dip() {
     );
 }
 
+/// The batch tests' scene: br0, a tap of uid OTHER, then as nobody a session and one tap of its own
+/// in the policy's group `vms` (42).
+fn batch_scene(s: &Scenario) -> (vmpriv_client::Tap, vmpriv_client::Helper, vmpriv_client::Tap) {
+    bridge("br0", None);
+    become_uid(OTHER);
+    let theirs = helper(s).create_tap(&TapOptions::new().switch("br0")).unwrap();
+    become_nobody();
+    let mut h = helper(s);
+    let grouped = h
+        .create_tap(&TapOptions::new().switch("br0").group("vms"))
+        .unwrap();
+    (theirs, h, grouped)
+}
+
 /// Batched teardown deletes exactly the caller's taps it was given, in one kernel batch, and a batch
 /// that names a tap the caller does not own is refused with nothing changed.
 #[test]
@@ -733,14 +747,7 @@ fn batch_destroy_removes_exactly_the_taps_given() {
         bins!(),
         "ifgroup vms 42\nallow user * ifgroup vms\nallow user * switch br0\nquota user * unlimited\n",
         |s| {
-            bridge("br0", None);
-            become_uid(OTHER);
-            let theirs = helper(s).create_tap(&TapOptions::new().switch("br0")).unwrap();
-            become_nobody();
-            let mut h = helper(s);
-            let kept = h
-                .create_tap(&TapOptions::new().switch("br0").group("vms"))
-                .unwrap();
+            let (theirs, mut h, kept) = batch_scene(s);
             let mine: Vec<_> = (0..300)
                 .map(|_| h.create_tap(&TapOptions::new().switch("br0")).unwrap())
                 .collect();
@@ -788,14 +795,7 @@ fn a_batch_set_aside_is_deleted_at_its_end_or_put_back() {
         bins!(),
         "ifgroup vms 42\nallow user * ifgroup vms\nallow user * switch br0\nquota user * unlimited\n",
         |s| {
-            bridge("br0", None);
-            become_uid(OTHER);
-            let theirs = helper(s).create_tap(&TapOptions::new().switch("br0")).unwrap();
-            become_nobody();
-            let mut h = helper(s);
-            let grouped = h
-                .create_tap(&TapOptions::new().switch("br0").group("vms"))
-                .unwrap();
+            let (theirs, mut h, grouped) = batch_scene(s);
             let plain: Vec<_> = (0..4)
                 .map(|_| h.create_tap(&TapOptions::new().switch("br0")).unwrap())
                 .collect();
