@@ -220,7 +220,9 @@ impl TapOptions {
 }
 
 /// A tap the helper created for us: its queue fds and what the helper reported. The tap exists as
-/// long as one of its fds is open (in this process or in the VMM it was handed to).
+/// long as one of its fds is open (in this process or in the VMM it was handed to). The helper closes
+/// its own copies just after sending them, so a `Tap` dropped at once may outlive its drop by that
+/// moment; after the next call on the same [`Helper`], or once the `Helper` is closed, it is gone.
 ///
 /// ```no_run
 /// # let mut helper = vmpriv_client::Helper::spawn()?;

@@ -68,6 +68,7 @@ fn create_tap_on_a_granted_switch() {
         assert_eq!(a, ["100.64.1.2/31", "fd00::6440:103:0:1/96"]);
         assert_eq!(tap.inet().unwrap().vm.to_string(), "100.64.1.3");
         let name = tap.name().to_owned();
+        drop(h); // the helper's own copy of the fd is closed by then
         drop(tap);
         assert!(link(&name).is_none(), "non-persistent: gone with its last fd");
         assert!(taps().is_empty());
@@ -89,6 +90,7 @@ fn multi_queue_tap_with_vnet_hdr() {
         assert_eq!(l["linkinfo"]["info_data"]["vnet_hdr"], true);
         assert_eq!(l["linkinfo"]["info_data"]["numqueues"], 4);
         let name = tap.name().to_owned();
+        h.status().unwrap(); // the helper has closed its own copies by its next reply
         let mut fds = tap.into_fds();
         fds.truncate(1);
         assert!(link(&name).is_some(), "one queue keeps it alive");
@@ -485,6 +487,7 @@ fn quota_counts_live_taps_from_the_kernel() {
         drop(a);
         let d = h.create_tap(&TapOptions::new()).unwrap();
         assert_eq!(taps().len(), 3);
+        drop((h, h2)); // each helper's copy of d and c is closed once it has exited
         drop((b, c, d));
         assert!(taps().is_empty());
     });

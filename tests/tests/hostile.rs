@@ -49,6 +49,8 @@ fn fresh_session_works(s: &Scenario) {
     let mut h = helper(s);
     let tap = h.create_tap(&TapOptions::new().switch("br0")).unwrap();
     assert_eq!(master(tap.name()).as_deref(), Some("br0"));
+    // The helper closes its copy of the fd just after the reply; once it has exited, ours is the last.
+    drop(h);
     drop(tap);
     assert!(taps().is_empty());
 }
