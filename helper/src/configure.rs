@@ -212,25 +212,10 @@ fn check_not_routed(ctx: &mut Ctx, index: u32, ip: IpAddr) -> Result<(), Error> 
 }
 
 /// Refuses the /96 when another interface holds any address inside it, with or without a prefix
-/// route (`noprefixroute` leaves no route for the lookups above to find). One dump of the IPv6
-/// addresses.
-/// The bytes of a local /96.
-const INET6_PREFIX_BYTES: usize = 96 / 8;
-
+/// route (`noprefixroute` leaves no route for the lookups above to find). The session's view of the
+/// namespace's IPv6 addresses: one dump, then the kernel's notifications.
 fn check_no_inet6_inside(ctx: &mut Ctx, index: u32, p: Inet6Pair) -> Result<(), Error> {
-    let net = p.host.octets();
-    let mut inside = None;
-    ctx.nl
-        .dump_addrs(AF_INET6, 0, &mut |a| {
-            if let IpAddr::V6(v) = a.address
-                && a.index != index
-                && v.octets().get(..INET6_PREFIX_BYTES) == net.get(..INET6_PREFIX_BYTES)
-            {
-                inside = Some((v, a.index));
-            }
-        })
-        .map_err(kernel)?;
-    if let Some((v, holder)) = inside {
+    if let Some((v, holder)) = ctx.nl.inet6_inside(p.host, index).map_err(kernel)? {
         log::info!(
             "uid={} {v} inside {}/96 is held by ifindex {holder}",
             ctx.caller.uid,

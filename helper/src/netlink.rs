@@ -5,8 +5,9 @@
 //! with a non-zero ifindex that came from the kernel: `ifi_index == 0` plus `IFLA_GROUP` would change
 //! every link in that group, and `RTM_NEWLINK` could create one.
 
+use std::collections::BTreeSet;
 use std::io;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
 use nix::errno::Errno;
@@ -71,6 +72,8 @@ pub(crate) const AF_INET: u8 = 2;
 pub(crate) const AF_INET6: u8 = 10;
 /// The receive buffer: the kernel's dump messages are at most a page or two; 64 KiB never truncates.
 const RECV_BUF_LEN: usize = 64 * 1024;
+/// `RTNLGRP_IPV6_IFADDR` as a bind mask: the namespace's IPv6 address notifications.
+const GROUP_IPV6_IFADDR: u32 = 1 << (9 - 1);
 const IFINFOMSG_LEN: usize = 16;
 const IFADDRMSG_LEN: usize = 8;
 
@@ -476,11 +479,17 @@ pub(crate) fn take_replies(
     None
 }
 
-/// A route netlink socket with its sequence counter and receive buffer.
+/// A route netlink socket with its sequence counter and receive buffer, and a second one that follows
+/// the namespace's IPv6 addresses.
 pub(crate) struct Netlink {
     fd: OwnedFd,
     seq: u32,
     buf: Vec<u8>,
+    /// Non-blocking, subscribed to the kernel's IPv6 address notifications.
+    events: OwnedFd,
+    /// The namespace's IPv6 addresses as (address, ifindex): dumped at the first use, then kept up to
+    /// date from `events`. `None` before that and after the kernel dropped a notification.
+    inet6: Option<BTreeSet<(u128, u32)>>,
 }
 
 /// A netlink failure: the kernel's errno, or a reply we could not make sense of (reported as EPROTO).
@@ -499,10 +508,19 @@ impl Netlink {
         // Strict checking (Linux 4.20+): the kernel filters address dumps by ifindex, and refuses
         // malformed get requests instead of guessing.
         crate::sys::netlink_strict_check(fd.as_fd())?;
+        let events = socket::socket(
+            AddressFamily::Netlink,
+            SockType::Raw,
+            SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+            SockProtocol::NetlinkRoute,
+        )?;
+        socket::bind(events.as_raw_fd(), &NetlinkAddr::new(0, GROUP_IPV6_IFADDR))?;
         Ok(Netlink {
             fd,
             seq: 1,
             buf: vec![0; RECV_BUF_LEN],
+            events,
+            inet6: None,
         })
     }
 
@@ -633,6 +651,78 @@ impl Netlink {
             }
             Ok(())
         })
+    }
+
+    /// An IPv6 address inside the /96 that holds `net`, on an interface other than `except`. The addresses are dumped once, then followed through the kernel's notifications, so a
+    /// call costs what changed since the last one, not what the namespace holds. Notifications queued
+    /// during a dump are applied after it: each sets an address present or absent, so applying them in
+    /// order ends in the kernel's state. A dropped notification (`ENOBUFS`) means a fresh dump.
+    pub(crate) fn inet6_inside(&mut self, net: Ipv6Addr, except: u32) -> NlResult<Option<(Ipv6Addr, u32)>> {
+        for _ in 0..4 {
+            self.follow_inet6()?;
+            if self.inet6.is_some() {
+                break;
+            }
+            let mut all = BTreeSet::new();
+            self.dump_addrs(AF_INET6, 0, &mut |a| {
+                if let IpAddr::V6(v) = a.address {
+                    all.insert((u128::from(v), a.index));
+                }
+            })?;
+            self.inet6 = Some(all);
+        }
+        let all = self.inet6.as_ref().ok_or(Errno::ENOBUFS)?;
+        let low = u128::from(net) & !u128::from(u32::MAX);
+        let high = low | u128::from(u32::MAX);
+        Ok(all
+            .range((low, 0)..=(high, u32::MAX))
+            .find(|&&(_, index)| index != except)
+            .map(|&(a, index)| (Ipv6Addr::from(a), index)))
+    }
+
+    /// Reads every queued address notification: applied to the set when there is one, dropped
+    /// otherwise (a dump is to come). A lost or unreadable notification drops the set.
+    fn follow_inet6(&mut self) -> NlResult<()> {
+        loop {
+            let n = match socket::recv(self.events.as_raw_fd(), &mut self.buf, MsgFlags::MSG_TRUNC) {
+                Ok(n) => n,
+                Err(Errno::EAGAIN) => return Ok(()),
+                Err(Errno::ENOBUFS) => {
+                    self.inet6 = None;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            let Some(all) = self.inet6.as_mut() else {
+                continue;
+            };
+            let Some(buf) = self.buf.get(..n) else {
+                self.inet6 = None; // truncated
+                continue;
+            };
+            for m in messages(buf) {
+                let Ok((hdr, payload)) = m else {
+                    self.inet6 = None;
+                    break;
+                };
+                let Ok(addr) = parse_addr(payload) else {
+                    self.inet6 = None;
+                    break;
+                };
+                if let Some(Addr {
+                    index,
+                    address: IpAddr::V6(v),
+                    ..
+                }) = addr
+                {
+                    match hdr.ty {
+                        RTM_NEWADDR => all.insert((u128::from(v), index)),
+                        RTM_DELADDR => all.remove(&(u128::from(v), index)),
+                        _ => false,
+                    };
+                }
+            }
+        }
     }
 }
 

@@ -614,8 +614,9 @@ fn running_helper_holds_only_cap_net_admin_as_the_caller() {
             assert_eq!(get("CapAmb"), "0000000000000000");
             assert_eq!(get("NoNewPrivs"), "1");
             become_root();
-            // stdio, the session socket, netlink, the /dev/net/tun pool (quota 3 + 7), and the IPv6
-            // sysctl directory where new taps get RAs and autoconfiguration turned off.
+            // stdio, the session socket, netlink (requests, and IPv6 address notifications), the
+            // /dev/net/tun pool (quota 3 + 7), and the IPv6 sysctl directory where new taps get RAs
+            // and autoconfiguration turned off.
             let fds: Vec<String> = std::fs::read_dir(format!("/proc/{}/fd", h.pid()))
                 .unwrap()
                 .map(|e| {
@@ -632,7 +633,7 @@ fn running_helper_holds_only_cap_net_admin_as_the_caller() {
             );
             assert_eq!(
                 fds.iter().filter(|f| f.starts_with("socket:")).count(),
-                2,
+                3,
                 "{fds:?}"
             );
             assert_eq!(
@@ -642,7 +643,7 @@ fn running_helper_holds_only_cap_net_admin_as_the_caller() {
                 1,
                 "{fds:?}"
             );
-            assert_eq!(fds.len(), 16, "{fds:?}");
+            assert_eq!(fds.len(), 17, "{fds:?}");
         },
     );
 }

@@ -550,6 +550,82 @@ fn routes_and_addresses_of_other_interfaces_are_in_use() {
     );
 }
 
+/// A session reads the namespace's IPv6 addresses once, then follows the kernel's notifications: an
+/// address added inside a /96 after the session's first check counts, one removed stops counting,
+/// and a flood that overflows the notification queue (the kernel drops some) makes it read them again.
+#[test]
+fn inet6_addresses_that_change_during_a_session_count() {
+    scenario(
+        "inet6_addresses_that_change_during_a_session_count",
+        bins!(),
+        "allow user * local\n",
+        |s| {
+            bridge("other0", None);
+            let inside = |vm: u32| {
+                let mut a = local_inet6(Inet4Prefix::DEFAULT, Inet6Prefix::DEFAULT, vm, 0)
+                    .unwrap()
+                    .host
+                    .octets();
+                a[15] = 9;
+                format!("{}/128", std::net::Ipv6Addr::from(a))
+            };
+            let add = |a: &str| {
+                sh(&[
+                    "ip",
+                    "-6",
+                    "addr",
+                    "add",
+                    a,
+                    "dev",
+                    "other0",
+                    "noprefixroute",
+                    "nodad",
+                ])
+            };
+            let del = |a: &str| sh(&["ip", "-6", "addr", "del", a, "dev", "other0"]);
+            become_nobody();
+            let mut h = helper(s);
+            let first = h.create_tap(&TapOptions::new().local(3, 0, true)).unwrap();
+            become_root();
+            add(&inside(4));
+            become_nobody();
+            let e = h.create_tap(&TapOptions::new().local(4, 0, true)).unwrap_err();
+            assert!(matches!(e, ClientError::Invalid(Invalid::AddressInUse)), "{e:?}");
+            become_root();
+            del(&inside(4));
+            become_nobody();
+            let second = h.create_tap(&TapOptions::new().local(4, 0, true)).unwrap();
+            // 1500 notifications overflow the session's queue (a few hundred fit); the address inside
+            // vm 5's /96 comes last.
+            become_root();
+            let batch: String = (1..=1500u32)
+                .map(|i| format!("addr add fd00:1::{i:x}/128 dev other0 nodad\n"))
+                .chain([format!("addr add {} dev other0 noprefixroute nodad\n", inside(5))])
+                .collect();
+            let file = s.dir.join("flood.batch");
+            std::fs::write(&file, batch).unwrap();
+            sh(&["ip", "-batch", file.to_str().unwrap()]);
+            become_nobody();
+            let e = h.create_tap(&TapOptions::new().local(5, 0, true)).unwrap_err();
+            assert!(matches!(e, ClientError::Invalid(Invalid::AddressInUse)), "{e:?}");
+            become_root();
+            del(&inside(5));
+            become_nobody();
+            let third = h.create_tap(&TapOptions::new().local(5, 0, true)).unwrap();
+            become_root();
+            for (tap, want) in [(&first, 3), (&second, 4), (&third, 5)] {
+                let p6 = local_inet6(Inet4Prefix::DEFAULT, Inet6Prefix::DEFAULT, want, 0).unwrap();
+                assert!(
+                    addrs(tap.name()).contains(&format!("{}/96", p6.host)),
+                    "{}: {:?}",
+                    tap.name(),
+                    addrs(tap.name())
+                );
+            }
+        },
+    );
+}
+
 /// Weak: a failed request's rollback removed an address the tap already had. Here the IPv6 step
 /// fails (IPv6 disabled on the tap) after the IPv4 step found its address already there.
 #[test]
