@@ -488,8 +488,10 @@ pub(crate) struct Netlink {
     /// Non-blocking, subscribed to the kernel's IPv6 address notifications.
     events: OwnedFd,
     /// The namespace's IPv6 addresses as (address, ifindex): dumped at the first use, then kept up to
-    /// date from `events`. `None` before that and after the kernel dropped a notification.
-    inet6: Option<BTreeSet<(u128, u32)>>,
+    /// date from `events`.
+    inet6: BTreeSet<(u128, u32)>,
+    /// `inet6` needs a fresh dump: before the first use, and after the kernel dropped a notification.
+    inet6_stale: bool,
 }
 
 /// A netlink failure: the kernel's errno, or a reply we could not make sense of (reported as EPROTO).
@@ -520,7 +522,8 @@ impl Netlink {
             seq: 1,
             buf: vec![0; RECV_BUF_LEN],
             events,
-            inet6: None,
+            inet6: BTreeSet::new(),
+            inet6_stale: true,
         })
     }
 
@@ -653,60 +656,56 @@ impl Netlink {
         })
     }
 
-    /// An IPv6 address inside the /96 that holds `net`, on an interface other than `except`. The addresses are dumped once, then followed through the kernel's notifications, so a
-    /// call costs what changed since the last one, not what the namespace holds. Notifications queued
-    /// during a dump are applied after it: each sets an address present or absent, so applying them in
-    /// order ends in the kernel's state. A dropped notification (`ENOBUFS`) means a fresh dump.
+    /// An IPv6 address inside the /96 that holds `net`, on an interface other than `except`. The
+    /// addresses are dumped once, then followed through the kernel's notifications, so a call costs
+    /// what changed since the last one, not what the namespace holds. Notifications queued during a
+    /// dump are applied after it: each says present or absent, so applying them in order ends in the
+    /// kernel's state. After a dropped notification (`ENOBUFS`) the next call dumps again; if some are
+    /// dropped even during that dump, this answer stands on the dump, as a check without
+    /// notifications would.
     pub(crate) fn inet6_inside(&mut self, net: Ipv6Addr, except: u32) -> NlResult<Option<(Ipv6Addr, u32)>> {
-        for _ in 0..4 {
-            self.follow_inet6()?;
-            if self.inet6.is_some() {
-                break;
-            }
+        self.follow_inet6()?;
+        if self.inet6_stale {
             let mut all = BTreeSet::new();
             self.dump_addrs(AF_INET6, 0, &mut |a| {
                 if let IpAddr::V6(v) = a.address {
                     all.insert((u128::from(v), a.index));
                 }
             })?;
-            self.inet6 = Some(all);
+            self.inet6 = all;
+            self.inet6_stale = false;
+            self.follow_inet6()?;
         }
-        let all = self.inet6.as_ref().ok_or(Errno::ENOBUFS)?;
         let low = u128::from(net) & !u128::from(u32::MAX);
         let high = low | u128::from(u32::MAX);
-        Ok(all
+        Ok(self
+            .inet6
             .range((low, 0)..=(high, u32::MAX))
             .find(|&&(_, index)| index != except)
             .map(|&(a, index)| (Ipv6Addr::from(a), index)))
     }
 
-    /// Reads every queued address notification: applied to the set when there is one, dropped
-    /// otherwise (a dump is to come). A lost or unreadable notification drops the set.
+    /// Applies every queued address notification to `inet6`. A dropped or unreadable one marks it
+    /// stale.
     fn follow_inet6(&mut self) -> NlResult<()> {
         loop {
             let n = match socket::recv(self.events.as_raw_fd(), &mut self.buf, MsgFlags::MSG_TRUNC) {
                 Ok(n) => n,
                 Err(Errno::EAGAIN) => return Ok(()),
                 Err(Errno::ENOBUFS) => {
-                    self.inet6 = None;
+                    self.inet6_stale = true;
                     continue;
                 }
                 Err(e) => return Err(e),
             };
-            let Some(all) = self.inet6.as_mut() else {
-                continue;
-            };
             let Some(buf) = self.buf.get(..n) else {
-                self.inet6 = None; // truncated
+                self.inet6_stale = true; // truncated
                 continue;
             };
             for m in messages(buf) {
-                let Ok((hdr, payload)) = m else {
-                    self.inet6 = None;
-                    break;
-                };
-                let Ok(addr) = parse_addr(payload) else {
-                    self.inet6 = None;
+                let Ok((Header { ty, .. }, Ok(addr))) = m.map(|(hdr, payload)| (hdr, parse_addr(payload)))
+                else {
+                    self.inet6_stale = true;
                     break;
                 };
                 if let Some(Addr {
@@ -715,9 +714,10 @@ impl Netlink {
                     ..
                 }) = addr
                 {
-                    match hdr.ty {
-                        RTM_NEWADDR => all.insert((u128::from(v), index)),
-                        RTM_DELADDR => all.remove(&(u128::from(v), index)),
+                    let key = (u128::from(v), index);
+                    match ty {
+                        RTM_NEWADDR => self.inet6.insert(key),
+                        RTM_DELADDR => self.inet6.remove(&key),
                         _ => false,
                     };
                 }
