@@ -37,6 +37,20 @@ fn main() -> ExitCode {
         nix::unistd::geteuid().is_root(),
         "vmpriv-stock-kernel: run as root (it boots a guest whose tests make namespaces)"
     );
+    // The guest sees this machine's root read-only, but virtme-ng gives it its own /tmp and /run, and
+    // the guest side mounts its own /var/tmp for the scenarios: the test binaries (and the helper
+    // paths compiled into them) must live elsewhere.
+    let workspace = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let target = std::env::current_exe().unwrap();
+    for dir in ["/tmp", "/var/tmp", "/run"] {
+        assert!(
+            !workspace.starts_with(dir) && !target.starts_with(dir),
+            "vmpriv-stock-kernel: the checkout ({}) and the target dir ({}) must not be under {dir}, \
+             which the guest does not share: clone or build elsewhere",
+            workspace.display(),
+            target.display()
+        );
+    }
     let tests: Vec<String> = if args.is_empty() {
         DEFAULT_TESTS.map(str::to_owned).to_vec()
     } else {
