@@ -78,6 +78,18 @@ pub enum ClientError {
         vmpriv_protocol::POLICY_PATH
     )]
     Policy,
+    /// A socket-activated helper closed the connection before the handshake: it refused to start.
+    #[error(
+        "the vmpriv-helper started for {} ended the connection before answering: it refused to start, \
+         most often over the policy ({}; `vmpriv check-policy` checks it); its reason is in the \
+         system journal (`journalctl -u 'vmpriv@*'`)",
+        socket.display(),
+        vmpriv_protocol::POLICY_PATH
+    )]
+    ActivatedRefused {
+        /// The socket we connected to.
+        socket: PathBuf,
+    },
     /// The helper died or closed the session mid-call.
     #[error(
         "vmpriv-helper died or closed the session mid-call (its reason, if any, is on stderr above or in \
@@ -455,19 +467,19 @@ impl Helper {
             Ok((Response::Hello { version }, _)) if version == wire::VERSION => Ok(helper),
             Ok((Response::Hello { version }, _)) => Err(ClientError::Version { supported: version }),
             Ok(_) => Err(ClientError::Protocol),
-            // A socket-activated helper that refused to start wrote why to the journal.
-            Err(ClientError::HelperDied) if matches!(helper.origin, Origin::Socket { .. }) => {
-                Err(ClientError::HelperDied)
-            }
-            Err(ClientError::HelperDied) => {
-                let status = helper.wait()?;
-                // 6: the helper's exit status for a policy-file refusal.
-                if status.code() == Some(6) {
-                    Err(ClientError::Policy)
-                } else {
-                    Err(ClientError::HelperExited { status })
+            Err(ClientError::HelperDied) => match &helper.origin {
+                // A socket-activated helper that refused to start wrote why to the journal.
+                Origin::Socket { path } => Err(ClientError::ActivatedRefused { socket: path.clone() }),
+                Origin::Spawned { .. } => {
+                    let status = helper.wait()?;
+                    // 6: the helper's exit status for a policy-file refusal.
+                    if status.code() == Some(6) {
+                        Err(ClientError::Policy)
+                    } else {
+                        Err(ClientError::HelperExited { status })
+                    }
                 }
-            }
+            },
             Err(e) => Err(e),
         }
     }

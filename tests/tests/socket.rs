@@ -336,6 +336,53 @@ fn the_client_prefers_the_socket_at_run_vmpriv() {
     );
 }
 
+/// An activated helper that cannot start (here the policy has a typo) ends the connection before the
+/// handshake. The caller is told that, and where the reason went (the journal: here the activator's
+/// log, which is the helper's stderr); the `vmpriv` command says it in one line and exits 9.
+#[test]
+fn an_activated_helper_that_refuses_to_start_points_to_the_journal() {
+    scenario(
+        "an_activated_helper_that_refuses_to_start_points_to_the_journal",
+        bins!(),
+        "allow user nobody swtich br0\n",
+        |s| {
+            bridge("br0", None);
+            let act = Activator::start(s, &s.dir.join("vmpriv.sock"));
+            become_nobody();
+            let Err(e) = Helper::connect(&act.socket) else {
+                panic!("a helper with a broken policy answered");
+            };
+            assert!(
+                matches!(&e, ClientError::ActivatedRefused { socket } if *socket == act.socket),
+                "{e:?}"
+            );
+            let text = e.to_string();
+            assert!(
+                text.contains("journalctl -u 'vmpriv@*'") && text.contains("vmpriv check-policy"),
+                "{text}"
+            );
+            become_root();
+            let out = nobody_command(&s.cli)
+                .arg("whoami")
+                .env_remove("VMPRIV_HELPER")
+                .env("VMPRIV_SOCKET", &act.socket)
+                .output()
+                .unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(9), "{stderr}");
+            assert_eq!(stderr.lines().count(), 1, "{stderr}");
+            assert!(stderr.contains("journalctl"), "{stderr}");
+            let log = std::fs::read_to_string(&act.log).unwrap();
+            assert!(
+                log.contains("policy error") && log.contains("/etc/vmpriv/policy.conf:1:"),
+                "the helper's reason reached its log: {log}"
+            );
+            assert_eq!(act.connections(), 2);
+            assert!(taps().is_empty());
+        },
+    );
+}
+
 #[test]
 fn a_session_past_its_tun_fds_reconnects_to_the_socket() {
     scenario(

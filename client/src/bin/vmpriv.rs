@@ -229,7 +229,10 @@ fn exit_code(e: &ClientError) -> u8 {
         ClientError::Invalid(_) | ClientError::Policy => 6,
         ClientError::Kernel { .. } => 7,
         ClientError::Unsupported(_) => 8,
-        ClientError::HelperDied | ClientError::Protocol | ClientError::Version { .. } => 9,
+        ClientError::HelperDied
+        | ClientError::ActivatedRefused { .. }
+        | ClientError::Protocol
+        | ClientError::Version { .. } => 9,
         ClientError::Io(_) => 10,
     }
 }
