@@ -13,6 +13,15 @@ use nix::sys::socket::{
     getsockopt, recvmsg, sockopt,
 };
 
+/// The C convention of the calls here: a negative return is a failure, its reason in errno.
+fn cvt<T: Default + PartialOrd>(r: T) -> io::Result<T> {
+    if r < T::default() {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r)
+    }
+}
+
 /// `IFNAMSIZ`.
 pub(crate) const IFNAMSIZ: usize = 16;
 const SIOCSIFHWADDR: libc::Ioctl = 0x8924;
@@ -28,11 +37,7 @@ pub(crate) fn close_fds_except(keep: Option<RawFd>) -> io::Result<()> {
         // SAFETY: close_range takes plain integers and only closes fds; no Rust object owns fds above 2
         // yet (this runs before anything is opened), so nothing is left dangling.
         let r = unsafe { libc::syscall(libc::SYS_close_range, first, last, 0u32) };
-        if r == 0 {
-            Ok(())
-        } else {
-            Err(io::Error::last_os_error())
-        }
+        cvt(r).map(drop)
     };
     match keep.and_then(|k| u32::try_from(k).ok()).filter(|&k| k > 2) {
         None => close(3, u32::MAX),
@@ -74,9 +79,7 @@ pub(crate) fn reset_signals() -> io::Result<()> {
         let dfl: libc::sigaction = unsafe { std::mem::zeroed() };
         // SAFETY: installs SIG_DFL (no handler function); `dfl` lives across the call.
         let r = unsafe { libc::sigaction(sig, &raw const dfl, std::ptr::null_mut()) };
-        if r != 0 {
-            return Err(io::Error::last_os_error());
-        }
+        cvt(r)?;
     }
     sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)?;
     Ok(())
@@ -261,9 +264,7 @@ pub(crate) fn tun_set_iff_named(tun: TunFd<'_>, name: &str, flags: i32) -> io::R
     // SAFETY: `ifr` is a `libc::ifreq`, the struct TUNSETIFF reads and writes back, and it lives across
     // the call; `tun` is the tun device.
     let r = unsafe { libc::ioctl(tun.raw(), libc::TUNSETIFF, &raw mut ifr) };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    cvt(r)?;
     Ok(ifr_name(&ifr))
 }
 
@@ -273,9 +274,7 @@ pub(crate) fn tun_get_iff(tun: TunFd<'_>) -> io::Result<(String, u16)> {
     // SAFETY: TUNGETIFF writes a `struct ifreq` into `ifr`, which lives across the call; `tun` is the
     // tun device, so the ioctl number means TUNGETIFF.
     let r = unsafe { libc::ioctl(tun.raw(), libc::TUNGETIFF, &raw mut ifr) };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    cvt(r)?;
     // SAFETY: TUNGETIFF fills the `ifru_flags` member of the union.
     let flags = unsafe { ifr.ifr_ifru.ifru_flags };
     Ok((ifr_name(&ifr), flags.cast_unsigned()))
@@ -291,11 +290,7 @@ fn tun_ioctl_value(tun: TunFd<'_>, request: libc::Ioctl, value: libc::c_ulong) -
     // SAFETY: the request is one of the tun ioctls that read their argument as a plain integer
     // (no pointer is passed); `tun` is the tun device.
     let r = unsafe { libc::ioctl(tun.raw(), request, value) };
-    if r < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
+    cvt(r).map(drop)
 }
 
 /// A tun ioctl that reads one `int` through its pointer argument.
@@ -303,11 +298,7 @@ fn tun_ioctl_int(tun: TunFd<'_>, request: libc::Ioctl, value: libc::c_int) -> io
     // SAFETY: the request reads one `int` from the pointer, which points at `value`, alive across
     // the call; `tun` is the tun device.
     let r = unsafe { libc::ioctl(tun.raw(), request, &raw const value) };
-    if r < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
+    cvt(r).map(drop)
 }
 
 /// `sizeof(struct virtio_net_hdr)`: the vnet header size a new tap starts with.
@@ -334,9 +325,7 @@ pub(crate) fn tun_reset_shared_state(tun: TunFd<'_>) -> io::Result<()> {
     // SAFETY: TUNSETTXFILTER reads a `struct tun_filter` header (two u16) and, with count 0, nothing
     // more; `empty` is that header and lives across the call.
     let r = unsafe { libc::ioctl(tun.raw(), libc::TUNSETTXFILTER, &raw const empty) };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    cvt(r)?;
     tun_ioctl_value(tun, libc::TUNDETACHFILTER, 0)?;
     tun_ioctl_int(tun, libc::TUNSETFILTEREBPF, -1)?;
     tun_ioctl_int(tun, libc::TUNSETSTEERINGEBPF, -1)?;
@@ -348,20 +337,14 @@ pub(crate) fn tun_get_features(tun: TunFd<'_>) -> io::Result<u32> {
     let mut features: libc::c_uint = 0;
     // SAFETY: TUNGETFEATURES writes one `unsigned int` to the pointer, which points at `features`.
     let r = unsafe { libc::ioctl(tun.raw(), libc::TUNGETFEATURES, &raw mut features) };
-    if r < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(features)
-    }
+    cvt(r).map(|_| features)
 }
 
 /// `TUNGETDEVNETNS`: an fd on the network namespace the tap lives in.
 pub(crate) fn tun_get_netns(tun: TunFd<'_>) -> io::Result<OwnedFd> {
     // SAFETY: TUNGETDEVNETNS takes no argument and returns a new fd; `tun` is the tun device.
     let r = unsafe { libc::ioctl(tun.raw(), libc::TUNGETDEVNETNS) };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    cvt(r)?;
     // SAFETY: on success the ioctl returned a new fd that nothing else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(r) })
 }
@@ -372,9 +355,7 @@ pub(crate) fn tun_get_mac(tun: TunFd<'_>) -> io::Result<[u8; 6]> {
     // SAFETY: the tun driver copies a `struct ifreq` in and out for SIOCGIFHWADDR; `ifr` lives across the
     // call; `tun` is the tun device.
     let r = unsafe { libc::ioctl(tun.raw(), SIOCGIFHWADDR, &raw mut ifr) };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    cvt(r)?;
     // SAFETY: SIOCGIFHWADDR fills the `ifru_hwaddr` member of the union.
     let sa = unsafe { ifr.ifr_ifru.ifru_hwaddr };
     if sa.sa_family != ARPHRD_ETHER {
@@ -399,11 +380,7 @@ pub(crate) fn tun_set_mac(tun: TunFd<'_>, mac: [u8; 6]) -> io::Result<()> {
     }
     // SAFETY: the tun driver reads a `struct ifreq` for SIOCSIFHWADDR; `ifr` lives across the call.
     let r = unsafe { libc::ioctl(tun.raw(), SIOCSIFHWADDR, &raw mut ifr) };
-    if r < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
+    cvt(r).map(drop)
 }
 
 const SOL_NETLINK: libc::c_int = 270;
@@ -423,11 +400,7 @@ pub(crate) fn netlink_strict_check(sock: BorrowedFd<'_>) -> io::Result<()> {
             libc::socklen_t::try_from(std::mem::size_of::<libc::c_int>()).unwrap_or(4),
         )
     };
-    if r < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
+    cvt(r).map(drop)
 }
 
 /// Opens the syslog connection now (`LOG_NDELAY`), before Landlock closes the filesystem.
@@ -512,9 +485,7 @@ pub(crate) fn landlock_deny_filesystem(rules: &[(BorrowedFd<'_>, Allow)]) -> io:
             0u32,
         )
     };
-    if ruleset < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    cvt(ruleset)?;
     let ruleset = RawFd::try_from(ruleset).map_err(|_| io::Error::from_raw_os_error(libc::EBADF))?;
     // SAFETY: the syscall returned a new fd that nothing else owns.
     let ruleset = unsafe { OwnedFd::from_raw_fd(ruleset) };
@@ -539,15 +510,11 @@ pub(crate) fn landlock_deny_filesystem(rules: &[(BorrowedFd<'_>, Allow)]) -> io:
                 0u32,
             )
         };
-        if r < 0 {
-            return Err(io::Error::last_os_error());
-        }
+        cvt(r)?;
     }
     // SAFETY: restrict_self takes the ruleset fd and flags 0; no_new_privs is already set.
     let r = unsafe { libc::syscall(libc::SYS_landlock_restrict_self, ruleset.as_raw_fd(), 0u32) };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    cvt(r)?;
     Ok(true)
 }
 
@@ -657,11 +624,7 @@ pub(crate) fn seccomp_install(prog: &[libc::sock_filter]) -> io::Result<()> {
             0,
         )
     };
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    cvt(r).map(drop)
 }
 
 /// The errno of an `io::Error`, for replies.
