@@ -3,10 +3,8 @@
 //! stream socket, exit 0. Any failure sends nothing and exits non-zero: QEMU treats exit 0 without an
 //! fd as success and would then use its own stdin as the tap.
 
-use std::io::IoSlice;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 
-use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
 use vmpriv_protocol::wire::Unsupported;
 use vmpriv_protocol::{Error, IfConfig, Request, Response, validate};
 
@@ -37,15 +35,8 @@ pub(crate) fn serve(ctx: &mut Ctx, sock: &OwnedFd, bridge: &str, vnet_hdr: bool)
             )));
         }
     };
-    let raw = [fd.as_raw_fd()];
-    sendmsg::<()>(
-        sock.as_raw_fd(),
-        &[IoSlice::new(&[0])],
-        &[ControlMessage::ScmRights(&raw)],
-        MsgFlags::MSG_NOSIGNAL,
-        None,
-    )
-    .map_err(|e| StartError::Session(sys::errno_io(e)))?;
+    sys::send_datagram(sock, &[0], std::slice::from_ref(&fd))
+        .map_err(|e| StartError::Session(sys::errno_io(e)))?;
     log::info!("uid={uid} op=qemu-bridge target={name} bridge={bridge} decision=done");
     Ok(())
 }

@@ -3,11 +3,9 @@
 //! Every fd a message carried is closed when the request is done, whatever happened; truncated data or
 //! control messages, and control messages other than SCM_RIGHTS, end the session after a reply.
 
-use std::io::IoSlice;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::OwnedFd;
 
 use nix::errno::Errno;
-use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
 use vmpriv_protocol::wire::{self, FrameError, MAX_FRAME};
 use vmpriv_protocol::{Error, Invalid, Request, Response, validate};
 
@@ -15,27 +13,10 @@ use crate::configure::Ctx;
 use crate::ops;
 use crate::sys;
 
-pub(crate) use crate::sys::Datagram;
-
-/// Receives one datagram (see [`sys::recv_datagram`]).
-pub(crate) fn receive(sock: &OwnedFd) -> Result<Datagram, Errno> {
-    sys::recv_datagram(sock, MAX_FRAME)
-}
-
 /// Sends one reply with its fds.
-pub(crate) fn send(sock: &OwnedFd, response: &Response, fds: &[OwnedFd]) -> Result<(), Errno> {
+fn send(sock: &OwnedFd, response: &Response, fds: &[OwnedFd]) -> Result<(), Errno> {
     let frame = wire::encode(response).map_err(|_| Errno::EMSGSIZE)?;
-    let raw: Vec<RawFd> = fds.iter().map(AsRawFd::as_raw_fd).collect();
-    let cmsg = [ControlMessage::ScmRights(&raw)];
-    let cmsgs: &[ControlMessage<'_>] = if raw.is_empty() { &[] } else { &cmsg };
-    sendmsg::<()>(
-        sock.as_raw_fd(),
-        &[IoSlice::new(&frame)],
-        cmsgs,
-        MsgFlags::MSG_NOSIGNAL,
-        None,
-    )?;
-    Ok(())
+    sys::send_datagram(sock, &frame, fds)
 }
 
 /// Serves requests until EOF or a malformed frame (which gets a reply first). A `DestroyTaps` batch
@@ -49,7 +30,7 @@ pub(crate) fn serve(ctx: &mut Ctx, sock: &OwnedFd) -> Result<(), Errno> {
 fn serve_requests(ctx: &mut Ctx, sock: &OwnedFd) -> Result<(), Errno> {
     let mut greeted = false;
     loop {
-        let dgram = receive(sock)?;
+        let dgram = sys::recv_datagram(sock, MAX_FRAME)?;
         if dgram.bytes.is_empty() && dgram.fds.is_empty() && !dgram.malformed {
             return Ok(()); // EOF
         }

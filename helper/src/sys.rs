@@ -3,14 +3,14 @@
 #![allow(unsafe_code)]
 
 use std::ffi::CStr;
-use std::io::{self, IoSliceMut};
+use std::io::{self, IoSlice, IoSliceMut};
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 use nix::errno::Errno;
 use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, SigmaskHow, Signal, sigaction, sigprocmask};
 use nix::sys::socket::{
-    AddressFamily, ControlMessageOwned, MsgFlags, SockType, SockaddrLike, SockaddrStorage, getsockname,
-    getsockopt, recvmsg, sockopt,
+    AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags, SockType, SockaddrLike, SockaddrStorage,
+    getsockname, getsockopt, recvmsg, sendmsg, sockopt,
 };
 
 /// The C convention of the calls here: a negative return is a failure, its reason in errno.
@@ -197,6 +197,22 @@ pub(crate) fn recv_datagram(sock: &OwnedFd, max: usize) -> Result<Datagram, Errn
         fds,
         malformed,
     })
+}
+
+/// Sends `bytes` as one message, with `fds` as SCM_RIGHTS (no control message when there are none);
+/// `MSG_NOSIGNAL`: a caller that hung up is an error, not a SIGPIPE.
+pub(crate) fn send_datagram(sock: &OwnedFd, bytes: &[u8], fds: &[OwnedFd]) -> Result<(), Errno> {
+    let raw: Vec<RawFd> = fds.iter().map(AsRawFd::as_raw_fd).collect();
+    let cmsg = [ControlMessage::ScmRights(&raw)];
+    let cmsgs: &[ControlMessage<'_>] = if raw.is_empty() { &[] } else { &cmsg };
+    sendmsg::<()>(
+        sock.as_raw_fd(),
+        &[IoSlice::new(bytes)],
+        cmsgs,
+        MsgFlags::MSG_NOSIGNAL,
+        None,
+    )?;
+    Ok(())
 }
 
 /// Borrows an fd number for a check without taking ownership; `None` if it is not open.
