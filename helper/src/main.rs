@@ -155,7 +155,7 @@ fn run(
     };
     // 8. Serve.
     match qemu {
-        None => session::serve(&mut ctx, sock).map_err(|e| StartError::Session(sys::errno_io(e))),
+        None => session::serve(&mut ctx, sock).map_err(|e| StartError::Session(e.into())),
         Some((bridge, vnet_hdr)) => qemu::serve(&mut ctx, sock, &bridge, vnet_hdr),
     }
 }

@@ -35,8 +35,7 @@ pub(crate) fn serve(ctx: &mut Ctx, sock: &OwnedFd, bridge: &str, vnet_hdr: bool)
             )));
         }
     };
-    sys::send_datagram(sock, &[0], std::slice::from_ref(&fd))
-        .map_err(|e| StartError::Session(sys::errno_io(e)))?;
+    sys::send_datagram(sock, &[0], std::slice::from_ref(&fd)).map_err(|e| StartError::Session(e.into()))?;
     log::info!("uid={uid} op=qemu-bridge target={name} bridge={bridge} decision=done");
     Ok(())
 }

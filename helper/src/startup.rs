@@ -67,10 +67,6 @@ pub(crate) enum StartError {
     NotActivated(&'static str),
 }
 
-fn io_err(e: nix::errno::Errno) -> io::Error {
-    sys::errno_io(e)
-}
-
 /// Step 1: every fd above 2 closed (except `keep`), empty environment, default signals, umask 077,
 /// not dumpable, rlimits the caller cannot have shrunk to make us fail half-way. Fds 0–2 are open
 /// already: Rust's runtime reopens a closed one on /dev/null before `main` (and aborts if it cannot),
@@ -81,7 +77,7 @@ pub(crate) fn sanitize_process(keep: Option<i32>) -> Result<(), StartError> {
     sys::reset_signals().map_err(StartError::Signals)?;
     umask(Mode::from_bits_truncate(UMASK));
     // Not dumpable: the caller (same real uid) can neither ptrace us nor read /proc/PID/mem.
-    nix::sys::prctl::set_dumpable(false).map_err(|e| StartError::Dumpable(io_err(e)))?;
+    nix::sys::prctl::set_dumpable(false).map_err(|e| StartError::Dumpable(e.into()))?;
     reset_rlimits();
     Ok(())
 }
@@ -106,9 +102,9 @@ fn reset_rlimits() {
 
 /// Step 2: the caller is our real uid and gid and supplementary groups, with names for policy matching.
 pub(crate) fn identify_caller() -> Result<Caller, StartError> {
-    let uid = getresuid().map_err(|e| StartError::Identity(io_err(e)))?.real;
-    let gid = getresgid().map_err(|e| StartError::Identity(io_err(e)))?.real;
-    let groups = getgroups().map_err(|e| StartError::Identity(io_err(e)))?;
+    let uid = getresuid().map_err(|e| StartError::Identity(e.into()))?.real;
+    let gid = getresgid().map_err(|e| StartError::Identity(e.into()))?.real;
+    let groups = getgroups().map_err(|e| StartError::Identity(e.into()))?;
     Ok(caller_of(
         uid.as_raw(),
         gid.as_raw(),
@@ -124,7 +120,7 @@ pub(crate) const LISTEN_FD: i32 = 3;
 /// caller chose fd 3, and `SO_PEERCRED` on a socket connected to someone else's process would name
 /// that victim as our caller.
 pub(crate) fn require_started_by_root() -> Result<(), StartError> {
-    let ids = getresuid().map_err(|e| StartError::Identity(io_err(e)))?;
+    let ids = getresuid().map_err(|e| StartError::Identity(e.into()))?;
     if [ids.real, ids.effective, ids.saved].iter().all(|u| u.is_root()) {
         Ok(())
     } else {
@@ -156,7 +152,7 @@ pub(crate) fn check_listen_env() -> Result<(), StartError> {
 pub(crate) fn identify_peer(sock: &OwnedFd) -> Result<(Caller, i32), StartError> {
     let no_peer = |what: &str| StartError::Identity(io::Error::other(format!("no peer credentials: {what}")));
     let cred = nix::sys::socket::getsockopt(sock, nix::sys::socket::sockopt::PeerCredentials)
-        .map_err(|e| StartError::Identity(io_err(e)))?;
+        .map_err(|e| StartError::Identity(e.into()))?;
     if cred.pid() <= 0 {
         return Err(no_peer("pid 0"));
     }
@@ -340,7 +336,7 @@ pub(crate) fn open_what_needs_root(
     ) {
         Ok(fd) => Some(fd),
         Err(nix::errno::Errno::ENOENT) => None, // no IPv6 in this kernel: nothing to turn off
-        Err(e) => return Err(StartError::Sysctl(io_err(e))),
+        Err(e) => return Err(StartError::Sysctl(e.into())),
     };
     Ok(RootHeld {
         tun_pool,
@@ -382,14 +378,14 @@ pub(crate) fn drop_to_caller(caller: &Caller) -> Result<(), StartError> {
     let c = |e: caps::errors::CapsError| StartError::Drop(io::Error::other(e.to_string()));
     let uid = Uid::from_raw(caller.uid);
     let gid = Gid::from_raw(caller.gids.first().copied().unwrap_or(u32::MAX));
-    let res = getresuid().map_err(|e| d(io_err(e)))?;
-    if res.effective != uid || res.saved != uid || getresgid().map_err(|e| d(io_err(e)))?.effective != gid {
-        nix::sys::prctl::set_keepcaps(true).map_err(|e| d(io_err(e)))?;
+    let res = getresuid().map_err(|e| d(e.into()))?;
+    if res.effective != uid || res.saved != uid || getresgid().map_err(|e| d(e.into()))?.effective != gid {
+        nix::sys::prctl::set_keepcaps(true).map_err(|e| d(e.into()))?;
         let groups: Vec<Gid> = caller.gids.iter().skip(1).map(|&g| Gid::from_raw(g)).collect();
-        setgroups(&groups).map_err(|e| d(io_err(e)))?;
-        setresgid(gid, gid, gid).map_err(|e| d(io_err(e)))?;
-        setresuid(uid, uid, uid).map_err(|e| d(io_err(e)))?;
-        nix::sys::prctl::set_keepcaps(false).map_err(|e| d(io_err(e)))?;
+        setgroups(&groups).map_err(|e| d(e.into()))?;
+        setresgid(gid, gid, gid).map_err(|e| d(e.into()))?;
+        setresuid(uid, uid, uid).map_err(|e| d(e.into()))?;
+        nix::sys::prctl::set_keepcaps(false).map_err(|e| d(e.into()))?;
         let permitted = caps::read(None, CapSet::Permitted).map_err(c)?;
         caps::set(None, CapSet::Effective, &permitted).map_err(c)?;
     }
@@ -408,10 +404,10 @@ pub(crate) fn drop_to_caller(caller: &Caller) -> Result<(), StartError> {
     caps::clear(None, CapSet::Ambient).map_err(c)?;
     caps::set(None, CapSet::Effective, &keep).map_err(c)?;
     caps::set(None, CapSet::Permitted, &keep).map_err(c)?;
-    nix::sys::prctl::set_no_new_privs().map_err(|e| d(io_err(e)))?;
+    nix::sys::prctl::set_no_new_privs().map_err(|e| d(e.into()))?;
     // Setting uids resets the dumpable flag: set it again.
-    nix::sys::prctl::set_dumpable(false).map_err(|e| d(io_err(e)))?;
-    if getresuid().map_err(|e| d(io_err(e)))?.effective != uid {
+    nix::sys::prctl::set_dumpable(false).map_err(|e| d(e.into()))?;
+    if getresuid().map_err(|e| d(e.into()))?.effective != uid {
         return Err(d(io::Error::other("still not the caller's uid")));
     }
     Ok(())

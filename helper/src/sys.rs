@@ -253,7 +253,7 @@ pub(crate) struct TunFd<'a>(BorrowedFd<'a>);
 impl<'a> TunFd<'a> {
     /// `fd` as a [`TunFd`] if fstat says it is the tun character device (10, 200); `None` otherwise.
     pub(crate) fn check(fd: BorrowedFd<'a>) -> io::Result<Option<Self>> {
-        let st = nix::sys::stat::fstat(fd).map_err(errno_io)?;
+        let st = nix::sys::stat::fstat(fd)?;
         let rdev = st.st_rdev;
         let is_tun = st.st_mode & libc::S_IFMT == libc::S_IFCHR
             && u64::from(libc::major(rdev)) == TUN_MAJOR
@@ -646,11 +646,6 @@ pub(crate) fn seccomp_install(prog: &[libc::sock_filter]) -> io::Result<()> {
 /// The errno of an `io::Error`, for replies.
 pub(crate) fn errno_of(e: &io::Error) -> i32 {
     e.raw_os_error().unwrap_or(libc::EIO)
-}
-
-/// Converts nix's errno.
-pub(crate) fn errno_io(e: Errno) -> io::Error {
-    io::Error::from_raw_os_error(e as i32)
 }
 
 #[cfg(test)]
