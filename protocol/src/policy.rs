@@ -460,42 +460,36 @@ impl Parser {
             "allow" | "deny" => {
                 let subject = subject(words)?;
                 let kind = one(words, "`switch`, `ifgroup`, `rdomain` or `local`")?;
-                if kind == "local" {
-                    let range = match words.next() {
+                let resource = if kind == "local" {
+                    Resource::Local(match words.next() {
                         None => VmRange::ANY,
                         Some("vm") => vm_range(one(words, "a VM slot or range FIRST-LAST after `vm`")?)?,
                         Some(w) => return Err(PolicyErrorKind::Trailing(w.to_owned())),
-                    };
-                    end(words)?;
-                    self.policy.rules.push(Rule {
-                        allow: keyword == "allow",
-                        subject,
-                        resource: Resource::Local(range),
-                    });
-                    return Ok(());
-                }
-                let value = one(words, "a name, a number or `*`")?;
-                let resource = match (kind, value) {
-                    ("switch", "*") => Resource::Switch(Pattern::Any),
-                    ("switch", v) => Resource::Switch(Pattern::Exact(
-                        IfName::new(v).map_err(|e| PolicyErrorKind::BadSwitch(v.to_owned(), e))?,
-                    )),
-                    ("ifgroup", "*") => Resource::IfGroup(Pattern::Any),
-                    ("ifgroup", v) => {
-                        let g = GroupName::new(v).map_err(|e| PolicyErrorKind::BadGroup(v.to_owned(), e))?;
-                        self.uses.push((file.to_owned(), line, Use::IfGroup(g.clone())));
-                        Resource::IfGroup(Pattern::Exact(g))
-                    }
-                    ("rdomain", "*") => Resource::Rdomain(Pattern::Any),
-                    ("rdomain", v) => {
-                        let n = rdomain(v)?;
-                        self.uses.push((file.to_owned(), line, Use::Rdomain(n)));
-                        Resource::Rdomain(Pattern::Exact(n))
-                    }
-                    _ => {
-                        return Err(PolicyErrorKind::Expected(
-                            "`switch`, `ifgroup`, `rdomain` or `local`",
-                        ));
+                    })
+                } else {
+                    match (kind, one(words, "a name, a number or `*`")?) {
+                        ("switch", "*") => Resource::Switch(Pattern::Any),
+                        ("switch", v) => Resource::Switch(Pattern::Exact(
+                            IfName::new(v).map_err(|e| PolicyErrorKind::BadSwitch(v.to_owned(), e))?,
+                        )),
+                        ("ifgroup", "*") => Resource::IfGroup(Pattern::Any),
+                        ("ifgroup", v) => {
+                            let g =
+                                GroupName::new(v).map_err(|e| PolicyErrorKind::BadGroup(v.to_owned(), e))?;
+                            self.uses.push((file.to_owned(), line, Use::IfGroup(g.clone())));
+                            Resource::IfGroup(Pattern::Exact(g))
+                        }
+                        ("rdomain", "*") => Resource::Rdomain(Pattern::Any),
+                        ("rdomain", v) => {
+                            let n = rdomain(v)?;
+                            self.uses.push((file.to_owned(), line, Use::Rdomain(n)));
+                            Resource::Rdomain(Pattern::Exact(n))
+                        }
+                        _ => {
+                            return Err(PolicyErrorKind::Expected(
+                                "`switch`, `ifgroup`, `rdomain` or `local`",
+                            ));
+                        }
                     }
                 };
                 end(words)?;
