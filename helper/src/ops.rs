@@ -76,7 +76,7 @@ pub(crate) fn execute(ctx: &mut Ctx, valid: &ValidRequest, fds: &[OwnedFd]) -> R
             rules,
             more_rules,
         } => {
-            let in_use = count_taps(ctx)?;
+            let in_use = u32::try_from(caller_taps(ctx)?.len()).unwrap_or(u32::MAX);
             let status = Status {
                 uid: ctx.caller.uid,
                 user: ctx.caller.user.clone(),
@@ -103,8 +103,7 @@ pub(crate) fn execute(ctx: &mut Ctx, valid: &ValidRequest, fds: &[OwnedFd]) -> R
             config,
         } => create_tap(ctx, *queues, *vnet_hdr, *quota, config),
         ValidOp::Configure { tap, config } => {
-            let fd = tap_fd(*tap)?;
-            let link = resolve_tap(ctx, fd.as_fd())?;
+            let link = resolve_tap(ctx, tap_fd(*tap)?.as_fd())?;
             // A tap on no switch that comes up is a local tap: that needs the local grant, also when
             // it got there by a Reset that detached it from its switch.
             let local = link.master.is_none() && config.switch().is_none() && config.vrf().is_none();
@@ -126,8 +125,7 @@ pub(crate) fn execute(ctx: &mut Ctx, valid: &ValidRequest, fds: &[OwnedFd]) -> R
             Ok(plain(Response::Removed { count }, "-"))
         }
         ValidOp::Reset { tap, policy_prefixes } => {
-            let fd = tap_fd(*tap)?;
-            let link = resolve_tap(ctx, fd.as_fd())?;
+            let link = resolve_tap(ctx, tap_fd(*tap)?.as_fd())?;
             reset(ctx, &link, *policy_prefixes)?;
             Ok(plain(Response::Tap(tap_info(&link)), &link_name(&link)))
         }
@@ -142,19 +140,19 @@ fn plain(response: Response, target: &str) -> Outcome {
     }
 }
 
-/// Live taps the caller owns, counted from the kernel by their marks: no database to fall out of step,
+/// Live taps the caller owns, found in the kernel by their marks: no database to fall out of step,
 /// and a tap the caller re-owned or made persistent with its fd (neither needs privilege) still counts.
-fn count_taps(ctx: &mut Ctx) -> Result<u32, Error> {
+fn caller_taps(ctx: &mut Ctx) -> Result<Vec<Link>, Error> {
     let uid = ctx.caller.uid;
-    let mut n = 0u32;
+    let mut taps = Vec::new();
     ctx.nl
         .dump_links("tun", &mut |l| {
             if marked_uid(l) == Some(uid) {
-                n = n.saturating_add(1);
+                taps.push(l.clone());
             }
         })
         .map_err(kernel)?;
-    Ok(n)
+    Ok(taps)
 }
 
 /// Deletes the caller's marked taps that no fd holds (it made them persistent and closed them), so a
@@ -163,16 +161,12 @@ fn count_taps(ctx: &mut Ctx) -> Result<u32, Error> {
 /// holder can turn off itself (`TUNSETCARRIER`): then only its own tap goes.
 fn remove_leftovers(ctx: &mut Ctx) -> Result<u32, Error> {
     let uid = ctx.caller.uid;
-    let mut found = Vec::new();
-    ctx.nl
-        .dump_links("tun", &mut |l| {
-            if marked_uid(l) == Some(uid) && !l.held_by_fds() {
-                found.push(l.index);
-            }
-        })
-        .map_err(kernel)?;
     let mut removed = 0u32;
-    for index in found {
+    for index in caller_taps(ctx)?
+        .iter()
+        .filter(|l| !l.held_by_fds())
+        .map(|l| l.index)
+    {
         // Checked again right before the delete, by the index the dump gave (indices are allocated
         // cyclically, not reused at once): still this caller's mark, still held by no fd.
         match ctx.nl.get_link(index, None) {
@@ -448,13 +442,13 @@ fn make_tap(
     plan: &Plan,
 ) -> Result<(String, TapInfo), Error> {
     let queues = fds.len();
-    let features = if let Some(f) = ctx.tun_features {
-        f
-    } else {
-        let first = fds.first().ok_or(Error::Invalid(Invalid::Queues))?;
-        let f = sys::tun_get_features(opened_tun(first)?).map_err(|e| kernel_io(&e))?;
-        *ctx.tun_features.insert(f)
+    let (first, rest) = fds.split_first().ok_or(Error::Invalid(Invalid::Queues))?;
+    let first = opened_tun(first)?;
+    let features = match ctx.tun_features {
+        Some(f) => f,
+        None => sys::tun_get_features(first).map_err(|e| kernel_io(&e))?,
     };
+    ctx.tun_features = Some(features);
     let mut flags = i32::from(IFF_TAP) | IFF_NO_PI | IFF_TUN_EXCL;
     if vnet_hdr {
         if features & IFF_VNET_HDR.cast_unsigned() == 0 {
@@ -468,8 +462,6 @@ fn make_tap(
         }
         flags |= IFF_MULTI_QUEUE;
     }
-    let (first, rest) = fds.split_first().ok_or(Error::Invalid(Invalid::Queues))?;
-    let first = opened_tun(first)?;
     // The tap is created under its mark, the name of a free quota slot: IFF_TUN_EXCL makes TUNSETIFF
     // fail (EBUSY) when any link has that name (without it, it would attach to an existing tap), so
     // two sessions of one user racing for the last slot cannot both win: the loser tries the next
