@@ -282,8 +282,9 @@ fn setlink(
     })
 }
 
-fn alias_bytes(s: &str) -> Vec<u8> {
-    s.as_bytes().to_vec()
+/// `RTM_SETLINK` of one u32 attribute (MTU, master, group).
+pub(crate) fn set_u32(nl: &mut Netlink, index: u32, ty: u16, value: u32) -> Result<(), Errno> {
+    setlink(nl, index, 0, 0, Some((ty, &value.to_ne_bytes())))
 }
 
 fn addr_msg(ty: u16, flags: u16, seq: u32, index: u32, ip: IpAddr, prefixlen: u8) -> Msg {
@@ -347,17 +348,17 @@ fn apply(
     let index = link.index;
     let mut info = tap_info(link);
     if let Some(d) = config.description() {
-        setlink(nl, index, 0, 0, Some((IFLA_IFALIAS, &alias_bytes(d.as_str())))).map_err(kernel)?;
+        setlink(nl, index, 0, 0, Some((IFLA_IFALIAS, d.as_str().as_bytes()))).map_err(kernel)?;
         undo.push(Undo::Alias(link.alias.clone().unwrap_or_default()));
     }
     if let (Some(bridge), Some(name)) = (&plan.bridge, config.switch()) {
         if let Some(mtu) = bridge.mtu.filter(|&m| Some(m) != link.mtu) {
-            setlink(nl, index, 0, 0, Some((IFLA_MTU, &mtu.to_ne_bytes()))).map_err(kernel)?;
+            set_u32(nl, index, IFLA_MTU, mtu).map_err(kernel)?;
             undo.push(Undo::Mtu(link.mtu.unwrap_or(mtu)));
             info.mtu = mtu;
         }
         if link.master != Some(bridge.index) {
-            setlink(nl, index, 0, 0, Some((IFLA_MASTER, &bridge.index.to_ne_bytes()))).map_err(kernel)?;
+            set_u32(nl, index, IFLA_MASTER, bridge.index).map_err(kernel)?;
             undo.push(Undo::Master);
         }
         info.switch = Some(name.to_string());
@@ -365,11 +366,11 @@ fn apply(
     if let Some(vrf) = &plan.vrf
         && link.master != Some(vrf.index)
     {
-        setlink(nl, index, 0, 0, Some((IFLA_MASTER, &vrf.index.to_ne_bytes()))).map_err(kernel)?;
+        set_u32(nl, index, IFLA_MASTER, vrf.index).map_err(kernel)?;
         undo.push(Undo::Master);
     }
     if let Some(g) = config.group() {
-        setlink(nl, index, 0, 0, Some((IFLA_GROUP, &g.number().to_ne_bytes()))).map_err(kernel)?;
+        set_u32(nl, index, IFLA_GROUP, g.number()).map_err(kernel)?;
         undo.push(Undo::Group(link.group));
     }
     if let Some(up) = config.up() {
@@ -408,10 +409,10 @@ fn add_addr(nl: &mut Netlink, index: u32, ip: IpAddr, len: u8, undo: &mut Vec<Un
 fn rollback(nl: &mut Netlink, index: u32, undo: Vec<Undo>) {
     for u in undo.into_iter().rev() {
         let r = match u {
-            Undo::Alias(a) => setlink(nl, index, 0, 0, Some((IFLA_IFALIAS, &alias_bytes(&a)))),
-            Undo::Master => setlink(nl, index, 0, 0, Some((IFLA_MASTER, &0u32.to_ne_bytes()))),
-            Undo::Mtu(m) => setlink(nl, index, 0, 0, Some((IFLA_MTU, &m.to_ne_bytes()))),
-            Undo::Group(g) => setlink(nl, index, 0, 0, Some((IFLA_GROUP, &g.to_ne_bytes()))),
+            Undo::Alias(a) => setlink(nl, index, 0, 0, Some((IFLA_IFALIAS, a.as_bytes()))),
+            Undo::Master => set_u32(nl, index, IFLA_MASTER, 0),
+            Undo::Mtu(m) => set_u32(nl, index, IFLA_MTU, m),
+            Undo::Group(g) => set_u32(nl, index, IFLA_GROUP, g),
             Undo::Up(up) => setlink(nl, index, if up { IFF_UP } else { 0 }, IFF_UP, None),
             Undo::Addr(ip, len) => nl.request(|seq| addr_msg(RTM_DELADDR, 0, seq, index, ip, len)),
         };
@@ -431,10 +432,10 @@ pub(crate) fn reset(
     let nl = &mut ctx.nl;
     let index = link.index;
     if link.master.is_some() {
-        setlink(nl, index, 0, 0, Some((IFLA_MASTER, &0u32.to_ne_bytes()))).map_err(kernel)?;
+        set_u32(nl, index, IFLA_MASTER, 0).map_err(kernel)?;
     }
     setlink(nl, index, 0, IFF_UP, Some((IFLA_IFALIAS, &[]))).map_err(kernel)?;
-    setlink(nl, index, 0, 0, Some((IFLA_GROUP, &0u32.to_ne_bytes()))).map_err(kernel)?;
+    set_u32(nl, index, IFLA_GROUP, 0).map_err(kernel)?;
     let mut ours = Vec::new();
     for family in [AF_INET, AF_INET6] {
         nl.dump_addrs(family, index, &mut |a| {

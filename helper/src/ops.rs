@@ -14,9 +14,9 @@ use vmpriv_protocol::{Error, Invalid, Response, TapInfo, ValidRequest};
 
 use crate::configure::{
     Batch, Ctx, Plan, check_config, configure, configure_checked, find_bridge, kernel, link_name, quiet_ipv6,
-    reset, tap_info,
+    reset, set_u32, tap_info,
 };
-use crate::netlink::{IFLA_GROUP, Link, Msg, NLM_F_ACK, RTM_DELLINK, RTM_SETLINK};
+use crate::netlink::{IFLA_GROUP, Link, Msg, NLM_F_ACK, RTM_DELLINK};
 use crate::sys;
 
 const IFF_TAP: u16 = 0x0002;
@@ -215,7 +215,7 @@ fn destroy_taps(
     };
     let mut moved: Vec<(u32, u32)> = Vec::with_capacity(taps.len());
     for link in &taps {
-        if let Err(e) = set_group(ctx, link.index, group) {
+        if let Err(e) = set_u32(&mut ctx.nl, link.index, IFLA_GROUP, group) {
             // Put back the groups this request changed: it changes nothing when it fails.
             put_back(ctx, &moved);
             return Err(kernel(e));
@@ -244,17 +244,9 @@ fn destroy_taps(
     Ok(Response::Removed { count })
 }
 
-fn set_group(ctx: &mut Ctx, index: u32, group: u32) -> Result<(), Errno> {
-    ctx.nl.request(|seq| {
-        Msg::new(RTM_SETLINK, NLM_F_ACK, seq)
-            .ifinfomsg(index, 0, 0)
-            .attr_u32(IFLA_GROUP, group)
-    })
-}
-
 fn put_back(ctx: &mut Ctx, taps: &[(u32, u32)]) {
     for &(index, group) in taps {
-        let _ = set_group(ctx, index, group);
+        let _ = set_u32(&mut ctx.nl, index, IFLA_GROUP, group);
     }
 }
 
