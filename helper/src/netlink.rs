@@ -527,23 +527,19 @@ impl Netlink {
         })
     }
 
-    fn next_seq(&mut self) -> u32 {
+    /// One request and its replies: `build` makes the request for a fresh sequence number, and each
+    /// reply to that number goes to `each` until the ACK/error (or `NLMSG_DONE` for a dump).
+    fn exchange(
+        &mut self,
+        build: impl FnOnce(u32) -> Msg,
+        each: &mut dyn FnMut(&Header, &[u8]) -> NlResult<()>,
+    ) -> NlResult<()> {
         self.seq = self.seq.wrapping_add(1).max(1);
-        self.seq
-    }
-
-    fn send(&mut self, msg: Option<Vec<u8>>) -> NlResult<()> {
-        let msg = msg.ok_or(Errno::EMSGSIZE)?;
-        let n = socket::send(self.fd.as_raw_fd(), &msg, MsgFlags::empty())?;
-        if n == msg.len() {
-            Ok(())
-        } else {
-            Err(Errno::EMSGSIZE)
+        let seq = self.seq;
+        let msg = build(seq).finish().ok_or(Errno::EMSGSIZE)?;
+        if socket::send(self.fd.as_raw_fd(), &msg, MsgFlags::empty())? != msg.len() {
+            return Err(Errno::EMSGSIZE);
         }
-    }
-
-    /// Receives replies to `seq`, handing each to `each`, until the ACK/error (or `NLMSG_DONE` for a dump).
-    fn receive(&mut self, seq: u32, each: &mut dyn FnMut(&Header, &[u8]) -> NlResult<()>) -> NlResult<()> {
         loop {
             let n = socket::recv(self.fd.as_raw_fd(), &mut self.buf, MsgFlags::MSG_TRUNC)?;
             let buf = self.buf.get(..n).ok_or(Errno::EMSGSIZE)?; // MSG_TRUNC: n > len means truncated
@@ -555,23 +551,22 @@ impl Netlink {
 
     /// Sends a request built by `build(seq)` and waits for its ACK.
     pub(crate) fn request(&mut self, build: impl FnOnce(u32) -> Msg) -> NlResult<()> {
-        let seq = self.next_seq();
-        self.send(build(seq).finish())?;
-        self.receive(seq, &mut |_, _| Ok(()))
+        self.exchange(build, &mut |_, _| Ok(()))
     }
 
     /// `RTM_GETLINK` by index or by name; `ENODEV` if there is none.
     pub(crate) fn get_link(&mut self, index: u32, name: Option<&str>) -> NlResult<Link> {
-        let seq = self.next_seq();
-        let mut msg = Msg::new(RTM_GETLINK, 0, seq)
-            .ifinfomsg(index, 0, 0)
-            .attr_u32(IFLA_EXT_MASK, RTEXT_FILTER_SKIP_STATS);
-        if let Some(name) = name {
-            msg = msg.attr_str(IFLA_IFNAME, name);
-        }
-        self.send(msg.finish())?;
+        let build = |seq| {
+            let msg = Msg::new(RTM_GETLINK, 0, seq)
+                .ifinfomsg(index, 0, 0)
+                .attr_u32(IFLA_EXT_MASK, RTEXT_FILTER_SKIP_STATS);
+            match name {
+                Some(name) => msg.attr_str(IFLA_IFNAME, name),
+                None => msg,
+            }
+        };
         let mut found = None;
-        self.receive(seq, &mut |hdr, payload| {
+        self.exchange(build, &mut |hdr, payload| {
             if hdr.ty == RTM_NEWLINK {
                 found = Some(parse_link(payload).map_err(|_| Errno::EPROTO)?);
             }
@@ -582,13 +577,13 @@ impl Netlink {
 
     /// Dumps links of one kind (the kernel filters by `IFLA_INFO_KIND`), calling `each` on every one.
     pub(crate) fn dump_links(&mut self, kind: &str, each: &mut dyn FnMut(&Link)) -> NlResult<()> {
-        let seq = self.next_seq();
-        let msg = Msg::new(RTM_GETLINK, NLM_F_DUMP, seq)
-            .ifinfomsg(0, 0, 0)
-            .attr_u32(IFLA_EXT_MASK, RTEXT_FILTER_SKIP_STATS)
-            .attr_kind(kind);
-        self.send(msg.finish())?;
-        self.receive(seq, &mut |hdr, payload| {
+        let build = |seq| {
+            Msg::new(RTM_GETLINK, NLM_F_DUMP, seq)
+                .ifinfomsg(0, 0, 0)
+                .attr_u32(IFLA_EXT_MASK, RTEXT_FILTER_SKIP_STATS)
+                .attr_kind(kind)
+        };
+        self.exchange(build, &mut |hdr, payload| {
             if hdr.ty == RTM_NEWLINK {
                 let link = parse_link(payload).map_err(|_| Errno::EPROTO)?;
                 // Older kernels ignore the filter: check the kind ourselves too.
@@ -603,19 +598,20 @@ impl Netlink {
     /// The FIB entry a lookup of `ip` matches (policy rules, local table first), or `None` when no
     /// route matches or the match delivers nowhere. One round trip, whatever the number of interfaces and addresses.
     pub(crate) fn route_lookup(&mut self, ip: IpAddr) -> NlResult<Option<Route>> {
-        let seq = self.next_seq();
         let (family, len) = if ip.is_ipv4() {
             (AF_INET, 32u8)
         } else {
             (AF_INET6, 128)
         };
-        let mut head = vec![family, len, 0, 0, 0, 0, 0, 0];
-        head.extend_from_slice(&RTM_F_FIB_MATCH.to_ne_bytes());
-        let mut msg = Msg::new(RTM_GETROUTE, 0, seq);
-        msg.buf.extend_from_slice(&head);
-        self.send(msg.attr_ip(RTA_DST, ip).finish())?;
+        let build = |seq| {
+            // struct rtmsg: family, dst_len, then zeroes (src_len, tos, table, protocol, scope, type), flags.
+            let mut msg = Msg::new(RTM_GETROUTE, 0, seq);
+            msg.buf.extend_from_slice(&[family, len, 0, 0, 0, 0, 0, 0]);
+            msg.buf.extend_from_slice(&RTM_F_FIB_MATCH.to_ne_bytes());
+            msg.attr_ip(RTA_DST, ip)
+        };
         let mut found = None;
-        match self.receive(seq, &mut |hdr, payload| {
+        match self.exchange(build, &mut |hdr, payload| {
             if hdr.ty == RTM_NEWROUTE {
                 found = Some(parse_route(payload).map_err(|_| Errno::EPROTO)?);
             }
@@ -639,13 +635,8 @@ impl Netlink {
     /// Dumps addresses of one family (2 = IPv4, 10 = IPv6), of every link (`index` 0) or of one: the
     /// socket has strict checking on, so the kernel filters by index (and we check again).
     pub(crate) fn dump_addrs(&mut self, family: u8, index: u32, each: &mut dyn FnMut(&Addr)) -> NlResult<()> {
-        let seq = self.next_seq();
-        self.send(
-            Msg::new(RTM_GETADDR, NLM_F_DUMP, seq)
-                .ifaddrmsg(family, 0, index)
-                .finish(),
-        )?;
-        self.receive(seq, &mut |hdr, payload| {
+        let build = |seq| Msg::new(RTM_GETADDR, NLM_F_DUMP, seq).ifaddrmsg(family, 0, index);
+        self.exchange(build, &mut |hdr, payload| {
             if hdr.ty == RTM_NEWADDR
                 && let Some(a) = parse_addr(payload).map_err(|_| Errno::EPROTO)?
                 && (index == 0 || a.index == index)
