@@ -535,12 +535,8 @@ fn take_tun_fds(ctx: &mut Ctx, n: usize) -> Result<Vec<OwnedFd>, Error> {
             fds.push(fd);
             continue;
         }
-        let opened = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open("/dev/net/tun");
-        match opened {
-            Ok(f) => fds.push(f.into()),
+        match crate::startup::open_tun() {
+            Ok(fd) => fds.push(fd),
             Err(e) => {
                 ctx.tun_pool.append(&mut fds);
                 return Err(if e.kind() == std::io::ErrorKind::PermissionDenied {

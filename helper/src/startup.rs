@@ -354,12 +354,8 @@ pub(crate) fn open_what_needs_root(
 fn open_tun_fds(count: usize) -> Result<Vec<OwnedFd>, StartError> {
     let mut fds = Vec::with_capacity(count);
     for _ in 0..count {
-        match std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open("/dev/net/tun")
-        {
-            Ok(f) => fds.push(OwnedFd::from(f)),
+        match open_tun() {
+            Ok(fd) => fds.push(fd),
             Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
                 log::warn!("cannot open /dev/net/tun ({e}); this session has no tun fds");
                 break;
@@ -368,6 +364,12 @@ fn open_tun_fds(count: usize) -> Result<Vec<OwnedFd>, StartError> {
         }
     }
     Ok(fds)
+}
+
+/// `/dev/net/tun`, read-write: for the start-up pool, and later where the device is open to the caller.
+pub(crate) fn open_tun() -> io::Result<OwnedFd> {
+    let tun = nix::fcntl::open("/dev/net/tun", OFlag::O_RDWR | OFlag::O_CLOEXEC, Mode::empty())?;
+    Ok(tun)
 }
 
 /// Step 4: become the caller (uid, gid, groups) holding CAP_NET_ADMIN and nothing else, in every set;
