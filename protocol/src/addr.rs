@@ -65,16 +65,6 @@ impl Inet4Prefix {
         Ok(Inet4Prefix { addr, len })
     }
 
-    /// The network address.
-    pub fn addr(self) -> Ipv4Addr {
-        self.addr
-    }
-
-    /// The prefix length.
-    pub fn prefix_len(self) -> u8 {
-        self.len
-    }
-
     /// Whether `a` lies inside this prefix.
     pub fn contains(self, a: Ipv4Addr) -> bool {
         u32::from(a) & mask32(self.len) == u32::from(self.addr)
@@ -97,16 +87,6 @@ impl Inet6Prefix {
             return Err(AddrError::HostBits);
         }
         Ok(Inet6Prefix { addr, len })
-    }
-
-    /// The network address.
-    pub fn addr(self) -> Ipv6Addr {
-        self.addr
-    }
-
-    /// The prefix length.
-    pub fn prefix_len(self) -> u8 {
-        self.len
     }
 
     /// Whether `a` lies inside this prefix.
