@@ -97,12 +97,13 @@ fn run(
     // 1. Hygiene: inherited fds closed, environment empty, signals reset, not dumpable.
     startup::sanitize_process(Some(fd))?;
     // The socket: open, AF_UNIX, SOCK_SEQPACKET (session) or SOCK_STREAM (QEMU's socketpair).
-    let want = if qemu.is_some() {
-        SockType::Stream
+    let (want, kind) = if qemu.is_some() {
+        (SockType::Stream, "SOCK_STREAM")
     } else {
-        SockType::SeqPacket
+        (SockType::SeqPacket, "SOCK_SEQPACKET")
     };
-    let sock: &OwnedFd = sock_slot.insert(adopt_socket(fd, want)?);
+    let sock = sys::take_argv_socket(fd, want).ok_or(StartError::Socket { fd, kind })?;
+    let sock: &OwnedFd = sock_slot.insert(sock);
     // 2. Refuse early and clearly when setuid/file capabilities did not take effect.
     startup::check_privilege()?;
     // 3. The caller: real ids and group names; socket activated, the peer's SO_PEERCRED/SO_PEERGROUPS.
@@ -158,17 +159,6 @@ fn run(
         None => session::serve(&mut ctx, sock).map_err(|e| StartError::Session(e.into())),
         Some((bridge, vnet_hdr)) => qemu::serve(&mut ctx, sock, &bridge, vnet_hdr),
     }
-}
-
-fn adopt_socket(fd: i32, want: SockType) -> Result<OwnedFd, StartError> {
-    sys::take_argv_socket(fd, want).ok_or(StartError::Socket {
-        fd,
-        kind: if want == SockType::Stream {
-            "SOCK_STREAM"
-        } else {
-            "SOCK_SEQPACKET"
-        },
-    })
 }
 
 fn say(text: &str) -> ExitCode {

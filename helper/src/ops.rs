@@ -54,9 +54,10 @@ pub(crate) struct Outcome {
     pub(crate) target: String,
 }
 
+/// The kernel's errno in an `io::Error`, for the reply (EIO if it carries none).
 fn kernel_io(e: &std::io::Error) -> Error {
     Error::Kernel {
-        errno: sys::errno_of(e),
+        errno: e.raw_os_error().unwrap_or(libc::EIO),
     }
 }
 

@@ -643,11 +643,6 @@ pub(crate) fn seccomp_install(prog: &[libc::sock_filter]) -> io::Result<()> {
     cvt(r).map(drop)
 }
 
-/// The errno of an `io::Error`, for replies.
-pub(crate) fn errno_of(e: &io::Error) -> i32 {
-    e.raw_os_error().unwrap_or(libc::EIO)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
