@@ -126,27 +126,20 @@ impl Msg {
 
     /// One attribute with its payload, padded to 4 bytes.
     pub(crate) fn attr(mut self, ty: u16, data: &[u8]) -> Self {
-        self.push_attr(ty, data);
-        self
-    }
-
-    fn push_attr(&mut self, ty: u16, data: &[u8]) {
         let Ok(len) = u16::try_from(4 + data.len()) else {
             self.overflow = true;
-            return;
+            return self;
         };
         self.buf.extend_from_slice(&len.to_ne_bytes());
         self.buf.extend_from_slice(&ty.to_ne_bytes());
         self.buf.extend_from_slice(data);
         self.buf.resize(align4(self.buf.len()), 0);
+        self
     }
 
     /// A NUL-terminated string attribute (`NLA_STRING` wants the NUL for names).
     pub(crate) fn attr_str(self, ty: u16, s: &str) -> Self {
-        let mut data = Vec::with_capacity(s.len() + 1);
-        data.extend_from_slice(s.as_bytes());
-        data.push(0);
-        self.attr(ty, &data)
+        self.attr(ty, &[s.as_bytes(), b"\0"].concat())
     }
 
     /// A u32 attribute.
