@@ -272,8 +272,7 @@ pub enum FrameError {
 
 /// Encodes `msg` as one frame.
 pub fn encode<T: Serialize>(msg: &T) -> Result<Vec<u8>, FrameError> {
-    let mut out = vec![VERSION];
-    out = postcard::to_extend(msg, out).map_err(|_| FrameError::Malformed)?;
+    let out = postcard::to_extend(msg, vec![VERSION]).map_err(|_| FrameError::Malformed)?;
     if out.len() > MAX_FRAME {
         return Err(FrameError::TooLarge);
     }
