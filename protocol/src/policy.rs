@@ -269,14 +269,19 @@ impl Policy {
         allowed
     }
 
-    /// Whether the policy grants `caller` any tap at all: a switch or a local tap. No grant, no tap:
-    /// a caller without one has quota 0 and the helper opens nothing for it.
+    /// Whether the policy grants `caller` any tap at all, after its `deny` lines: a switch it may
+    /// attach to, or a local tap. No grant, no tap: a caller without one has quota 0 and the helper
+    /// opens nothing for it.
     pub fn grants_taps(&self, caller: &Caller) -> bool {
-        self.rules.iter().any(|r| {
-            r.allow
-                && matches!(r.resource, Resource::Switch(_) | Resource::Local(_))
-                && r.subject.matches(caller)
-        })
+        let mine = || self.rules.iter().filter(|r| r.subject.matches(caller));
+        let all_switches_denied = mine().any(|r| !r.allow && r.resource == Resource::Switch(Pattern::Any));
+        let a_switch = mine().any(|r| match &r.resource {
+            Resource::Switch(Pattern::Exact(name)) => r.allow && self.permits_switch(caller, name),
+            // Other names than the ones denied one by one remain.
+            Resource::Switch(Pattern::Any) => r.allow && !all_switches_denied,
+            _ => false,
+        });
+        a_switch || self.permits_local(caller, None)
     }
 
     /// The number behind an `ifgroup` name.
@@ -821,6 +826,31 @@ mod tests {
         assert_eq!(p.quota_for(&caller("carol", &[])), 3);
         assert_eq!(p.quota_for(&caller("zero", &["big"])), 0);
         assert_eq!(p.quota_for(&caller("dave", &["kvm", "ops"])), UNLIMITED);
+    }
+
+    #[test]
+    fn a_grant_every_deny_overrides_gives_no_taps() {
+        let quota = |text: &str| parse_str("p", text).unwrap().quota_for(&caller("bob", &[]));
+        // Every grant denied: nothing, so quota 0.
+        for text in [
+            "allow user * switch br0\ndeny user bob switch br0\n",
+            "allow user * switch br0\nallow user * switch *\ndeny user bob switch *\n",
+            "allow user * local\ndeny user bob local\n",
+            "allow user * switch br0\nallow user * local\ndeny group * switch *\ndeny user * local\n",
+        ] {
+            assert_eq!(quota(text), 0, "{text}");
+        }
+        // Something left: the default quota.
+        for text in [
+            // Every switch name but br0.
+            "allow user * switch *\ndeny user bob switch br0\n",
+            // br1 is not denied.
+            "allow user * switch br0\nallow user bob switch br1\ndeny user bob switch br0\n",
+            // Slots 1-5 are denied, but a local tap without addresses is not.
+            "allow user bob local vm 1-5\ndeny user bob local vm 1-5\n",
+        ] {
+            assert_eq!(quota(text), DEFAULT_QUOTA, "{text}");
+        }
     }
 
     #[test]
