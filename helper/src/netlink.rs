@@ -472,6 +472,18 @@ pub(crate) fn take_replies(
     None
 }
 
+/// A bound `NETLINK_ROUTE` socket (close-on-exec, plus `flags`), subscribed to the multicast `groups`.
+fn route_socket(flags: SockFlag, groups: u32) -> io::Result<OwnedFd> {
+    let fd = socket::socket(
+        AddressFamily::Netlink,
+        SockType::Raw,
+        SockFlag::SOCK_CLOEXEC | flags,
+        SockProtocol::NetlinkRoute,
+    )?;
+    socket::bind(fd.as_raw_fd(), &NetlinkAddr::new(0, groups))?;
+    Ok(fd)
+}
+
 /// A route netlink socket with its sequence counter and receive buffer, and a second one that follows
 /// the namespace's IPv6 addresses.
 pub(crate) struct Netlink {
@@ -493,23 +505,11 @@ pub(crate) type NlResult<T> = Result<T, Errno>;
 impl Netlink {
     /// Opens and binds a `NETLINK_ROUTE` socket.
     pub(crate) fn open() -> io::Result<Self> {
-        let fd = socket::socket(
-            AddressFamily::Netlink,
-            SockType::Raw,
-            SockFlag::SOCK_CLOEXEC,
-            SockProtocol::NetlinkRoute,
-        )?;
-        socket::bind(fd.as_raw_fd(), &NetlinkAddr::new(0, 0))?;
+        let fd = route_socket(SockFlag::empty(), 0)?;
         // Strict checking (Linux 4.20+): the kernel filters address dumps by ifindex, and refuses
         // malformed get requests instead of guessing.
         crate::sys::netlink_strict_check(fd.as_fd())?;
-        let events = socket::socket(
-            AddressFamily::Netlink,
-            SockType::Raw,
-            SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
-            SockProtocol::NetlinkRoute,
-        )?;
-        socket::bind(events.as_raw_fd(), &NetlinkAddr::new(0, GROUP_IPV6_IFADDR))?;
+        let events = route_socket(SockFlag::SOCK_NONBLOCK, GROUP_IPV6_IFADDR)?;
         Ok(Netlink {
             fd,
             seq: 1,
