@@ -133,10 +133,14 @@ fn host_side() -> ExitCode {
 }
 
 fn vm_side() -> ExitCode {
-    let fds = std::env::var("VMPRIV_TAP_FDS").unwrap_or_default();
-    let name = std::env::var("VMPRIV_TAP_NAME").unwrap_or_default();
+    let (Ok(fds), Ok(name)) = (std::env::var("VMPRIV_TAP_FDS"), std::env::var("VMPRIV_TAP_NAME")) else {
+        eprintln!(
+            "vm side: VMPRIV_TAP_FDS and VMPRIV_TAP_NAME are not set: run me under `vmpriv tap ... --`"
+        );
+        return ExitCode::from(2);
+    };
     let Some(fd) = fds.split(',').next().and_then(|f| f.parse::<i32>().ok()) else {
-        eprintln!("vm side: VMPRIV_TAP_FDS is not set: run me under `vmpriv tap ... --`");
+        eprintln!("vm side: VMPRIV_TAP_FDS={fds:?} names no fd");
         return ExitCode::from(2);
     };
     // SAFETY: `vmpriv tap` left exactly this fd open for us across exec; nothing else owns it.
