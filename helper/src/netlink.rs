@@ -7,7 +7,7 @@
 
 use std::collections::BTreeSet;
 use std::io;
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
 use nix::errno::Errno;
@@ -589,8 +589,32 @@ impl Netlink {
     }
 
     /// The FIB entry a lookup of `ip` matches (policy rules, local table first), or `None` when no
-    /// route matches or the match delivers nowhere. One round trip, whatever the number of interfaces and addresses.
+    /// route matches or the match delivers nowhere. One round trip, whatever the number of interfaces
+    /// and addresses (two when the answer is EINVAL).
     pub(crate) fn route_lookup(&mut self, ip: IpAddr) -> NlResult<Option<Route>> {
+        match self.fib_match(ip) {
+            // No route, or one that delivers nowhere: the lookup fails with the route type's error
+            // (unreachable EHOSTUNREACH, prohibit EACCES, throw EAGAIN).
+            Err(Errno::ENETUNREACH | Errno::EHOSTUNREACH | Errno::ENOENT | Errno::EACCES | Errno::EAGAIN) => {
+                Ok(None)
+            }
+            // A blackhole answers EINVAL, and so would a request this kernel does not accept, which
+            // must not read as "free": the same request for the loopback address tells them apart.
+            Err(Errno::EINVAL) => {
+                let lo = match ip {
+                    IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
+                    IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::LOCALHOST),
+                };
+                match self.fib_match(lo) {
+                    Ok(_) | Err(Errno::ENETUNREACH | Errno::EHOSTUNREACH) => Ok(None),
+                    Err(e) => Err(e),
+                }
+            }
+            other => other,
+        }
+    }
+
+    fn fib_match(&mut self, ip: IpAddr) -> NlResult<Option<Route>> {
         let (family, len) = if ip.is_ipv4() {
             (AF_INET, 32u8)
         } else {
@@ -604,25 +628,13 @@ impl Netlink {
             msg.attr_ip(RTA_DST, ip)
         };
         let mut found = None;
-        match self.exchange(build, &mut |hdr, payload| {
+        self.exchange(build, &mut |hdr, payload| {
             if hdr.ty == RTM_NEWROUTE {
                 found = Some(parse_route(payload).map_err(|_| Errno::EPROTO)?);
             }
             Ok(())
-        }) {
-            Ok(()) => Ok(found),
-            // No route, or one that delivers nowhere: the lookup fails with the route type's error
-            // (unreachable EHOSTUNREACH, blackhole EINVAL, prohibit EACCES, throw EAGAIN).
-            Err(
-                Errno::ENETUNREACH
-                | Errno::EHOSTUNREACH
-                | Errno::ENOENT
-                | Errno::EINVAL
-                | Errno::EACCES
-                | Errno::EAGAIN,
-            ) => Ok(None),
-            Err(e) => Err(e),
-        }
+        })?;
+        Ok(found)
     }
 
     /// Dumps addresses of one family (2 = IPv4, 10 = IPv6), of every link (`index` 0) or of one: the

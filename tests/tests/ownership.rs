@@ -550,6 +550,37 @@ fn routes_and_addresses_of_other_interfaces_are_in_use() {
     );
 }
 
+/// A blackhole answers a route lookup with EINVAL, and so would a lookup this kernel refused; only the
+/// first may read as "delivers nowhere". With every lookup blackholed, the loopback address's
+/// included (an admin's rule ahead of the local table: the stand-in for a refused request), the
+/// in-use check cannot tell, so a local tap is refused and nothing is made, rather than every
+/// address reading as free.
+#[test]
+fn a_lookup_that_fails_for_loopback_too_fails_closed() {
+    scenario(
+        "a_lookup_that_fails_for_loopback_too_fails_closed",
+        bins!(),
+        "allow user * local\n",
+        |s| {
+            let before = vmpriv_tests::all_addrs();
+            become_nobody();
+            let mut h = helper(s);
+            become_root();
+            for family in ["-4", "-6"] {
+                sh(&["ip", family, "rule", "add", "pref", "0", "blackhole"]);
+                sh(&["ip", family, "rule", "del", "pref", "0", "lookup", "local"]);
+            }
+            become_nobody();
+            for inet6 in [false, true] {
+                let e = h.create_tap(&TapOptions::new().local(1, 0, inet6)).unwrap_err();
+                assert!(matches!(e, ClientError::Kernel { errno: libc::EINVAL }), "{e:?}");
+            }
+            become_root();
+            assert!(taps().is_empty());
+            assert_eq!(vmpriv_tests::all_addrs(), before);
+        },
+    );
+}
 /// A session reads the namespace's IPv6 addresses once, then follows the kernel's notifications: an
 /// address added inside a /96 after the session's first check counts, one removed stops counting,
 /// and a flood that overflows the notification queue (the kernel drops some) makes it read them again.
