@@ -3,7 +3,9 @@
 # it with `dpkg-deb -c` and `-I` (modes, owners, conffiles, man pages, completions), then installs it
 # with `dpkg -i` in a throwaway mount and network namespace whose /usr, /etc and /var/lib/dpkg are
 # overlays with their upper directories on a tmpfs, and there runs `vmpriv whoami` as uid 65534
-# against the installed setuid helper. Afterwards the host must be as it was.
+# against the installed setuid helper. Then it installs it again into a writable copy of the host's
+# root and boots that with systemd-nspawn, to run the socket-activated units under a real systemd
+# (under_systemd below). Afterwards the host must be as it was.
 # Every check prints `ok - …` or `FAIL - …`; the last line is `package: N passed, M failed`, and any
 # failure makes the exit status 1.
 set -euo pipefail
@@ -103,6 +105,71 @@ inside() {
         test ! -e "$helper" -a ! -e /etc/vmpriv/policy.conf -a ! -e /usr/bin/vmpriv
 }
 
+# Inside a second throwaway namespace: a writable copy of the host's root (an overlay of / with its
+# upper directory on a tmpfs), the package installed there with dpkg -i, vmpriv.socket enabled, the
+# helper's setuid bit taken away (so only the socket can serve), and systemd booted in it with
+# systemd-nspawn (a network namespace of its own). A oneshot unit runs the checks as the container's
+# root, writes what it saw to /mnt (the host's $out) and powers the container off; the host reads it.
+under_systemd() {
+    local deb=$1 scratch=$2 out=$3
+    mount --make-rprivate /
+    mount -t tmpfs -o mode=0755 vmpriv-pkg-systemd "$scratch"
+    mkdir "$scratch/upper" "$scratch/work" "$scratch/root"
+    mount -t overlay overlay -o "lowerdir=/,upperdir=$scratch/upper,workdir=$scratch/work" "$scratch/root"
+    local r=$scratch/root
+    cp "$deb" "$r/tmp/vmpriv.deb"
+    chroot "$r" dpkg --log=/dev/null --no-triggers -i /tmp/vmpriv.deb >"$out/dpkg" 2>&1
+    chmod 0755 "$r$helper"
+    echo 'allow user nobody switch br0' >"$r/etc/vmpriv/policy.conf"
+    chroot "$r" systemctl enable vmpriv.socket >"$out/enable" 2>&1
+    cat >"$r/etc/systemd/system/vmpriv-check.service" <<'UNIT'
+[Unit]
+Description=vmpriv package test: the checks under systemd
+After=vmpriv.socket
+Requires=vmpriv.socket
+[Service]
+Type=oneshot
+ExecStart=/mnt/check.sh
+StandardOutput=file:/mnt/check.log
+StandardError=inherit
+ExecStopPost=/bin/systemctl poweroff --no-block
+UNIT
+    # Booted instead of the default target: the basic system and the checks, not the host's services.
+    printf '%s\n' '[Unit]' 'Requires=basic.target vmpriv-check.service' 'After=basic.target' \
+        >"$r/etc/systemd/system/vmpriv-check.target"
+    cat >"$out/check.sh" <<'CHECK'
+#!/bin/bash
+# Runs in the container as root; each file in /mnt is one thing the host checks.
+nobody() { setpriv --reuid=65534 --regid=65534 --clear-groups env -u VMPRIV_HELPER -u VMPRIV_SOCKET "$@"; }
+ip link add br0 type bridge && ip link set br0 up
+stat -c '%F %a %U' /run/vmpriv/vmpriv.sock >/mnt/socket 2>&1
+nobody /usr/bin/vmpriv whoami >/mnt/whoami 2>&1; echo "exit $?" >>/mnt/whoami
+# The tap as the command vmpriv runs sees it, then what is left once that command has exited.
+nobody /usr/bin/vmpriv tap --switch br0 -- sh -c 'ip -j -d link show "$VMPRIV_TAP_NAME"' \
+    >/mnt/tap.json 2>/mnt/tap; echo "exit $?" >>/mnt/tap
+ip -j link show type tun >/mnt/taps-after 2>&1
+nobody /usr/bin/vmpriv tap --switch br1 -- true >/mnt/refused 2>&1; echo "exit $?" >>/mnt/refused
+# A connection that sends nothing: its helper finishes start-up and waits for Hello; read what it
+# holds then (the last of 50 tries, once it has its seccomp filter).
+nobody python3 -c 'import socket, time
+s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+s.connect("/run/vmpriv/vmpriv.sock")
+time.sleep(30)' &
+for _ in $(seq 50); do
+    pid=$(pgrep -x vmpriv-helper) && grep -q '^Seccomp:[[:space:]]*2$' "/proc/$pid/status" && break
+    sleep 0.1
+done
+grep -E '^(Uid|Gid|Groups|CapInh|CapPrm|CapEff|CapBnd|CapAmb|NoNewPrivs|Seccomp):' \
+    "/proc/$pid/status" >/mnt/status 2>&1
+kill %1
+journalctl --no-pager -o cat -u 'vmpriv@*' >/mnt/journal 2>&1
+echo done >/mnt/done
+CHECK
+    chmod 0755 "$out/check.sh"
+    timeout 120 systemd-nspawn --quiet --directory="$r" --register=no --keep-unit --private-network \
+        --bind="$out:/mnt" --boot systemd.unit=vmpriv-check.target >"$out/console" 2>&1 || true
+}
+
 # What the host must still show afterwards.
 fingerprint() {
     md5sum /var/lib/dpkg/status
@@ -117,6 +184,10 @@ if [ "${1:-}" = --inside ]; then
     inside "$2" "$3"
     exit 0
 fi
+if [ "${1:-}" = --under-systemd ]; then
+    under_systemd "$2" "$3" "$4"
+    exit 0
+fi
 
 self=$(realpath "$0")
 cd "$(dirname "$self")/.."
@@ -124,7 +195,8 @@ if [ "$(id -u)" != 0 ]; then
     echo "test-deb.sh: needs root (namespaces, dpkg -i inside overlays); it changes nothing on the host" >&2
     exit 1
 fi
-for tool in dpkg-deb dpkg dpkg-query dpkg-statoverride unshare setpriv getcap setcap cargo-deb md5sum; do
+for tool in dpkg-deb dpkg dpkg-query dpkg-statoverride unshare setpriv getcap setcap cargo-deb md5sum \
+    systemd-nspawn chroot python3; do
     command -v "$tool" >/dev/null || {
         echo "test-deb.sh: $tool is missing (.ci/run installs it)" >&2
         exit 1
@@ -183,6 +255,42 @@ echo "== dpkg -i in a throwaway mount and network namespace"
 before=$(fingerprint)
 unshare --mount --net -- "$self" --inside "$PWD/$deb" "$scratch/ns"
 check "the namespace ran every install check" test "$(grep -c 'dpkg --purge' "$VMPRIV_PKG_RESULTS")" = 1
+echo "== the package under systemd: vmpriv.socket, vmpriv@.service (systemd-nspawn)"
+mkdir "$scratch/systemd" "$scratch/systemd-out"
+unshare --mount --net -- "$self" --under-systemd "$PWD/$deb" "$scratch/systemd" "$scratch/systemd-out"
+sd=$scratch/systemd-out
+for f in dpkg enable check.log socket whoami tap tap.json taps-after refused status journal; do
+    [ -e "$sd/$f" ] && sed "s/^/    $f: /" "$sd/$f"
+done
+# The container's console only when it did not get through the checks.
+[ -e "$sd/done" ] || sed 's/^/    console: /' "$sd/console"
+check "systemd booted in the container and ran every check" test -e "$sd/done"
+check "vmpriv.socket listens on /run/vmpriv/vmpriv.sock, a socket of mode 666 owned by root" \
+    test "$(cat "$sd/socket")" = "socket 666 root"
+check "vmpriv whoami as uid 65534 is served by vmpriv@.service (the helper is not setuid there)" \
+    test "$(head -1 "$sd/whoami")" = "uid 65534 (nobody)" -a "$(tail -1 "$sd/whoami")" = "exit 0"
+check "vmpriv tap --switch br0 as uid 65534 exits 0" test "$(tail -1 "$sd/tap")" = "exit 0"
+check "the tap its command saw: a tap owned by nobody, not persistent, a port of br0" \
+    python3 -c 'import json, sys
+[l] = json.load(open(sys.argv[1]))
+d = l["linkinfo"]["info_data"]
+assert l["linkinfo"]["info_kind"] == "tun" and d["type"] == "tap", l
+assert d["user"] == "nobody" and not d["persist"] and l["master"] == "br0", l' "$sd/tap.json"
+check "no tap is left once that command has exited" \
+    python3 -c 'import json, sys; assert json.load(open(sys.argv[1])) == []' "$sd/taps-after"
+check "a switch the policy does not grant: exit 4, one line" \
+    test "$(tail -1 "$sd/refused")" = "exit 4" -a "$(wc -l <"$sd/refused")" = 2
+check "a waiting helper instance: uid and gid 65534, no groups, CAP_NET_ADMIN only, no_new_privs, seccomp" \
+    test "$(tr -s '\t ' ' ' <"$sd/status")" = "$(printf '%s\n' 'Uid: 65534 65534 65534 65534' \
+        'Gid: 65534 65534 65534 65534' 'Groups: ' 'CapInh: 0000000000000000' \
+        'CapPrm: 0000000000001000' 'CapEff: 0000000000001000' 'CapBnd: 0000000000001000' \
+        'CapAmb: 0000000000000000' 'NoNewPrivs: 1' 'Seccomp: 2')"
+journal=$(cat "$sd/journal")
+check "the journal has an instance's audit lines: served socket-activated as uid 65534" \
+    has '^uid=65534 pid=[0-9]+ op=connect decision=serving \(socket activated\)$' "$journal"
+check "the journal has the tap made" has '^uid=65534 op=create-tap target=[^ ]+ decision=done$' "$journal"
+check "the journal has the refusal" has '^uid=65534 op=create-tap decision=refused \(denied' "$journal"
+
 after=$(fingerprint)
 check "the host is untouched (dpkg status, installed paths)" test "$before" = "$after"
 [ "$before" = "$after" ] || diff <(echo "$before") <(echo "$after") || true
