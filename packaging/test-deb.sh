@@ -162,6 +162,9 @@ done
 grep -E '^(Uid|Gid|Groups|CapInh|CapPrm|CapEff|CapBnd|CapAmb|NoNewPrivs|Seccomp):' \
     "/proc/$pid/status" >/mnt/status 2>&1
 kill %1
+# A typo in the policy: every instance refuses to start; the caller is told where to look.
+echo 'allow user nobody swtich br0' >/etc/vmpriv/policy.conf
+nobody /usr/bin/vmpriv whoami >/mnt/typo 2>&1; echo "exit $?" >>/mnt/typo
 journalctl --no-pager -o cat -u 'vmpriv@*' >/mnt/journal 2>&1
 echo done >/mnt/done
 CHECK
@@ -259,7 +262,7 @@ echo "== the package under systemd: vmpriv.socket, vmpriv@.service (systemd-nspa
 mkdir "$scratch/systemd" "$scratch/systemd-out"
 unshare --mount --net -- "$self" --under-systemd "$PWD/$deb" "$scratch/systemd" "$scratch/systemd-out"
 sd=$scratch/systemd-out
-for f in dpkg enable check.log socket whoami tap tap.json taps-after refused status journal; do
+for f in dpkg enable check.log socket whoami tap tap.json taps-after refused status typo journal; do
     [ -e "$sd/$f" ] && sed "s/^/    $f: /" "$sd/$f"
 done
 # The container's console only when it did not get through the checks.
@@ -285,11 +288,16 @@ check "a waiting helper instance: uid and gid 65534, no groups, CAP_NET_ADMIN on
         'Gid: 65534 65534 65534 65534' 'Groups: ' 'CapInh: 0000000000000000' \
         'CapPrm: 0000000000001000' 'CapEff: 0000000000001000' 'CapBnd: 0000000000001000' \
         'CapAmb: 0000000000000000' 'NoNewPrivs: 1' 'Seccomp: 2')"
+check "a policy typo: the caller gets exit 9 and one line naming journalctl -u 'vmpriv@*'" \
+    test "$(tail -1 "$sd/typo")" = "exit 9" -a "$(wc -l <"$sd/typo")" = 2 \
+    -a "$(grep -c "journalctl -u 'vmpriv@\*'" "$sd/typo")" = 1
 journal=$(cat "$sd/journal")
 check "the journal has an instance's audit lines: served socket-activated as uid 65534" \
     has '^uid=65534 pid=[0-9]+ op=connect decision=serving \(socket activated\)$' "$journal"
 check "the journal has the tap made" has '^uid=65534 op=create-tap target=[^ ]+ decision=done$' "$journal"
 check "the journal has the refusal" has '^uid=65534 op=create-tap decision=refused \(denied' "$journal"
+check "the journal has the policy error, with file and line" \
+    has '^vmpriv-helper: policy error .*/etc/vmpriv/policy.conf:1: ' "$journal"
 
 after=$(fingerprint)
 check "the host is untouched (dpkg status, installed paths)" test "$before" = "$after"
