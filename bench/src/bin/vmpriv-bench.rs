@@ -61,9 +61,9 @@ fn main() {
         Some("--worker") => worker(&args[1], args[2].parse().unwrap(), Path::new(&args[3])),
         Some("--startup") => {
             let n = get("--startup").and_then(|v| v.parse().ok()).unwrap_or(200);
-            let (helper, hello) = startup_in_namespace(n);
-            print_startup(&helper, &hello);
-            println!("startup_vs_spawn={:.3}", median(&helper) / median(&hello));
+            let startup = startup_in_namespace(n);
+            print_startup(&startup);
+            print_startup_ratios(&startup);
         }
         _ => {
             let n: usize = get("--nics")
@@ -217,7 +217,7 @@ fn report(
     contenders: &[&str],
     samples: &BTreeMap<&str, Vec<Vec<f64>>>,
     stats: &BTreeMap<String, Vec<f64>>,
-    startup: &(Vec<f64>, Vec<f64>),
+    startup: &Startup,
     have_qbh: bool,
 ) {
     let pooled = |c: &str| -> Vec<f64> {
@@ -290,7 +290,7 @@ fn report(
         "\nhelper: peak RSS {:.0} KiB (VmHWM, warm session after {n} NICs)",
         s("helper_vmhwm_kib")
     );
-    print_startup(&startup.0, &startup.1);
+    print_startup(startup);
     let size = std::fs::metadata(exe_dir().join("vmpriv-helper")).map_or(0, |m| m.len());
     println!("helper: binary size {size} bytes (release, stripped)");
     println!(
@@ -317,7 +317,7 @@ fn report(
     println!("warm_vs_floor={:.3}", warm / floor);
     println!("warm_quota_vs_floor={:.3}", med("vmpriv-warm-quota") / floor);
     println!("teardown_{n}_s={:.3}", s("teardown_batched_s"));
-    println!("startup_vs_spawn={:.3}", median(&startup.0) / median(&startup.1));
+    print_startup_ratios(startup);
     if n >= 200 {
         // vmpriv warm's last 100 NICs against the best non-vmpriv contender's last 100.
         let last = |c: &str| {
@@ -390,7 +390,12 @@ fn run(contender: &str, n: usize) {
                 ),
                 POLICY,
             );
-            static_hello(&s.dir.join("hello"));
+            hello_world(&s.dir.join("hello"), true);
+            hello_world(&s.dir.join("hello-dynamic"), false);
+            std::fs::copy(dir.join("vmpriv-bench-hello"), s.dir.join("hello-rust")).unwrap();
+            for setuid in ["hello-dynamic", "hello-rust"] {
+                vmpriv_tests::chmod(&s.dir.join(setuid), 0o4755);
+            }
             tun_0666(&s.dir);
             as_worker("startup", n, &s.helper);
             let _ = std::fs::remove_dir_all(&s.dir);
@@ -718,23 +723,26 @@ fn worker(kind: &str, n: usize, helper: &Path) {
             }
         }
         "startup" => {
-            // Interleaved, so that both see the same machine: the static hello world, spawned exactly
+            // Interleaved, so that all see the same machine: the static hello world, spawned exactly
             // as the client spawns the helper (socketpair, fd kept across exec), answering one byte;
-            // then the setuid helper from spawn to its Hello reply.
-            let hello = helper.with_file_name("hello");
+            // the same program linked dynamically and setuid root, as the helper is; a Rust one built
+            // and installed as the helper is (vmpriv-bench-hello); then the setuid helper from spawn
+            // to its Hello reply.
             for _ in 0..n {
-                let t = Instant::now();
-                let (ours, theirs) = vmpriv_tests::qemu_socketpair();
-                let fd = theirs.as_raw_fd();
-                let mut cmd = Command::new(&hello);
-                cmd.arg(format!("--fd={fd}"));
-                vmpriv_client::keep_fd_across_exec(&mut cmd, fd);
-                let mut child = cmd.spawn().unwrap();
-                drop(theirs);
-                let mut byte = [0u8; 1];
-                assert_eq!(nix::unistd::read(&ours, &mut byte).unwrap(), 1, "hello answered");
-                println!("startup hello {:.1}", t.elapsed().as_secs_f64() * 1e6);
-                child.wait().unwrap();
+                for name in ["hello", "hello-dynamic", "hello-rust"] {
+                    let t = Instant::now();
+                    let (ours, theirs) = vmpriv_tests::qemu_socketpair();
+                    let fd = theirs.as_raw_fd();
+                    let mut cmd = Command::new(helper.with_file_name(name));
+                    cmd.arg(format!("--fd={fd}"));
+                    vmpriv_client::keep_fd_across_exec(&mut cmd, fd);
+                    let mut child = cmd.spawn().unwrap();
+                    drop(theirs);
+                    let mut byte = [0u8; 1];
+                    assert_eq!(nix::unistd::read(&ours, &mut byte).unwrap(), 1, "{name} answered");
+                    println!("startup {name} {:.1}", t.elapsed().as_secs_f64() * 1e6);
+                    child.wait().unwrap();
+                }
                 let t = Instant::now();
                 let h = Helper::spawn_at(helper).unwrap();
                 println!("startup helper {:.1}", t.elapsed().as_secs_f64() * 1e6);
@@ -745,8 +753,9 @@ fn worker(kind: &str, n: usize, helper: &Path) {
     }
 }
 
-/// A static hello world in C (the spawn baseline): writes one byte to the fd named by `--fd=N`.
-fn static_hello(out: &Path) {
+/// A hello world in C, static (the spawn baseline) or dynamic: writes one byte to the fd named by
+/// `--fd=N`.
+fn hello_world(out: &Path, static_: bool) {
     let src = out.with_extension("c");
     std::fs::write(
         &src,
@@ -756,7 +765,11 @@ fn static_hello(out: &Path) {
     )
     .unwrap();
     let st = Command::new("gcc")
-        .args(["-static", "-O2", "-o"])
+        .args(if static_ {
+            &["-static", "-O2", "-o"][..]
+        } else {
+            &["-O2", "-o"][..]
+        })
         .arg(out)
         .arg(&src)
         .status()
@@ -765,8 +778,17 @@ fn static_hello(out: &Path) {
     vmpriv_tests::chmod(out, 0o755);
 }
 
-/// Runs the start-up comparison in a fresh namespace: (helper samples, hello samples), microseconds.
-fn startup_in_namespace(n: usize) -> (Vec<f64>, Vec<f64>) {
+/// Start-up samples, microseconds: the helper, the static hello world, the dynamic setuid one, the
+/// Rust one.
+struct Startup {
+    helper: Vec<f64>,
+    hello: Vec<f64>,
+    hello_dynamic: Vec<f64>,
+    hello_rust: Vec<f64>,
+}
+
+/// Runs the start-up comparison in a fresh namespace.
+fn startup_in_namespace(n: usize) -> Startup {
     let out = Command::new("unshare")
         .args(["--net", "--mount", "--"])
         .arg(std::env::current_exe().unwrap())
@@ -775,26 +797,54 @@ fn startup_in_namespace(n: usize) -> (Vec<f64>, Vec<f64>) {
         .output()
         .unwrap();
     assert!(out.status.success(), "the start-up run failed");
-    let (mut helper, mut hello) = (Vec::new(), Vec::new());
+    let mut s = Startup {
+        helper: Vec::new(),
+        hello: Vec::new(),
+        hello_dynamic: Vec::new(),
+        hello_rust: Vec::new(),
+    };
     for line in String::from_utf8_lossy(&out.stdout).lines() {
         match line.split_whitespace().collect::<Vec<_>>()[..] {
-            ["startup", "helper", us] => helper.push(us.parse().unwrap()),
-            ["startup", "hello", us] => hello.push(us.parse().unwrap()),
+            ["startup", "helper", us] => s.helper.push(us.parse().unwrap()),
+            ["startup", "hello", us] => s.hello.push(us.parse().unwrap()),
+            ["startup", "hello-dynamic", us] => s.hello_dynamic.push(us.parse().unwrap()),
+            ["startup", "hello-rust", us] => s.hello_rust.push(us.parse().unwrap()),
             _ => {}
         }
     }
-    assert_eq!((helper.len(), hello.len()), (n, n), "start-up samples");
-    (helper, hello)
+    let counts = [
+        s.helper.len(),
+        s.hello.len(),
+        s.hello_dynamic.len(),
+        s.hello_rust.len(),
+    ];
+    assert_eq!(counts, [n; 4], "start-up samples");
+    s
+}
+
+/// The start-up ratios: the target's (against the static hello world), and what a program pays before
+/// its first line of work: a dynamically linked setuid C one, and a Rust one built as the helper is.
+fn print_startup_ratios(s: &Startup) {
+    let spawn = median(&s.hello);
+    println!("startup_vs_spawn={:.3}", median(&s.helper) / spawn);
+    println!(
+        "dynamic_setuid_hello_vs_spawn={:.3}",
+        median(&s.hello_dynamic) / spawn
+    );
+    println!("rust_setuid_hello_vs_spawn={:.3}", median(&s.hello_rust) / spawn);
 }
 
 /// The start-up line: medians of all samples.
-fn print_startup(h: &[f64], s: &[f64]) {
+fn print_startup(s: &Startup) {
     println!(
         "helper: start-up {:.0} us (median of {}, spawn to Hello reply, setuid, as uid 65534); \
-         a static hello world {:.0} us (spawned the same way, to its first byte)",
-        median(h),
-        h.len(),
-        median(s)
+         a static hello world {:.0} us (spawned the same way, to its first byte); the same dynamically \
+         linked and setuid root {:.0} us; in Rust, built and installed as the helper is, {:.0} us",
+        median(&s.helper),
+        s.helper.len(),
+        median(&s.hello),
+        median(&s.hello_dynamic),
+        median(&s.hello_rust)
     );
 }
 
