@@ -61,6 +61,7 @@ fn main() {
         Some("--worker") => worker(&args[1], args[2].parse().unwrap(), Path::new(&args[3])),
         Some("--startup") => {
             let n = get("--startup").and_then(|v| v.parse().ok()).unwrap_or(200);
+            build_bins();
             let startup = startup_in_namespace(n);
             print_startup(&startup);
             print_startup_ratios(&startup);
@@ -101,26 +102,28 @@ fn plan(i: usize) -> (u32, String) {
 // ---------------------------------------------------------------------------------------------------
 // The parent: builds, runs every contender round-robin, aggregates, prints.
 
+/// The helper is another package's binary, and the start-up's Rust hello world another binary of this
+/// one: build both (cargo run released its lock).
+fn build_bins() {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    for (package, bin) in [
+        ("vmpriv-helper", "vmpriv-helper"),
+        ("vmpriv-bench", "vmpriv-bench-hello"),
+    ] {
+        let st = Command::new(&cargo)
+            .args(["build", "--release", "--quiet", "-p", package, "--bin", bin])
+            .status()
+            .unwrap();
+        assert!(st.success(), "building {bin} failed");
+    }
+}
+
 fn parent(n: usize, rounds: usize) {
     if !nix::unistd::geteuid().is_root() {
         eprintln!("vmpriv-bench: run as root (it makes namespaces and setuid copies; the host is untouched)");
         std::process::exit(1);
     }
-    // The helper and CLI are another package's binaries: build them (cargo run released its lock).
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let st = Command::new(cargo)
-        .args([
-            "build",
-            "--release",
-            "--quiet",
-            "-p",
-            "vmpriv-helper",
-            "--bin",
-            "vmpriv-helper",
-        ])
-        .status()
-        .unwrap();
-    assert!(st.success(), "building vmpriv-helper failed");
+    build_bins();
     let have_qbh = Path::new(QBH).exists();
     let contenders: Vec<&str> = CONTENDERS
         .iter()
