@@ -306,10 +306,6 @@ fn string(data: &[u8]) -> Option<String> {
     String::from_utf8(data.get(..end)?.to_vec()).ok()
 }
 
-fn u32_of(data: &[u8]) -> Option<u32> {
-    Some(u32::from_ne_bytes(data.get(..4)?.try_into().ok()?))
-}
-
 /// Parses an `RTM_NEWLINK` payload (`ifinfomsg` + attributes).
 pub(crate) fn parse_link(payload: &[u8]) -> Result<Link, ParseError> {
     let mut link = Link {
@@ -321,9 +317,9 @@ pub(crate) fn parse_link(payload: &[u8]) -> Result<Link, ParseError> {
         let (ty, data) = a?;
         match ty {
             IFLA_IFNAME => link.name = string(data),
-            IFLA_MTU => link.mtu = u32_of(data),
-            IFLA_MASTER => link.master = u32_of(data).filter(|&m| m != 0),
-            IFLA_GROUP => link.group = u32_of(data).unwrap_or(0),
+            IFLA_MTU => link.mtu = u32_at(data, 0),
+            IFLA_MASTER => link.master = u32_at(data, 0).filter(|&m| m != 0),
+            IFLA_GROUP => link.group = u32_at(data, 0).unwrap_or(0),
             IFLA_IFALIAS => link.alias = string(data),
             IFLA_ADDRESS => link.mac = data.try_into().ok(),
             IFLA_CARRIER => link.carrier = data.first().map(|&c| c != 0),
@@ -353,11 +349,11 @@ fn parse_tun(data: &[u8]) -> Result<TunInfo, ParseError> {
         let (ty, data) = a?;
         match ty {
             IFLA_TUN_TYPE => tun.dev_type = data.first().copied().unwrap_or(0),
-            IFLA_TUN_OWNER => tun.owner = u32_of(data),
-            IFLA_TUN_GROUP => tun.group = u32_of(data),
+            IFLA_TUN_OWNER => tun.owner = u32_at(data, 0),
+            IFLA_TUN_GROUP => tun.group = u32_at(data, 0),
             IFLA_TUN_PERSIST => tun.persist = data.first().is_some_and(|&b| b != 0),
             IFLA_TUN_NUM_QUEUES | IFLA_TUN_NUM_DISABLED_QUEUES => {
-                let n = u32_of(data).unwrap_or(0);
+                let n = u32_at(data, 0).unwrap_or(0);
                 tun.queues = Some(tun.queues.unwrap_or(0).saturating_add(n));
             }
             _ => {}
@@ -425,8 +421,8 @@ pub(crate) fn parse_route(payload: &[u8]) -> Result<Route, ParseError> {
     for a in attrs(payload.get(RTMSG_LEN..).ok_or(ParseError::Short)?) {
         let (ty, data) = a?;
         match ty {
-            RTA_OIF => r.oif = u32_of(data),
-            RTA_TABLE => r.table = u32_of(data).unwrap_or(r.table),
+            RTA_OIF => r.oif = u32_at(data, 0),
+            RTA_TABLE => r.table = u32_at(data, 0).unwrap_or(r.table),
             _ => {}
         }
     }
