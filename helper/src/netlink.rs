@@ -246,12 +246,6 @@ pub(crate) fn attrs(mut buf: &[u8]) -> impl Iterator<Item = Result<(u16, &[u8]),
     })
 }
 
-/// The errno of an `NLMSG_ERROR` payload: 0 for an ACK.
-pub(crate) fn parse_error(payload: &[u8]) -> Result<i32, ParseError> {
-    let raw = u32_at(payload, 0).ok_or(ParseError::Short)?;
-    Ok(i32::from_ne_bytes(raw.to_ne_bytes()).saturating_neg())
-}
-
 /// What the helper reads of a tun device's link info.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct TunInfo {
@@ -447,11 +441,13 @@ pub(crate) fn take_replies(
             continue; // a late reply to an earlier request
         }
         match hdr.ty {
+            // An `NLMSG_ERROR` payload starts with the negated errno: 0 for an ACK.
             NLMSG_ERROR => {
-                return Some(match parse_error(payload) {
-                    Ok(0) => Ok(()),
-                    Ok(e) => Err(Errno::from_raw(e)),
-                    Err(_) => Err(Errno::EPROTO),
+                let errno = u32_at(payload, 0).map(|e| i32::from_ne_bytes(e.to_ne_bytes()));
+                return Some(match errno {
+                    Some(0) => Ok(()),
+                    Some(e) => Err(Errno::from_raw(e.saturating_neg())),
+                    None => Err(Errno::EPROTO),
                 });
             }
             NLMSG_DONE => return Some(Ok(())),
