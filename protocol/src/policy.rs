@@ -385,12 +385,7 @@ pub fn parse(
     text: &str,
     read_include: &mut dyn FnMut(&str) -> Result<String, String>,
 ) -> Result<Policy, PolicyError> {
-    let mut parser = Parser {
-        policy: Policy::default(),
-        inet_seen: false,
-        inet6_seen: false,
-        uses: Vec::new(),
-    };
+    let mut parser = Parser::default();
     parser.file(file, text, read_include, 0)?;
     parser.finish()
 }
@@ -402,6 +397,7 @@ pub fn parse_str(file: &str, text: &str) -> Result<Policy, PolicyError> {
     })
 }
 
+#[derive(Default)]
 struct Parser {
     policy: Policy,
     inet_seen: bool,
