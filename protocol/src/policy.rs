@@ -650,10 +650,8 @@ fn number(v: &str) -> Result<u32, PolicyErrorKind> {
 
 /// `N` or `FIRST-LAST`, first ≤ last.
 fn vm_range(v: &str) -> Result<VmRange, PolicyErrorKind> {
-    let (first, last) = match v.split_once('-') {
-        None => (number(v)?, number(v)?),
-        Some((a, b)) => (number(a)?, number(b)?),
-    };
+    let (first, last) = v.split_once('-').unwrap_or((v, v));
+    let (first, last) = (number(first)?, number(last)?);
     if first > last {
         return Err(PolicyErrorKind::VmRange(v.to_owned()));
     }
