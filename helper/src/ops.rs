@@ -175,16 +175,19 @@ fn remove_leftovers(ctx: &mut Ctx) -> Result<u32, Error> {
             Ok(_) | Err(Errno::ENODEV) => continue,
             Err(e) => return Err(kernel(e)),
         }
-        match ctx
-            .nl
-            .request(|seq| Msg::new(RTM_DELLINK, NLM_F_ACK, seq).ifinfomsg(index, 0, 0))
-        {
+        match delete_link(ctx, index) {
             Ok(()) => removed = removed.saturating_add(1),
             Err(Errno::ENODEV) => {} // gone meanwhile
             Err(e) => return Err(kernel(e)),
         }
     }
     Ok(removed)
+}
+
+/// `RTM_DELLINK` of one link, by the ifindex the kernel gave.
+fn delete_link(ctx: &mut Ctx, index: u32) -> Result<(), Errno> {
+    ctx.nl
+        .request(|seq| Msg::new(RTM_DELLINK, NLM_F_ACK, seq).ifinfomsg(index, 0, 0))
 }
 
 /// Deletes the taps passed as `fds` in one kernel batch (`RTM_DELLINK` by interface group goes through
@@ -409,10 +412,7 @@ fn create_tap(
             if let Some(index) = created {
                 // Delete it outright: dropping our fds alone would leave it alive if another fd
                 // holds a queue of it.
-                match ctx
-                    .nl
-                    .request(|seq| Msg::new(RTM_DELLINK, NLM_F_ACK, seq).ifinfomsg(index, 0, 0))
-                {
+                match delete_link(ctx, index) {
                     Ok(()) | Err(Errno::ENODEV) => {}
                     Err(d) => log::error!("cannot delete the failed tap ifindex {index}: {d}"),
                 }
