@@ -532,11 +532,7 @@ fn opened_tun(fd: &OwnedFd) -> Result<sys::TunFd<'_>, Error> {
 fn take_tun_fds(ctx: &mut Ctx, n: usize) -> Result<Vec<OwnedFd>, Error> {
     let mut fds = Vec::with_capacity(n);
     while fds.len() < n {
-        if let Some(fd) = ctx.tun_pool.pop() {
-            fds.push(fd);
-            continue;
-        }
-        match crate::startup::open_tun() {
+        match ctx.tun_pool.pop().map_or_else(crate::startup::open_tun, Ok) {
             Ok(fd) => fds.push(fd),
             Err(e) => {
                 ctx.tun_pool.append(&mut fds);
