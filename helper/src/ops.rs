@@ -327,18 +327,13 @@ const IFF_VNET_HDR: i32 = 0x4000;
 const IFF_MULTI_QUEUE: i32 = 0x0100;
 const IFF_TUN_EXCL: i32 = 0x8000;
 
-/// The slots a quota covers: `0..quota`, or 65,536 for `unlimited`.
-fn slot_space(quota: u32) -> u32 {
-    quota.min(SLOTS_MAX)
-}
-
 /// A quota slot of the caller that no tap holds now, searched from the session's hint: one lookup by
 /// name per slot tried, so a warm session pays one, whatever the number of taps on the host. A fresh
 /// session (one helper per NIC, QEMU's way) starts at 0 while its caller may hold slots 0..n: it
 /// gallops (hint+1, +2, +4, …) to a free slot and bisects back to the end of the held run, O(log n)
 /// lookups instead of n. Only a quota with no free slot on that path is searched one slot at a time.
 fn free_slot(ctx: &mut Ctx, quota: u32) -> Result<u32, Error> {
-    let space = slot_space(quota);
+    let space = quota.min(SLOTS_MAX); // 0..quota, or 65,536 for `unlimited`
     let uid = ctx.caller.uid;
     let mut taken = |slot: u32| match ctx.nl.get_link(0, Some(&mark(uid, slot))) {
         Err(Errno::ENODEV) => Ok(false),
@@ -459,7 +454,7 @@ fn make_tap(
     // fail (EBUSY) when any link has that name (without it, it would attach to an existing tap), so
     // two sessions of one user racing for the last slot cannot both win: the loser tries the next
     // slots, then answers Quota.
-    let space = slot_space(quota);
+    let space = quota.min(SLOTS_MAX);
     let mut slot = slot;
     let mut name = None;
     for _ in 0..space {
