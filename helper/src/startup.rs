@@ -210,9 +210,8 @@ pub(crate) fn load_policy(caller: &Caller, path: Option<&str>) -> Result<Policy,
 /// decisions are `vmpriv_protocol::trust`'s, which `vmpriv check-policy` shares.
 pub(crate) fn read_trusted(path: &str) -> Result<String, String> {
     let (dirs, last) = trust::split(path).map_err(|e| e.to_string())?;
-    let root = File::open("/").map_err(|e| format!("cannot open /: {e}"))?;
-    check_stat(&root, "/", trust::check_dir)?;
-    let mut dir: OwnedFd = root.into();
+    let mut dir = File::open("/").map_err(|e| format!("cannot open /: {e}"))?;
+    check_stat(&dir, "/", trust::check_dir)?;
     // Messages name each directory by its whole path ("/etc/vmpriv is writable…").
     let mut walked = String::new();
     for part in dirs {
@@ -228,7 +227,7 @@ pub(crate) fn read_trusted(path: &str) -> Result<String, String> {
         .map_err(|e| format!("{part}: {e}"))?;
         let next = File::from(next);
         check_stat(&next, &walked, trust::check_dir)?;
-        dir = next.into();
+        dir = next;
     }
     let file = openat(
         dir.as_fd(),
