@@ -241,9 +241,8 @@ fn ifr_name(ifr: &libc::ifreq) -> String {
     String::from_utf8_lossy(&bytes).into_owned()
 }
 
-/// `/dev/net/tun`'s device number (`MISC_MAJOR`, `TUN_MINOR`).
-const TUN_MAJOR: u64 = 10;
-const TUN_MINOR: u64 = 200;
+/// `/dev/net/tun`'s device number (`MISC_MAJOR` 10, `TUN_MINOR` 200).
+const TUN_RDEV: libc::dev_t = libc::makedev(10, 200);
 
 /// An fd that is the tun character device: the only thing a tun ioctl is ever issued on, because the
 /// same ioctl numbers mean other things to other drivers. Only [`TunFd::check`] makes one.
@@ -254,10 +253,7 @@ impl<'a> TunFd<'a> {
     /// `fd` as a [`TunFd`] if fstat says it is the tun character device (10, 200); `None` otherwise.
     pub(crate) fn check(fd: BorrowedFd<'a>) -> io::Result<Option<Self>> {
         let st = nix::sys::stat::fstat(fd)?;
-        let rdev = st.st_rdev;
-        let is_tun = st.st_mode & libc::S_IFMT == libc::S_IFCHR
-            && u64::from(libc::major(rdev)) == TUN_MAJOR
-            && u64::from(libc::minor(rdev)) == TUN_MINOR;
+        let is_tun = st.st_mode & libc::S_IFMT == libc::S_IFCHR && st.st_rdev == TUN_RDEV;
         Ok(is_tun.then_some(TunFd(fd)))
     }
 
