@@ -11,8 +11,8 @@ use nix::fcntl::{OFlag, openat};
 use nix::sys::resource::{Resource, getrlimit, setrlimit};
 use nix::sys::stat::{Mode, umask};
 use nix::unistd::{
-    AccessFlags, Gid, Group, Uid, User, access, getgroups, getresgid, getresuid, setgroups, setresgid,
-    setresuid,
+    AccessFlags, Gid, Group, Uid, User, access, getgid, getgroups, getresgid, getresuid, getuid, setgroups,
+    setresgid, setresuid,
 };
 use vmpriv_protocol::Caller;
 use vmpriv_protocol::policy::{self, Policy};
@@ -102,12 +102,10 @@ fn reset_rlimits() {
 
 /// Step 2: the caller is our real uid and gid and supplementary groups, with names for policy matching.
 pub(crate) fn identify_caller() -> Result<Caller, StartError> {
-    let uid = getresuid().map_err(|e| StartError::Identity(e.into()))?.real;
-    let gid = getresgid().map_err(|e| StartError::Identity(e.into()))?.real;
     let groups = getgroups().map_err(|e| StartError::Identity(e.into()))?;
     Ok(caller_of(
-        uid.as_raw(),
-        gid.as_raw(),
+        getuid().as_raw(),
+        getgid().as_raw(),
         groups.iter().map(|g| g.as_raw()),
     ))
 }
