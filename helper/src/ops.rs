@@ -117,13 +117,9 @@ pub(crate) fn execute(ctx: &mut Ctx, valid: &ValidRequest, fds: &[OwnedFd]) -> R
         }
         ValidOp::DestroyTaps {
             more, groups_in_use, ..
-        } => {
-            let response = destroy_taps(ctx, fds, *more, groups_in_use)?;
-            Ok(plain(response, "-"))
-        }
+        } => destroy_taps(ctx, fds, *more, groups_in_use).map(|response| plain(response, "-")),
         ValidOp::RemoveLeftovers => {
-            let count = remove_leftovers(ctx)?;
-            Ok(plain(Response::Removed { count }, "-"))
+            remove_leftovers(ctx).map(|count| plain(Response::Removed { count }, "-"))
         }
         ValidOp::Reset { tap, policy_prefixes } => {
             let link = resolve_tap(ctx, tap_fd(*tap)?.as_fd())?;
