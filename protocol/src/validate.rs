@@ -3,7 +3,7 @@
 //! whatever the policy says), then policy (`Denied`). The helper never acts on anything else.
 
 use crate::addr::{Inet4Pair, Inet6Pair, local_inet, local_inet6};
-use crate::name::{Description, GroupName, IfName};
+use crate::name::{Description, GroupName, IfName, NameError};
 use crate::policy::{Caller, Policy, RDOMAIN_MAX};
 use crate::wire::{Error, FdIndex, IfConfig, Invalid, MAX_DESTROY, MAX_QUEUES, Request, STATUS_RULES_MAX};
 
@@ -241,24 +241,13 @@ pub fn validate(req: &Request, nfds: usize, caller: &Caller, policy: &Policy) ->
 /// never depends on the policy.
 fn config_of(config: &IfConfig, caller: &Caller, policy: &Policy) -> Result<ValidConfig, Error> {
     let invalid = Error::Invalid;
-    let description = config
-        .description
-        .as_deref()
-        .map(Description::new)
-        .transpose()
-        .map_err(|e| invalid(Invalid::Description(e)))?;
-    let switch = config
-        .switch
-        .as_deref()
-        .map(IfName::new)
-        .transpose()
-        .map_err(|e| invalid(Invalid::SwitchName(e)))?;
-    let group = config
-        .group
-        .as_deref()
-        .map(GroupName::new)
-        .transpose()
-        .map_err(|e| invalid(Invalid::Group(e)))?;
+    let description = checked(
+        config.description.as_deref(),
+        Description::new,
+        Invalid::Description,
+    )?;
+    let switch = checked(config.switch.as_deref(), IfName::new, Invalid::SwitchName)?;
+    let group = checked(config.group.as_deref(), GroupName::new, Invalid::Group)?;
     let rdomain = match config.rdomain {
         Some(n) if n > RDOMAIN_MAX => return Err(invalid(Invalid::Rdomain)),
         // rdomain 0 is the default table: nothing to do (and never IFLA_MASTER=0, which would detach
@@ -319,6 +308,15 @@ fn config_of(config: &IfConfig, caller: &Caller, policy: &Policy) -> Result<Vali
         inet,
         inet6,
     })
+}
+
+/// An optional name field, validated by `new` when present; its error is the field's `Invalid`.
+fn checked<T>(
+    value: Option<&str>,
+    new: fn(&str) -> Result<T, NameError>,
+    invalid: fn(NameError) -> Invalid,
+) -> Result<Option<T>, Error> {
+    value.map(new).transpose().map_err(|e| Error::Invalid(invalid(e)))
 }
 
 #[cfg(test)]
