@@ -108,39 +108,28 @@ const NGROUPS_MAX: usize = 65536;
 /// socket has no peer credentials.
 pub(crate) fn peer_groups(sock: BorrowedFd<'_>) -> io::Result<Vec<u32>> {
     const GID: usize = std::mem::size_of::<libc::gid_t>();
-    let mut groups: Vec<libc::gid_t> = vec![0; 32];
-    loop {
-        let room = groups.len().saturating_mul(GID);
-        let mut len =
-            libc::socklen_t::try_from(room).map_err(|_| io::Error::from_raw_os_error(libc::ERANGE))?;
-        // SAFETY: getsockopt writes at most `len` bytes (the byte size of `groups`' buffer, which lives
-        // across the call) and stores the size it wrote, or needs, in `len`.
-        let r = unsafe {
-            libc::getsockopt(
-                sock.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_PEERGROUPS,
-                groups.as_mut_ptr().cast(),
-                &raw mut len,
-            )
-        };
-        let len = usize::try_from(len).unwrap_or(usize::MAX);
-        if r == 0 && len <= room && len % GID == 0 {
-            groups.truncate(len / GID);
-            return Ok(groups);
-        }
-        let e = io::Error::last_os_error();
-        // ERANGE: the kernel stored the size it needs; grow once to it (bounded) and ask again.
-        if r < 0 && e.raw_os_error() == Some(libc::ERANGE) && len > room && len / GID <= NGROUPS_MAX {
-            groups.resize(len / GID, 0);
-            continue;
-        }
-        return Err(if r < 0 {
-            e
-        } else {
-            io::Error::from_raw_os_error(libc::EPROTO)
-        });
+    // Room for the most groups a process can have: the kernel never needs more (else ERANGE).
+    let mut groups: Vec<libc::gid_t> = vec![0; NGROUPS_MAX];
+    let room = NGROUPS_MAX * GID;
+    let mut len = libc::socklen_t::try_from(room).map_err(|_| io::Error::from_raw_os_error(libc::ERANGE))?;
+    // SAFETY: getsockopt writes at most `len` bytes (the byte size of `groups`' buffer, which lives
+    // across the call) and stores the size it wrote in `len`.
+    let r = unsafe {
+        libc::getsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERGROUPS,
+            groups.as_mut_ptr().cast(),
+            &raw mut len,
+        )
+    };
+    cvt(r)?;
+    let len = usize::try_from(len).unwrap_or(usize::MAX);
+    if len > room || len % GID != 0 {
+        return Err(io::Error::from_raw_os_error(libc::EPROTO));
     }
+    groups.truncate(len / GID);
+    Ok(groups)
 }
 
 /// `SCM_MAX_FD`: the most fds one message can carry.
