@@ -88,11 +88,15 @@ pub(crate) fn reset_signals() -> io::Result<()> {
 /// Takes ownership of the socket fd that argv named, if it is open and an AF_UNIX socket of `ty`.
 /// Call once, right after [`close_fds_except`] kept it: nothing else in the process owns it then.
 pub(crate) fn take_argv_socket(fd: RawFd, ty: SockType) -> Option<OwnedFd> {
-    let ok = with_raw_fd(fd, |b| {
-        getsockname::<SockaddrStorage>(b.as_raw_fd()).is_ok_and(|a| a.family() == Some(AddressFamily::Unix))
-            && getsockopt(&b, sockopt::SockType).is_ok_and(|t| t == ty)
-    });
-    if ok != Some(true) {
+    // SAFETY: F_GETFD only reads the fd table entry.
+    if fd < 0 || unsafe { libc::fcntl(fd, libc::F_GETFD) } == -1 {
+        return None;
+    }
+    // SAFETY: the fd is open (checked above) and stays open while it is borrowed here: this process is
+    // single-threaded and nothing else owns it.
+    let sock = unsafe { BorrowedFd::borrow_raw(fd) };
+    let unix = getsockname::<SockaddrStorage>(fd).is_ok_and(|a| a.family() == Some(AddressFamily::Unix));
+    if !unix || getsockopt(&sock, sockopt::SockType).ok() != Some(ty) {
         return None;
     }
     // SAFETY: the fd is open (checked) and no Rust object owns it: every other inherited fd was closed
@@ -202,17 +206,6 @@ pub(crate) fn send_datagram(sock: &OwnedFd, bytes: &[u8], fds: &[OwnedFd]) -> Re
         None,
     )?;
     Ok(())
-}
-
-/// Borrows an fd number for a check without taking ownership; `None` if it is not open.
-pub(crate) fn with_raw_fd<T>(fd: RawFd, f: impl FnOnce(BorrowedFd<'_>) -> T) -> Option<T> {
-    // SAFETY: F_GETFD only reads the fd table entry.
-    if fd < 0 || unsafe { libc::fcntl(fd, libc::F_GETFD) } == -1 {
-        return None;
-    }
-    // SAFETY: the fd is open (checked above) and stays open for the duration of `f`: this process is
-    // single-threaded and `f` receives only a borrow.
-    Some(f(unsafe { BorrowedFd::borrow_raw(fd) }))
 }
 
 fn ifreq() -> libc::ifreq {
