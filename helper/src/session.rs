@@ -19,6 +19,12 @@ fn send(sock: &OwnedFd, response: &Response, fds: &[OwnedFd]) -> Result<(), Errn
     sys::send_datagram(sock, &frame, fds)
 }
 
+/// Logs why a request was refused and replies with `e`.
+fn refuse(sock: &OwnedFd, uid: u32, op: &str, why: &dyn std::fmt::Display, e: Error) -> Result<(), Errno> {
+    log::info!("uid={uid} op={op} decision=refused ({why})");
+    send(sock, &Response::Error(e), &[])
+}
+
 /// Serves requests until EOF or a malformed frame (which gets a reply first). A `DestroyTaps` batch
 /// still set aside then is abandoned: its taps go back as they were.
 pub(crate) fn serve(ctx: &mut Ctx, sock: &OwnedFd) -> Result<(), Errno> {
@@ -38,34 +44,24 @@ fn serve_requests(ctx: &mut Ctx, sock: &OwnedFd) -> Result<(), Errno> {
         let req = match (dgram.malformed, wire::decode::<Request>(&dgram.bytes)) {
             (false, Ok(req)) => req,
             (_, Err(FrameError::Version(v))) => {
-                log::info!("uid={uid} op=? decision=refused (protocol version {v})");
-                send(
-                    sock,
-                    &Response::Error(Error::Version {
-                        supported: wire::VERSION,
-                    }),
-                    &[],
-                )?;
-                return Ok(());
+                let e = Error::Version {
+                    supported: wire::VERSION,
+                };
+                return refuse(sock, uid, "?", &format_args!("protocol version {v}"), e);
             }
             (malformed, decoded) => {
-                log::info!(
-                    "uid={uid} op=? decision=refused (malformed frame: {}, {} fd(s))",
-                    if malformed {
-                        "truncated or foreign control data".to_owned()
-                    } else {
-                        format!("{:?}", decoded.err())
-                    },
-                    dgram.fds.len()
-                );
-                send(sock, &Response::Error(Error::Invalid(Invalid::Malformed)), &[])?;
-                return Ok(());
+                let what = if malformed {
+                    "truncated or foreign control data".to_owned()
+                } else {
+                    format!("{:?}", decoded.err())
+                };
+                let why = format!("malformed frame: {what}, {} fd(s)", dgram.fds.len());
+                return refuse(sock, uid, "?", &why, Error::Invalid(Invalid::Malformed));
             }
         };
         if !greeted && req != Request::Hello {
-            log::info!("uid={uid} op={} decision=refused (no Hello first)", req.op());
-            send(sock, &Response::Error(Error::Invalid(Invalid::NoHello)), &[])?;
-            return Ok(());
+            let e = Error::Invalid(Invalid::NoHello);
+            return refuse(sock, uid, req.op(), &"no Hello first", e);
         }
         greeted = true;
         let outcome = validate(&req, dgram.fds.len(), &ctx.caller, &ctx.policy)
@@ -77,10 +73,7 @@ fn serve_requests(ctx: &mut Ctx, sock: &OwnedFd) -> Result<(), Errno> {
                 log::info!("uid={uid} op={} target={} decision=done", req.op(), out.target);
                 send(sock, &out.response, &out.fds)?;
             }
-            Err(e) => {
-                log::info!("uid={uid} op={} decision=refused ({e})", req.op());
-                send(sock, &Response::Error(e), &[])?;
-            }
+            Err(e) => refuse(sock, uid, req.op(), &e, e)?,
         }
         // The outcome's fds close here: the caller has its own copies.
     }
