@@ -120,7 +120,7 @@ pub(crate) fn parse(args: &[OsString]) -> Result<Mode, ArgError> {
                         return Err(ArgError::Repeated("--fd"));
                     }
                 } else if let Some(v) = arg.strip_prefix("--br=") {
-                    if v.is_empty() || v.len() >= crate::sys::IFNAMSIZ {
+                    if v.is_empty() || v.len() >= libc::IFNAMSIZ {
                         return Err(ArgError::BadBridge);
                     }
                     if bridge.replace(v.to_owned()).is_some() {

@@ -22,11 +22,8 @@ fn cvt<T: Default + PartialOrd>(r: T) -> io::Result<T> {
     }
 }
 
-/// `IFNAMSIZ`.
-pub(crate) const IFNAMSIZ: usize = 16;
 const SIOCSIFHWADDR: libc::Ioctl = 0x8924;
 const SIOCGIFHWADDR: libc::Ioctl = 0x8927;
-const ARPHRD_ETHER: u16 = 1;
 
 /// Closes every fd above 2 except `keep`.
 pub(crate) fn close_fds_except(keep: Option<RawFd>) -> io::Result<()> {
@@ -247,7 +244,7 @@ impl<'a> TunFd<'a> {
 /// `TUNSETIFF` on `name` (at most 15 bytes; longer is refused, never cut) with `flags`.
 pub(crate) fn tun_set_iff_named(tun: TunFd<'_>, name: &str, flags: i32) -> io::Result<String> {
     let mut ifr = ifreq();
-    if name.len() >= IFNAMSIZ {
+    if name.len() >= libc::IFNAMSIZ {
         return Err(io::Error::from_raw_os_error(libc::ENAMETOOLONG));
     }
     for (d, s) in ifr.ifr_name.iter_mut().zip(name.bytes()) {
@@ -304,7 +301,7 @@ const VIRTIO_NET_HDR_LEN: libc::c_int = 10;
 /// header size and byte order, the tx filter, classic and eBPF filters, eBPF steering, carrier.
 pub(crate) fn tun_reset_shared_state(tun: TunFd<'_>) -> io::Result<()> {
     tun_ioctl_value(tun, libc::TUNSETPERSIST, 0)?;
-    tun_ioctl_value(tun, libc::TUNSETLINK, libc::c_ulong::from(ARPHRD_ETHER))?;
+    tun_ioctl_value(tun, libc::TUNSETLINK, libc::c_ulong::from(libc::ARPHRD_ETHER))?;
     tun_ioctl_value(tun, libc::TUNSETOFFLOAD, 0)?;
     tun_ioctl_int(tun, libc::TUNSETSNDBUF, libc::c_int::MAX)?;
     tun_ioctl_int(tun, libc::TUNSETVNETHDRSZ, VIRTIO_NET_HDR_LEN)?;
@@ -352,7 +349,7 @@ pub(crate) fn tun_get_mac(tun: TunFd<'_>) -> io::Result<[u8; 6]> {
     cvt(r)?;
     // SAFETY: SIOCGIFHWADDR fills the `ifru_hwaddr` member of the union.
     let sa = unsafe { ifr.ifr_ifru.ifru_hwaddr };
-    if sa.sa_family != ARPHRD_ETHER {
+    if sa.sa_family != libc::ARPHRD_ETHER {
         return Err(io::Error::from_raw_os_error(libc::EINVAL));
     }
     let mut mac = [0u8; 6];
@@ -366,7 +363,7 @@ pub(crate) fn tun_get_mac(tun: TunFd<'_>) -> io::Result<[u8; 6]> {
 /// `MACAddressPolicy=persistent` does not rewrite it after we reported it.
 pub(crate) fn tun_set_mac(tun: TunFd<'_>, mac: [u8; 6]) -> io::Result<()> {
     let mut ifr = ifreq();
-    ifr.ifr_ifru.ifru_hwaddr.sa_family = ARPHRD_ETHER;
+    ifr.ifr_ifru.ifru_hwaddr.sa_family = libc::ARPHRD_ETHER;
     // SAFETY: writing plain integers into the `ifru_hwaddr` member we just initialised.
     let data = unsafe { &mut ifr.ifr_ifru.ifru_hwaddr.sa_data };
     for (d, m) in data.iter_mut().zip(mac) {
@@ -377,9 +374,6 @@ pub(crate) fn tun_set_mac(tun: TunFd<'_>, mac: [u8; 6]) -> io::Result<()> {
     cvt(r).map(drop)
 }
 
-const SOL_NETLINK: libc::c_int = 270;
-const NETLINK_GET_STRICT_CHK: libc::c_int = 12;
-
 /// `NETLINK_GET_STRICT_CHK` on a netlink socket: get requests are checked strictly and dumps honour
 /// their filters (an address dump of one ifindex returns only that link's addresses).
 pub(crate) fn netlink_strict_check(sock: BorrowedFd<'_>) -> io::Result<()> {
@@ -388,8 +382,8 @@ pub(crate) fn netlink_strict_check(sock: BorrowedFd<'_>) -> io::Result<()> {
     let r = unsafe {
         libc::setsockopt(
             sock.as_raw_fd(),
-            SOL_NETLINK,
-            NETLINK_GET_STRICT_CHK,
+            libc::SOL_NETLINK,
+            libc::NETLINK_GET_STRICT_CHK,
             (&raw const on).cast(),
             libc::socklen_t::try_from(std::mem::size_of::<libc::c_int>()).unwrap_or(4),
         )
