@@ -7,6 +7,7 @@
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 
+use libc::{IFF_MULTI_QUEUE, IFF_NO_PI, IFF_TUN_EXCL, IFF_VNET_HDR};
 use nix::errno::Errno;
 use vmpriv_protocol::validate::{ValidConfig, ValidOp};
 use vmpriv_protocol::wire::{Status, Unsupported};
@@ -318,10 +319,6 @@ fn resolve_tap(ctx: &mut Ctx, fd: BorrowedFd<'_>) -> Result<Link, Error> {
 /// qemu-bridge-helper's convention: a tap MAC starting 0xFE is above any host MAC, so the bridge
 /// keeps a lower (host) MAC as its own.
 const MAC_FIRST_OCTET: u8 = 0xfe;
-const IFF_NO_PI: i32 = 0x1000;
-const IFF_VNET_HDR: i32 = 0x4000;
-const IFF_MULTI_QUEUE: i32 = 0x0100;
-const IFF_TUN_EXCL: i32 = 0x8000;
 
 /// A quota slot of the caller that no tap holds now, searched from the session's hint: one lookup by
 /// name per slot tried, so a warm session pays one, whatever the number of taps on the host. A fresh
