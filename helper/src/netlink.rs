@@ -42,25 +42,17 @@ pub(crate) const NLM_F_DUMP: u16 = 0x300;
 pub(crate) const NLM_F_EXCL: u16 = 0x200;
 pub(crate) const NLM_F_CREATE: u16 = 0x400;
 
-pub(crate) const IFLA_ADDRESS: u16 = 1;
-pub(crate) const IFLA_IFNAME: u16 = 3;
-pub(crate) const IFLA_MTU: u16 = 4;
-pub(crate) const IFLA_MASTER: u16 = 10;
-pub(crate) const IFLA_LINKINFO: u16 = 18;
-pub(crate) const IFLA_IFALIAS: u16 = 20;
-pub(crate) const IFLA_GROUP: u16 = 27;
-pub(crate) const IFLA_CARRIER: u16 = 33;
-pub(crate) const IFLA_EXT_MASK: u16 = 29;
-const IFLA_INFO_KIND: u16 = 1;
-const IFLA_INFO_DATA: u16 = 2;
+// Link and address attribute types (u16, as the kernel's headers and libc define them).
+pub(crate) use libc::{
+    IFA_ADDRESS, IFA_LOCAL, IFLA_ADDRESS, IFLA_CARRIER, IFLA_EXT_MASK, IFLA_GROUP, IFLA_IFALIAS, IFLA_IFNAME,
+    IFLA_INFO_DATA, IFLA_INFO_KIND, IFLA_LINKINFO, IFLA_MASTER, IFLA_MTU,
+};
 const IFLA_TUN_OWNER: u16 = 1;
 const IFLA_TUN_TYPE: u16 = 3;
 const IFLA_TUN_GROUP: u16 = 2;
 const IFLA_TUN_PERSIST: u16 = 6;
 const IFLA_TUN_NUM_QUEUES: u16 = 8;
 const IFLA_TUN_NUM_DISABLED_QUEUES: u16 = 9;
-pub(crate) const IFA_ADDRESS: u16 = 1;
-pub(crate) const IFA_LOCAL: u16 = 2;
 /// Skip statistics in link replies: a third of their size, and we never read them.
 pub(crate) const RTEXT_FILTER_SKIP_STATS: u32 = 1 << 3;
 pub(crate) const IFF_UP: u32 = 0x1;
