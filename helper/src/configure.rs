@@ -2,18 +2,17 @@
 //! use), then the changes, each recorded so that a failure part-way undoes what this request changed.
 
 use std::net::IpAddr;
+use std::os::fd::{AsFd, OwnedFd};
 
 use nix::errno::Errno;
 use vmpriv_protocol::validate::ValidConfig;
 use vmpriv_protocol::wire::Unsupported;
-use vmpriv_protocol::{Error, Inet4Pair, Inet6Pair, Invalid, TapInfo};
+use vmpriv_protocol::{Caller, Error, Inet4Pair, Inet6Pair, Invalid, Policy, TapInfo};
 
 use crate::netlink::{
     self, AF_INET, AF_INET6, IFA_ADDRESS, IFA_LOCAL, IFF_UP, IFLA_GROUP, IFLA_IFALIAS, IFLA_MASTER, IFLA_MTU,
     Link, Msg, NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, Netlink, RTM_DELADDR, RTM_NEWADDR, RTM_SETLINK,
 };
-use std::os::fd::{AsFd, OwnedFd};
-use vmpriv_protocol::{Caller, Policy};
 
 /// What a session works with: who asks, what the policy says, the kernel's sockets and fds.
 pub(crate) struct Ctx {
