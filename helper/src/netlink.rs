@@ -82,7 +82,8 @@ fn align4(n: usize) -> usize {
     n.saturating_add(3) & !3
 }
 
-/// An append-only netlink request.
+/// An append-only netlink request (empty by default: the payload of a nested attribute).
+#[derive(Default)]
 pub(crate) struct Msg {
     buf: Vec<u8>,
     overflow: bool,
@@ -149,11 +150,7 @@ impl Msg {
 
     /// `IFLA_LINKINFO { IFLA_INFO_KIND = kind }`, used only as a dump filter.
     pub(crate) fn attr_kind(self, kind: &str) -> Self {
-        let inner = Msg {
-            buf: Vec::new(),
-            overflow: false,
-        }
-        .attr_str(IFLA_INFO_KIND, kind);
+        let inner = Msg::default().attr_str(IFLA_INFO_KIND, kind);
         let overflow = inner.overflow;
         let mut m = self.attr(IFLA_LINKINFO | NLA_F_NESTED, &inner.buf);
         m.overflow |= overflow;
