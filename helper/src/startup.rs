@@ -198,8 +198,7 @@ pub(crate) fn load_policy(caller: &Caller, path: Option<&str>) -> Result<Policy,
     }
     let path = path.unwrap_or(policy::POLICY_PATH);
     let text = read_trusted(path).map_err(|e| StartError::PolicyFile(format!("{path}: {e}")))?;
-    let mut include = |p: &str| read_trusted(p);
-    Ok(policy::parse(path, &text, &mut include)?)
+    Ok(policy::parse(path, &text, &mut read_trusted)?)
 }
 
 /// Opens `path` component by component from `/`, without following symlinks, and refuses it unless the
