@@ -160,18 +160,7 @@ pub(crate) fn check_config(ctx: &mut Ctx, link: Option<&Link>, config: &ValidCon
             }
         }
     }
-    if let Some(p) = config.inet() {
-        // A /31 is two addresses: each is checked against every route, local ones included.
-        for ip in [p.host, p.vm] {
-            check_not_routed(ctx, index, IpAddr::V4(ip))?;
-        }
-    }
-    if let Some(p) = config.inet6() {
-        for ip in [p.host, p.vm] {
-            check_not_routed(ctx, index, IpAddr::V6(ip))?;
-        }
-        check_no_inet6_inside(ctx, index, p)?;
-    }
+    check_addresses_free(ctx, index, config)?;
     let present = held.iter().map(|a| a.address).collect();
     Ok(Plan { bridge, vrf, present })
 }
@@ -208,6 +197,27 @@ fn check_not_routed(ctx: &mut Ctx, index: u32, ip: IpAddr) -> Result<(), Error> 
         route.oif
     );
     Err(Error::Invalid(Invalid::AddressInUse))
+}
+
+/// The local /31 and /96 are free: no other interface holds or routes them. A /31 is two addresses,
+/// each checked against every route, local ones included. Run before the change and again once the
+/// tap holds the addresses: two helpers (two users granted the same VM slot) can both pass the first
+/// check before either adds, and the kernel then keeps the address on both taps. The first holder's
+/// local and prefix routes win every lookup, so the later one sees them the second time and rolls
+/// back: at most one tap keeps a /31 or /96.
+fn check_addresses_free(ctx: &mut Ctx, index: u32, config: &ValidConfig) -> Result<(), Error> {
+    if let Some(p) = config.inet() {
+        for ip in [p.host, p.vm] {
+            check_not_routed(ctx, index, IpAddr::V4(ip))?;
+        }
+    }
+    if let Some(p) = config.inet6() {
+        for ip in [p.host, p.vm] {
+            check_not_routed(ctx, index, IpAddr::V6(ip))?;
+        }
+        check_no_inet6_inside(ctx, index, p)?;
+    }
+    Ok(())
 }
 
 /// Refuses the /96 when another interface holds any address inside it, with or without a prefix
@@ -312,7 +322,8 @@ pub(crate) fn configure_checked(
     plan: &Plan,
 ) -> Result<TapInfo, Error> {
     let mut undo = Vec::new();
-    let result = apply(ctx, link, config, plan, &mut undo);
+    let result = apply(ctx, link, config, plan, &mut undo)
+        .and_then(|info| check_addresses_free(ctx, link.index, config).map(|()| info));
     if let Err(e) = &result {
         log::warn!(
             "uid={} configure {} failed ({e}); rolling back {} change(s)",

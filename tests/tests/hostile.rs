@@ -481,7 +481,7 @@ fn sigkill_after_each_netlink_step_leaves_nothing() {
                 Helper::spawn_command(cmd, &s.helper).unwrap()
             };
             let mut completed = (false, false);
-            for k in 1..=16 {
+            for k in 1..=24 {
                 // A create killed at step k.
                 let mut h = spawn(k);
                 let created = h.create_tap(&full);

@@ -13,7 +13,7 @@
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
-use vmpriv_client::{ClientError, Helper, TapOptions};
+use vmpriv_client::{ClientError, Helper, IfConfig, LocalRequest, TapOptions};
 use vmpriv_protocol::addr::{Inet6Prefix, local_inet6};
 use vmpriv_protocol::{Inet4Prefix, Invalid};
 use vmpriv_tests::{
@@ -581,6 +581,88 @@ fn a_lookup_that_fails_for_loopback_too_fails_closed() {
         },
     );
 }
+/// Addresses that two interfaces hold at once, from the kernel's own listing.
+fn shared_addrs() -> Vec<String> {
+    let mut seen = std::collections::BTreeMap::<String, usize>::new();
+    for line in vmpriv_tests::all_addrs() {
+        let addr = line.split_once(' ').unwrap().1.to_owned();
+        *seen.entry(addr).or_default() += 1;
+    }
+    seen.into_iter().filter(|&(_, n)| n > 1).map(|(a, _)| a).collect()
+}
+
+/// Broken 5 (this session's attack review): two users granted the same VM slots (`allow group kvm
+/// local vm 1-99`) could both pass the in-use check before either added the address, and both taps
+/// then kept the same /31 and /96 (the host's route to one user's VM went to the other's tap). The
+/// helper now checks again once its tap holds the addresses, and rolls back if another interface got
+/// there first. Here one user adds and removes vm 1's addresses on its tap in a loop, the other asks
+/// for them up to 300 times on its own; whichever sees them on two taps right after its own success
+/// keeps them and stops. Once no request is in flight, no address may be on two interfaces (while
+/// the later one's request runs, both hold it for a moment; the first holder's routes win lookups).
+#[test]
+fn two_users_racing_for_one_slot_never_both_keep_it() {
+    scenario(
+        "two_users_racing_for_one_slot_never_both_keep_it",
+        bins!(),
+        "allow user * local\n",
+        |s| {
+            let (mut a, tap_a) = as_nobody(|| {
+                let mut h = helper(s);
+                let t = h.create_tap(&TapOptions::new()).unwrap();
+                (h, t)
+            });
+            become_uid(OTHER);
+            let mut b = helper(s);
+            let tap_b = b.create_tap(&TapOptions::new()).unwrap();
+            become_root();
+            // Both families in one request, then each alone (vmd's IFADDR and IFADDR6).
+            for (inet, inet6) in [(true, true), (true, false), (false, true)] {
+                let local = IfConfig {
+                    local: Some(LocalRequest {
+                        vm: 1,
+                        nic: 0,
+                        inet,
+                        inet6,
+                    }),
+                    ..IfConfig::default()
+                };
+                let stop = std::sync::atomic::AtomicBool::new(false);
+                let mut b_got = 0;
+                std::thread::scope(|scope| {
+                    scope.spawn(|| {
+                        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                            if a.configure(&tap_a, &local).is_ok() {
+                                if !shared_addrs().is_empty() {
+                                    return; // keeps them
+                                }
+                                a.reset(&tap_a).unwrap();
+                            }
+                        }
+                    });
+                    for _ in 0..300 {
+                        if b.configure(&tap_b, &local).is_ok() {
+                            b_got += 1;
+                            if !shared_addrs().is_empty() {
+                                break; // keeps them
+                            }
+                            b.reset(&tap_b).unwrap();
+                        }
+                    }
+                    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                });
+                let shared = shared_addrs();
+                assert!(
+                    shared.is_empty(),
+                    "inet {inet}, inet6 {inet6}: kept by two taps: {shared:?}"
+                );
+                assert!(b_got > 0, "inet {inet}, inet6 {inet6}: the race did not run");
+                a.reset(&tap_a).unwrap();
+                b.reset(&tap_b).unwrap();
+            }
+        },
+    );
+}
+
 /// A session reads the namespace's IPv6 addresses once, then follows the kernel's notifications: an
 /// address added inside a /96 after the session's first check counts, one removed stops counting,
 /// and a flood that overflows the notification queue (the kernel drops some) makes it read them again.
