@@ -297,10 +297,12 @@ const VIRTIO_NET_HDR_LEN: libc::c_int = 10;
 
 /// Puts back every setting of a new multi-queue tap that any fd attached to it may change without
 /// privilege (`drivers/net/tun.c` checks nothing for these), in case someone attached a queue before
-/// `TUNSETOWNER`, changed them and detached: persistence, link type, offloads, send buffer, vnet
-/// header size and byte order, the tx filter, classic and eBPF filters, eBPF steering, carrier.
+/// `TUNSETOWNER`, changed them and detached: persistence, the debug mask, link type, offloads, send
+/// buffer, vnet header size and byte order, the tx filter, classic and eBPF filters, eBPF steering,
+/// carrier.
 pub(crate) fn tun_reset_shared_state(tun: TunFd<'_>) -> io::Result<()> {
     tun_ioctl_value(tun, libc::TUNSETPERSIST, 0)?;
+    tun_ioctl_value(tun, libc::TUNSETDEBUG, 0)?;
     tun_ioctl_value(tun, libc::TUNSETLINK, libc::c_ulong::from(libc::ARPHRD_ETHER))?;
     tun_ioctl_value(tun, libc::TUNSETOFFLOAD, 0)?;
     tun_ioctl_int(tun, libc::TUNSETSNDBUF, libc::c_int::MAX)?;
