@@ -642,6 +642,14 @@ impl Netlink {
     /// notifications would.
     pub(crate) fn inet6_inside(&mut self, net: Ipv6Addr, except: u32) -> NlResult<Option<(Ipv6Addr, u32)>> {
         self.follow_inet6()?;
+        let low = u128::from(net) & !u128::from(u32::MAX);
+        let high = low | u128::from(u32::MAX);
+        let inside = |set: &BTreeSet<(u128, u32)>| {
+            set.range((low, 0)..=(high, u32::MAX))
+                .find(|&&(_, index)| index != except)
+                .map(|&(a, index)| (Ipv6Addr::from(a), index))
+        };
+        let mut dumped = None;
         if self.inet6_stale {
             let mut all = BTreeSet::new();
             self.dump_addrs(AF_INET6, 0, &mut |a| {
@@ -649,17 +657,16 @@ impl Netlink {
                     all.insert((u128::from(v), a.index));
                 }
             })?;
-            self.inet6 = all;
+            self.inet6.clone_from(&all);
             self.inet6_stale = false;
             self.follow_inet6()?;
+            // A notification dropped after the dump: the ones applied may be older than the dump and
+            // undo what it saw. This answer stands on the dump too; the next call dumps again.
+            if self.inet6_stale {
+                dumped = Some(all);
+            }
         }
-        let low = u128::from(net) & !u128::from(u32::MAX);
-        let high = low | u128::from(u32::MAX);
-        Ok(self
-            .inet6
-            .range((low, 0)..=(high, u32::MAX))
-            .find(|&&(_, index)| index != except)
-            .map(|&(a, index)| (Ipv6Addr::from(a), index)))
+        Ok(inside(&self.inet6).or_else(|| dumped.as_ref().and_then(inside)))
     }
 
     /// Applies every queued address notification to `inet6`. A dropped or unreadable one marks it
