@@ -571,16 +571,29 @@ fn a_lookup_that_fails_for_loopback_too_fails_closed() {
                 sh(&["ip", family, "rule", "del", "pref", "0", "lookup", "local"]);
             }
             become_nobody();
-            for inet6 in [false, true] {
-                let e = h.create_tap(&TapOptions::new().local(1, 0, inet6)).unwrap_err();
-                assert!(matches!(e, ClientError::Kernel { errno: libc::EINVAL }), "{e:?}");
-            }
+            // IPv4 (the /31 is checked first) at create: nothing is made.
+            let e = h.create_tap(&TapOptions::new().local(1, 0, false)).unwrap_err();
+            assert!(matches!(e, ClientError::Kernel { errno: libc::EINVAL }), "{e:?}");
+            // IPv6 alone (vmd's IFADDR6) on a tap without addresses: nothing is added.
+            let tap = h.create_tap(&TapOptions::new()).unwrap();
+            let inet6_only = IfConfig {
+                local: Some(LocalRequest {
+                    vm: 1,
+                    nic: 0,
+                    inet: false,
+                    inet6: true,
+                }),
+                ..IfConfig::default()
+            };
+            let e = h.configure(&tap, &inet6_only).unwrap_err();
+            assert!(matches!(e, ClientError::Kernel { errno: libc::EINVAL }), "{e:?}");
             become_root();
-            assert!(taps().is_empty());
+            assert_eq!(taps(), [tap.name()]);
             assert_eq!(vmpriv_tests::all_addrs(), before);
         },
     );
 }
+
 /// Addresses that two interfaces hold at once, from the kernel's own listing.
 fn shared_addrs() -> Vec<String> {
     let mut seen = std::collections::BTreeMap::<String, usize>::new();
