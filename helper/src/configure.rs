@@ -202,9 +202,9 @@ fn check_not_routed(ctx: &mut Ctx, index: u32, ip: IpAddr) -> Result<(), Error> 
 /// The local /31 and /96 are free: no other interface holds or routes them. A /31 is two addresses,
 /// each checked against every route, local ones included. Run before the change and again once the
 /// tap holds the addresses: two helpers (two users granted the same VM slot) can both pass the first
-/// check before either adds, and the kernel then keeps the address on both taps. The first holder's
-/// local and prefix routes win every lookup, so the later one sees them the second time and rolls
-/// back: at most one tap keeps a /31 or /96.
+/// check before either adds, and the kernel then keeps the address on both taps. The second time,
+/// a request that sees the other tap's routes or /96 address rolls back (docs/design.md: which
+/// routes come first, and a caller that kills its helper in between).
 fn check_addresses_free(ctx: &mut Ctx, index: u32, config: &ValidConfig) -> Result<(), Error> {
     if let Some(p) = config.inet() {
         for ip in [p.host, p.vm] {
