@@ -118,10 +118,12 @@ under_systemd() {
     mount -t overlay overlay -o "lowerdir=/,upperdir=$scratch/upper,workdir=$scratch/work" "$scratch/root"
     local r=$scratch/root
     cp "$deb" "$r/tmp/vmpriv.deb"
-    chroot "$r" dpkg --log=/dev/null --no-triggers -i /tmp/vmpriv.deb >"$out/dpkg" 2>&1
+    # A failure here shows as failed checks on the host, with this step's output printed.
+    chroot "$r" dpkg --log=/dev/null --no-triggers -i /tmp/vmpriv.deb >"$out/dpkg" 2>&1 &&
+        touch "$out/dpkg-ok" || return 0
     chmod 0755 "$r$helper"
     echo 'allow user nobody switch br0' >"$r/etc/vmpriv/policy.conf"
-    chroot "$r" systemctl enable vmpriv.socket >"$out/enable" 2>&1
+    chroot "$r" systemctl enable vmpriv.socket >"$out/enable" 2>&1 || return 0
     cat >"$r/etc/systemd/system/vmpriv-check.service" <<'UNIT'
 [Unit]
 Description=vmpriv package test: the checks under systemd
@@ -129,6 +131,7 @@ After=vmpriv.socket
 Requires=vmpriv.socket
 [Service]
 Type=oneshot
+TimeoutStartSec=60
 ExecStart=/mnt/check.sh
 StandardOutput=file:/mnt/check.log
 StandardError=inherit
@@ -140,7 +143,9 @@ UNIT
     cat >"$out/check.sh" <<'CHECK'
 #!/bin/bash
 # Runs in the container as root; each file in /mnt is one thing the host checks.
-nobody() { setpriv --reuid=65534 --regid=65534 --clear-groups env -u VMPRIV_HELPER -u VMPRIV_SOCKET "$@"; }
+nobody() {
+    timeout 10 setpriv --reuid=65534 --regid=65534 --clear-groups env -u VMPRIV_HELPER -u VMPRIV_SOCKET "$@"
+}
 ip link add br0 type bridge && ip link set br0 up
 stat -c '%F %a %U' /run/vmpriv/vmpriv.sock >/mnt/socket 2>&1
 nobody /usr/bin/vmpriv whoami >/mnt/whoami 2>&1; echo "exit $?" >>/mnt/whoami
@@ -165,11 +170,13 @@ kill %1
 # A typo in the policy: every instance refuses to start; the caller is told where to look.
 echo 'allow user nobody swtich br0' >/etc/vmpriv/policy.conf
 nobody /usr/bin/vmpriv whoami >/mnt/typo 2>&1; echo "exit $?" >>/mnt/typo
+journalctl --sync
 journalctl --no-pager -o cat -u 'vmpriv@*' >/mnt/journal 2>&1
 echo done >/mnt/done
 CHECK
     chmod 0755 "$out/check.sh"
-    timeout 120 systemd-nspawn --quiet --directory="$r" --register=no --keep-unit --private-network \
+    timeout -k 15 150 systemd-nspawn --quiet --directory="$r" --machine="vmpriv-pkg-$$" --register=no \
+        --keep-unit --private-network \
         --bind="$out:/mnt" --boot systemd.unit=vmpriv-check.target >"$out/console" 2>&1 || true
 }
 
@@ -260,13 +267,15 @@ unshare --mount --net -- "$self" --inside "$PWD/$deb" "$scratch/ns"
 check "the namespace ran every install check" test "$(grep -c 'dpkg --purge' "$VMPRIV_PKG_RESULTS")" = 1
 echo "== the package under systemd: vmpriv.socket, vmpriv@.service (systemd-nspawn)"
 mkdir "$scratch/systemd" "$scratch/systemd-out"
-unshare --mount --net -- "$self" --under-systemd "$PWD/$deb" "$scratch/systemd" "$scratch/systemd-out"
+unshare --mount --net -- "$self" --under-systemd "$PWD/$deb" "$scratch/systemd" "$scratch/systemd-out" ||
+    echo "under_systemd exited $?"
 sd=$scratch/systemd-out
 for f in dpkg enable check.log socket whoami tap tap.json taps-after refused status typo journal; do
     [ -e "$sd/$f" ] && sed "s/^/    $f: /" "$sd/$f"
 done
 # The container's console only when it did not get through the checks.
 [ -e "$sd/done" ] || sed 's/^/    console: /' "$sd/console"
+check "dpkg -i installed the package into the copy of the root" test -e "$sd/dpkg-ok"
 check "systemd booted in the container and ran every check" test -e "$sd/done"
 check "vmpriv.socket listens on /run/vmpriv/vmpriv.sock, a socket of mode 666 owned by root" \
     test "$(cat "$sd/socket")" = "socket 666 root"
@@ -291,7 +300,7 @@ check "a waiting helper instance: uid and gid 65534, no groups, CAP_NET_ADMIN on
 check "a policy typo: the caller gets exit 9 and one line naming journalctl -u 'vmpriv@*'" \
     test "$(tail -1 "$sd/typo")" = "exit 9" -a "$(wc -l <"$sd/typo")" = 2 \
     -a "$(grep -c "journalctl -u 'vmpriv@\*'" "$sd/typo")" = 1
-journal=$(cat "$sd/journal")
+journal=$(cat "$sd/journal" 2>/dev/null || true)
 check "the journal has an instance's audit lines: served socket-activated as uid 65534" \
     has '^uid=65534 pid=[0-9]+ op=connect decision=serving \(socket activated\)$' "$journal"
 check "the journal has the tap made" has '^uid=65534 op=create-tap target=[^ ]+ decision=done$' "$journal"
