@@ -260,20 +260,22 @@ pub fn check_args(data: &[u8]) {
 /// message, a bridge, an ACK, an error, a DONE, the link with a bad attribute length, two links in one
 /// buffer, a FIB_MATCH route reply.
 pub fn netlink_samples() -> Vec<Vec<u8>> {
-    use netlink::{IFLA_GROUP, IFLA_IFNAME, IFLA_MASTER, IFLA_MTU, Msg, RTM_NEWLINK};
+    use netlink::{
+        IFLA_GROUP, IFLA_IFNAME, IFLA_INFO_KIND, IFLA_LINKINFO, IFLA_MASTER, IFLA_MTU, Msg, RTM_NEWLINK,
+    };
     let link = Msg::new(RTM_NEWLINK, 2, 7)
         .ifinfomsg(9, 1, 0)
         .attr_str(IFLA_IFNAME, "tap0")
         .attr_u32(IFLA_MTU, 1500)
         .attr_u32(IFLA_MASTER, 3)
         .attr_u32(IFLA_GROUP, 42)
-        .attr_kind("tun")
+        .attr_nested_str(IFLA_LINKINFO, IFLA_INFO_KIND, "tun")
         .finish()
         .unwrap();
     let bridge = Msg::new(RTM_NEWLINK, 0, 8)
         .ifinfomsg(3, 1, 0)
         .attr_str(IFLA_IFNAME, "br0")
-        .attr_kind("bridge")
+        .attr_nested_str(IFLA_LINKINFO, IFLA_INFO_KIND, "bridge")
         .finish()
         .unwrap();
     let mut ack = Msg::new(2, 0, 9).finish().unwrap();

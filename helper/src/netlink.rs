@@ -22,6 +22,8 @@ pub(crate) const RTM_DELADDR: u16 = 21;
 pub(crate) const RTM_GETADDR: u16 = 22;
 pub(crate) const RTM_NEWROUTE: u16 = 24;
 pub(crate) const RTM_GETROUTE: u16 = 26;
+pub(crate) const RTM_NEWLINKPROP: u16 = 108;
+pub(crate) const RTM_DELLINKPROP: u16 = 109;
 /// Return the FIB entry that matched, not a route computed for a packet (Linux 4.13+).
 const RTM_F_FIB_MATCH: u32 = 0x2000;
 const RTA_DST: u16 = 1;
@@ -44,8 +46,9 @@ pub(crate) const NLM_F_CREATE: u16 = 0x400;
 
 // Link and address attribute types (u16, as the kernel's headers and libc define them).
 pub(crate) use libc::{
-    IFA_ADDRESS, IFA_LOCAL, IFLA_ADDRESS, IFLA_CARRIER, IFLA_EXT_MASK, IFLA_GROUP, IFLA_IFALIAS, IFLA_IFNAME,
-    IFLA_INFO_DATA, IFLA_INFO_KIND, IFLA_LINKINFO, IFLA_MASTER, IFLA_MTU,
+    IFA_ADDRESS, IFA_LOCAL, IFLA_ADDRESS, IFLA_ALT_IFNAME, IFLA_CARRIER, IFLA_EXT_MASK, IFLA_GROUP,
+    IFLA_IFALIAS, IFLA_IFNAME, IFLA_INFO_DATA, IFLA_INFO_KIND, IFLA_LINKINFO, IFLA_MASTER, IFLA_MTU,
+    IFLA_PROP_LIST,
 };
 const IFLA_TUN_OWNER: u16 = 1;
 const IFLA_TUN_TYPE: u16 = 3;
@@ -148,11 +151,12 @@ impl Msg {
         }
     }
 
-    /// `IFLA_LINKINFO { IFLA_INFO_KIND = kind }`, used only as a dump filter.
-    pub(crate) fn attr_kind(self, kind: &str) -> Self {
-        let inner = Msg::default().attr_str(IFLA_INFO_KIND, kind);
+    /// `outer { inner = s }`: `IFLA_LINKINFO { IFLA_INFO_KIND }` (a dump filter) or
+    /// `IFLA_PROP_LIST { IFLA_ALT_IFNAME }` (an alternative name).
+    pub(crate) fn attr_nested_str(self, outer: u16, inner: u16, s: &str) -> Self {
+        let inner = Msg::default().attr_str(inner, s);
         let overflow = inner.overflow;
-        let mut m = self.attr(IFLA_LINKINFO | NLA_F_NESTED, &inner.buf);
+        let mut m = self.attr(outer | NLA_F_NESTED, &inner.buf);
         m.overflow |= overflow;
         m
     }
@@ -266,6 +270,8 @@ pub(crate) struct Link {
     pub(crate) tun: Option<TunInfo>,
     /// `IFLA_CARRIER`: a tap has carrier while some fd holds it (its holder can also turn it off).
     pub(crate) carrier: Option<bool>,
+    /// Alternative names (`IFLA_PROP_LIST`): a tap's claim on a VM slot's local addresses.
+    pub(crate) altnames: Vec<String>,
 }
 
 impl Link {
@@ -306,6 +312,14 @@ pub(crate) fn parse_link(payload: &[u8]) -> Result<Link, ParseError> {
             IFLA_IFALIAS => link.alias = string(data),
             IFLA_ADDRESS => link.mac = data.try_into().ok(),
             IFLA_CARRIER => link.carrier = data.first().map(|&c| c != 0),
+            IFLA_PROP_LIST => {
+                for b in attrs(data) {
+                    let (ty, data) = b?;
+                    if ty == IFLA_ALT_IFNAME {
+                        link.altnames.extend(string(data));
+                    }
+                }
+            }
             IFLA_LINKINFO => {
                 for b in attrs(data) {
                     let (ty, data) = b?;
@@ -555,7 +569,7 @@ impl Netlink {
             Msg::new(RTM_GETLINK, NLM_F_DUMP, seq)
                 .ifinfomsg(0, 0, 0)
                 .attr_u32(IFLA_EXT_MASK, RTEXT_FILTER_SKIP_STATS)
-                .attr_kind(kind)
+                .attr_nested_str(IFLA_LINKINFO, IFLA_INFO_KIND, kind)
         };
         self.exchange(build, &mut |hdr, payload| {
             if hdr.ty == RTM_NEWLINK {

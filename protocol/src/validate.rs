@@ -55,6 +55,7 @@ pub struct ValidConfig {
     up: Option<bool>,
     inet: Option<Inet4Pair>,
     inet6: Option<Inet6Pair>,
+    slot: Option<(u32, u32)>,
 }
 
 impl ValidConfig {
@@ -85,6 +86,10 @@ impl ValidConfig {
     /// Host side of the (vm, nic) /96, computed from the policy's prefixes.
     pub fn inet6(&self) -> Option<Inet6Pair> {
         self.inet6
+    }
+    /// The (vm, nic) whose local addresses are asked for, if any.
+    pub fn slot(&self) -> Option<(u32, u32)> {
+        self.slot
     }
 }
 
@@ -307,6 +312,7 @@ fn config_of(config: &IfConfig, caller: &Caller, policy: &Policy) -> Result<Vali
         up: config.up,
         inet,
         inet6,
+        slot: config.local.filter(|l| l.inet || l.inet6).map(|l| (l.vm, l.nic)),
     })
 }
 
