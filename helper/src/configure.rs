@@ -10,8 +10,9 @@ use vmpriv_protocol::wire::Unsupported;
 use vmpriv_protocol::{Caller, Error, Inet4Pair, Inet6Pair, Invalid, Policy, TapInfo};
 
 use crate::netlink::{
-    self, AF_INET, AF_INET6, IFA_ADDRESS, IFA_LOCAL, IFF_UP, IFLA_GROUP, IFLA_IFALIAS, IFLA_MASTER, IFLA_MTU,
-    Link, Msg, NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, Netlink, RTM_DELADDR, RTM_NEWADDR, RTM_SETLINK,
+    self, AF_INET, AF_INET6, IFA_ADDRESS, IFA_LOCAL, IFF_UP, IFLA_ALT_IFNAME, IFLA_GROUP, IFLA_IFALIAS,
+    IFLA_MASTER, IFLA_MTU, IFLA_PROP_LIST, Link, Msg, NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, Netlink,
+    RTM_DELADDR, RTM_DELLINKPROP, RTM_NEWADDR, RTM_NEWLINKPROP, RTM_SETLINK,
 };
 
 /// What a session works with: who asks, what the policy says, the kernel's sockets and fds.
@@ -204,7 +205,7 @@ fn check_not_routed(ctx: &mut Ctx, index: u32, ip: IpAddr) -> Result<(), Error> 
 /// tap holds the addresses: two helpers (two users granted the same VM slot) can both pass the first
 /// check before either adds, and the kernel then keeps the address on both taps. The second time,
 /// a request that sees the other tap's routes or /96 address rolls back (docs/design.md: which
-/// routes come first, and a caller that kills its helper in between).
+/// routes come first). Between two vmpriv taps the slot's claim decides first ([`claim_slot`]).
 fn check_addresses_free(ctx: &mut Ctx, index: u32, config: &ValidConfig) -> Result<(), Error> {
     if let Some(p) = config.inet() {
         for ip in [p.host, p.vm] {
@@ -273,6 +274,44 @@ enum Undo {
     Group(u32),
     Up(bool),
     Addr(IpAddr, u8),
+    Claim(String),
+}
+
+/// The start of a tap's alternative name that claims a VM slot's local addresses: `vl-VM-NIC` in hex
+/// (at most 6 and 2 digits), within the 15 bytes of an interface name.
+const CLAIM_PREFIX: &str = "vl-";
+
+fn claim_msg(ty: u16, seq: u32, index: u32, name: &str) -> Msg {
+    Msg::new(ty, NLM_F_ACK, seq)
+        .ifinfomsg(index, 0, 0)
+        .attr_nested_str(IFLA_PROP_LIST, IFLA_ALT_IFNAME, name)
+}
+
+/// Claims (vm, nic)'s local addresses for this tap before any is added: an alternative name, which the
+/// kernel keeps unique among all the namespace's names, so a second tap's claim fails (`EEXIST`) and
+/// two helpers racing for one slot cannot both add its addresses, even if one is killed mid-request.
+/// The claim lasts as long as the tap, or until `reset`.
+fn claim_slot(
+    nl: &mut Netlink,
+    link: &Link,
+    (vm, nic): (u32, u32),
+    undo: &mut Vec<Undo>,
+) -> Result<(), Error> {
+    let name = format!("{CLAIM_PREFIX}{vm:06x}-{nic:02x}");
+    if link.altnames.contains(&name) {
+        return Ok(());
+    }
+    match nl.request(|seq| claim_msg(RTM_NEWLINKPROP, seq, link.index, &name)) {
+        Ok(()) => {
+            undo.push(Undo::Claim(name));
+            Ok(())
+        }
+        Err(Errno::EEXIST) => {
+            log::info!("vm {vm} nic {nic} is claimed by another interface ({name})");
+            Err(Error::Invalid(Invalid::AddressInUse))
+        }
+        Err(e) => Err(kernel(e)),
+    }
 }
 
 fn setlink(
@@ -357,6 +396,9 @@ fn apply(
     let nl = &mut ctx.nl;
     let index = link.index;
     let mut info = tap_info(link);
+    if let Some(slot) = config.slot() {
+        claim_slot(nl, link, slot, undo)?;
+    }
     if let Some(d) = config.description() {
         setlink(nl, index, 0, 0, Some((IFLA_IFALIAS, d.as_str().as_bytes()))).map_err(kernel)?;
         undo.push(Undo::Alias(link.alias.clone().unwrap_or_default()));
@@ -425,6 +467,7 @@ fn rollback(nl: &mut Netlink, index: u32, undo: Vec<Undo>) {
             Undo::Group(g) => set_u32(nl, index, IFLA_GROUP, g),
             Undo::Up(up) => setlink(nl, index, if up { IFF_UP } else { 0 }, IFF_UP, None),
             Undo::Addr(ip, len) => nl.request(|seq| addr_msg(RTM_DELADDR, 0, seq, index, ip, len)),
+            Undo::Claim(name) => nl.request(|seq| claim_msg(RTM_DELLINKPROP, seq, index, &name)),
         };
         if let Err(e) = r {
             log::error!("rollback on ifindex {index} failed: {e}");
@@ -433,7 +476,7 @@ fn rollback(nl: &mut Netlink, index: u32, undo: Vec<Undo>) {
 }
 
 /// Undo everything vmpriv configures: detach, down, no description, group 0, the local addresses (those
-/// inside the policy's prefixes) removed.
+/// inside the policy's prefixes) removed, then the slot's claim.
 pub(crate) fn reset(
     ctx: &mut Ctx,
     link: &Link,
@@ -464,6 +507,11 @@ pub(crate) fn reset(
             Ok(()) | Err(Errno::EADDRNOTAVAIL) => {}
             Err(e) => return Err(kernel(e)),
         }
+    }
+    // The slot's claim goes after its addresses, so no other tap can claim it while they are here.
+    for name in link.altnames.iter().filter(|n| n.starts_with(CLAIM_PREFIX)) {
+        nl.request(|seq| claim_msg(RTM_DELLINKPROP, seq, index, name))
+            .map_err(kernel)?;
     }
     Ok(())
 }

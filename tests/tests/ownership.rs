@@ -11,6 +11,7 @@
 )]
 
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use vmpriv_client::{ClientError, Helper, IfConfig, LocalRequest, TapOptions};
@@ -672,6 +673,112 @@ fn two_users_racing_for_one_slot_never_both_keep_it() {
                 a.reset(&tap_a).unwrap();
                 b.reset(&tap_b).unwrap();
             }
+        },
+    );
+}
+
+/// The alternative names of `tap` that claim a VM slot (`vl-VM-NIC`), from the kernel's listing.
+fn claims(tap: &str) -> Vec<String> {
+    let l = link(tap).unwrap_or_else(|| panic!("no link {tap}"));
+    let names = l["altnames"].as_array().map(Vec::as_slice).unwrap_or_default();
+    names
+        .iter()
+        .map(|n| n.as_str().unwrap().to_owned())
+        .filter(|n| n.starts_with("vl-"))
+        .collect()
+}
+
+/// Found by this session's review: a caller may kill its own helper (it runs as the caller) after
+/// the add and before the second in-use check, and keep a duplicate of a slot another user holds.
+/// Each tap now claims its slot with an alternative name before adding an address, and the kernel
+/// keeps names unique, so the second claim fails before it adds anything. Here strace holds the
+/// attacker's (uid 65534) address add for a second on entry and three on exit, the other user asks
+/// for the same slot meanwhile, then the attacker's helper is killed: only one tap holds the /31,
+/// it holds the claim, and a reset (from a fresh session) gives both back.
+#[test]
+fn a_killed_helper_cannot_leave_a_slot_held_twice() {
+    scenario(
+        "a_killed_helper_cannot_leave_a_slot_held_twice",
+        bins!(),
+        "allow user * local\n",
+        |s| {
+            if !vmpriv_tests::have_tool(
+                "a_killed_helper_cannot_leave_a_slot_held_twice",
+                "strace",
+                "apt-get install strace",
+            ) {
+                return;
+            }
+            let local = IfConfig {
+                local: Some(LocalRequest {
+                    vm: 1,
+                    nic: 0,
+                    inet: true,
+                    inet6: false,
+                }),
+                ..IfConfig::default()
+            };
+            let tap_b = as_nobody(|| helper(s).create_tap(&TapOptions::new()).unwrap());
+            become_uid(OTHER);
+            let mut victim_helper = helper(s);
+            let tap_a = victim_helper.create_tap(&TapOptions::new()).unwrap();
+            become_root();
+            let strace = |extra: &[String]| {
+                let mut cmd = Command::new("strace");
+                cmd.args(["-u", "nobody", "-f", "-qq", "-e", "trace=sendto"])
+                    .args(extra)
+                    .arg(&s.helper);
+                Helper::spawn_command(cmd, &s.helper).unwrap()
+            };
+            // Which sendto is the address add: a dry run, then put back.
+            let trace = s.dir.join("trace");
+            let mut dry = strace(&["-o".into(), trace.to_str().unwrap().into()]);
+            dry.configure(&tap_b, &local).unwrap();
+            dry.close().unwrap();
+            let text = std::fs::read_to_string(&trace).unwrap();
+            let sends: Vec<&str> = text.lines().filter(|l| l.contains("sendto(")).collect();
+            let k = 1 + sends.iter().position(|l| l.contains("RTM_NEWADDR")).unwrap();
+            as_nobody(|| helper(s).reset(&tap_b).unwrap());
+            assert!(claims(tap_b.name()).is_empty() && addrs(tap_b.name()).is_empty());
+            let mut attacker_helper = strace(&[
+                "-o".into(),
+                "/dev/null".into(),
+                format!("-einject=sendto:delay_enter=1000000:delay_exit=3000000:when={k}"),
+            ]);
+            let strace_pid = attacker_helper.pid();
+            let victim = std::thread::scope(|scope| {
+                let attacker = scope.spawn(|| attacker_helper.configure(&tap_b, &local));
+                std::thread::sleep(Duration::from_millis(300));
+                let r = victim_helper.configure(&tap_a, &local);
+                std::thread::sleep(Duration::from_millis(1500));
+                let out = Command::new("pgrep")
+                    .args(["-P", &strace_pid.to_string()])
+                    .output()
+                    .unwrap();
+                let pid: i32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+                nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL)
+                    .unwrap();
+                assert!(
+                    attacker.join().unwrap().is_err(),
+                    "the attacker's helper was killed"
+                );
+                r
+            });
+            assert!(
+                matches!(victim, Err(ClientError::Invalid(Invalid::AddressInUse))),
+                "{victim:?}"
+            );
+            assert!(shared_addrs().is_empty(), "{:?}", vmpriv_tests::all_addrs());
+            assert_eq!(addrs(tap_b.name()), ["100.64.1.2/31"]);
+            assert_eq!(claims(tap_b.name()), ["vl-000001-00"]);
+            assert!(claims(tap_a.name()).is_empty() && addrs(tap_a.name()).is_empty());
+            // The attacker's own reset gives the slot back; then the other user gets it.
+            as_nobody(|| helper(s).reset(&tap_b).unwrap());
+            assert!(claims(tap_b.name()).is_empty() && addrs(tap_b.name()).is_empty());
+            become_uid(OTHER);
+            victim_helper.configure(&tap_a, &local).unwrap();
+            become_root();
+            assert_eq!(claims(tap_a.name()), ["vl-000001-00"]);
         },
     );
 }
