@@ -577,15 +577,7 @@ fn a_lookup_that_fails_for_loopback_too_fails_closed() {
             assert!(matches!(e, ClientError::Kernel { errno: libc::EINVAL }), "{e:?}");
             // IPv6 alone (vmd's IFADDR6) on a tap without addresses: nothing is added.
             let tap = h.create_tap(&TapOptions::new()).unwrap();
-            let inet6_only = IfConfig {
-                local: Some(LocalRequest {
-                    vm: 1,
-                    nic: 0,
-                    inet: false,
-                    inet6: true,
-                }),
-                ..IfConfig::default()
-            };
+            let inet6_only = slot_1_0(false, true);
             let e = h.configure(&tap, &inet6_only).unwrap_err();
             assert!(matches!(e, ClientError::Kernel { errno: libc::EINVAL }), "{e:?}");
             become_root();
@@ -593,6 +585,19 @@ fn a_lookup_that_fails_for_loopback_too_fails_closed() {
             assert_eq!(vmpriv_tests::all_addrs(), before);
         },
     );
+}
+
+/// A `Configure` that asks for vm 1 nic 0's local addresses of the given families.
+fn slot_1_0(inet: bool, inet6: bool) -> IfConfig {
+    IfConfig {
+        local: Some(LocalRequest {
+            vm: 1,
+            nic: 0,
+            inet,
+            inet6,
+        }),
+        ..IfConfig::default()
+    }
 }
 
 /// Addresses that two interfaces hold at once, from the kernel's own listing.
@@ -607,12 +612,11 @@ fn shared_addrs() -> Vec<String> {
 
 /// Broken 5 (this session's attack review): two users granted the same VM slots (`allow group kvm
 /// local vm 1-99`) could both pass the in-use check before either added the address, and both taps
-/// then kept the same /31 and /96 (the host's route to one user's VM went to the other's tap). The
-/// helper now checks again once its tap holds the addresses, and rolls back if another interface got
-/// there first. Here one user adds and removes vm 1's addresses on its tap in a loop, the other asks
-/// for them up to 300 times on its own; whichever sees them on two taps right after its own success
-/// keeps them and stops. Once no request is in flight, no address may be on two interfaces (while
-/// the later one's request runs, both hold it for a moment; the first holder's routes win lookups).
+/// then kept the same /31 and /96 (the host's route to one user's VM went to the other's tap). A tap
+/// now claims the slot before adding its addresses (docs/design.md). Here one user adds and removes
+/// vm 1's addresses on its tap in a loop, the other asks for them up to 300 times on its own;
+/// whichever sees them on two taps right after its own success keeps them and stops. Once no request
+/// is in flight, no address may be on two interfaces.
 #[test]
 fn two_users_racing_for_one_slot_never_both_keep_it() {
     scenario(
@@ -631,15 +635,7 @@ fn two_users_racing_for_one_slot_never_both_keep_it() {
             become_root();
             // Both families in one request, then each alone (vmd's IFADDR and IFADDR6).
             for (inet, inet6) in [(true, true), (true, false), (false, true)] {
-                let local = IfConfig {
-                    local: Some(LocalRequest {
-                        vm: 1,
-                        nic: 0,
-                        inet,
-                        inet6,
-                    }),
-                    ..IfConfig::default()
-                };
+                let local = slot_1_0(inet, inet6);
                 let stop = std::sync::atomic::AtomicBool::new(false);
                 let mut b_got = 0;
                 std::thread::scope(|scope| {
@@ -680,7 +676,13 @@ fn two_users_racing_for_one_slot_never_both_keep_it() {
 /// The alternative names of `tap` that claim a VM slot (`vl-VM-NIC`), from the kernel's listing.
 fn claims(tap: &str) -> Vec<String> {
     let l = link(tap).unwrap_or_else(|| panic!("no link {tap}"));
-    let names = l["altnames"].as_array().map(Vec::as_slice).unwrap_or_default();
+    // `ip -j` leaves the key out for a link without alternative names; anything else must be a list.
+    let Some(names) = l.get("altnames") else {
+        return Vec::new();
+    };
+    let names = names
+        .as_array()
+        .unwrap_or_else(|| panic!("{tap}: altnames is not a list: {names}"));
     names
         .iter()
         .map(|n| n.as_str().unwrap().to_owned())
@@ -688,8 +690,9 @@ fn claims(tap: &str) -> Vec<String> {
         .collect()
 }
 
-/// Found by this session's review: a caller may kill its own helper (it runs as the caller) after
-/// the add and before the second in-use check, and keep a duplicate of a slot another user holds.
+/// Found by this session's review: a caller may kill its own helper (it runs as the caller) in the
+/// middle of a request, after the add and before any later check, and keep a duplicate of a slot
+/// another user holds.
 /// Each tap now claims its slot with an alternative name before adding an address, and the kernel
 /// keeps names unique, so the second claim fails before it adds anything. Here strace holds the
 /// attacker's (uid 65534) address add for a second on entry and three on exit, the other user asks
@@ -709,15 +712,7 @@ fn a_killed_helper_cannot_leave_a_slot_held_twice() {
             ) {
                 return;
             }
-            let local = IfConfig {
-                local: Some(LocalRequest {
-                    vm: 1,
-                    nic: 0,
-                    inet: true,
-                    inet6: false,
-                }),
-                ..IfConfig::default()
-            };
+            let local = slot_1_0(true, false);
             let tap_b = as_nobody(|| helper(s).create_tap(&TapOptions::new()).unwrap());
             become_uid(OTHER);
             let mut victim_helper = helper(s);
