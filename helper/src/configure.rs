@@ -201,11 +201,8 @@ fn check_not_routed(ctx: &mut Ctx, index: u32, ip: IpAddr) -> Result<(), Error> 
 }
 
 /// The local /31 and /96 are free: no other interface holds or routes them. A /31 is two addresses,
-/// each checked against every route, local ones included. Run before the change and again once the
-/// tap holds the addresses: two helpers (two users granted the same VM slot) can both pass the first
-/// check before either adds, and the kernel then keeps the address on both taps. The second time,
-/// a request that sees the other tap's routes or /96 address rolls back (docs/design.md: which
-/// routes come first). Between two vmpriv taps the slot's claim decides first ([`claim_slot`]).
+/// each checked against every route, local ones included. Two vmpriv taps racing for one slot are
+/// kept apart by the slot's claim, taken before any address is added ([`claim_slot`]).
 fn check_addresses_free(ctx: &mut Ctx, index: u32, config: &ValidConfig) -> Result<(), Error> {
     if let Some(p) = config.inet() {
         for ip in [p.host, p.vm] {
@@ -361,8 +358,7 @@ pub(crate) fn configure_checked(
     plan: &Plan,
 ) -> Result<TapInfo, Error> {
     let mut undo = Vec::new();
-    let result = apply(ctx, link, config, plan, &mut undo)
-        .and_then(|info| check_addresses_free(ctx, link.index, config).map(|()| info));
+    let result = apply(ctx, link, config, plan, &mut undo);
     if let Err(e) = &result {
         log::warn!(
             "uid={} configure {} failed ({e}); rolling back {} change(s)",
