@@ -93,9 +93,13 @@ pub(crate) fn find_bridge(ctx: &mut Ctx, name: &str) -> Result<Link, Error> {
 pub(crate) struct Plan {
     bridge: Option<Link>,
     vrf: Option<Link>,
-    /// Addresses the tap already has of the families asked for: those are left alone, and never
-    /// removed by a rollback.
+    /// Addresses the tap already has: those are left alone, and never removed by a rollback.
     present: Vec<IpAddr>,
+    /// Claims of other slots on a tap that holds no address: left by a request killed between its
+    /// claim and its add. Apply removes them before it claims (a tap holds one claim at most).
+    stale_claims: Vec<String>,
+    /// The tap existed before this request: another session may be configuring it too.
+    existing: bool,
 }
 
 /// Phase 1: every check, no change. `link` is `None` for a tap not created yet.
@@ -136,34 +140,60 @@ pub(crate) fn check_config(ctx: &mut Ctx, link: Option<&Link>, config: &ValidCon
         }
     };
     let index = link.map_or(0, |l| l.index);
-    // What the tap holds already (a new tap holds nothing): one local address per family, as in vmd.
+    // What the tap holds already (a new tap holds nothing): one local address per family, as in vmd,
+    // and one slot's claim.
     let mut held = Vec::new();
-    if let Some(l) = link {
-        for (family, asked) in [
-            (AF_INET, config.inet().map(|p| IpAddr::V4(p.host))),
-            (AF_INET6, config.inet6().map(|p| IpAddr::V6(p.host))),
-        ] {
-            let Some(asked) = asked else { continue };
+    let mut stale_claims = Vec::new();
+    if let (Some(l), Some(slot)) = (link, config.slot()) {
+        for family in [AF_INET, AF_INET6] {
             ctx.nl
                 .dump_addrs(family, l.index, &mut |a| held.push(*a))
                 .map_err(kernel)?;
-            let other = held.iter().find(|a| {
-                a.address.is_ipv4() == asked.is_ipv4() && a.address != asked && !link_local(a.address)
-            });
-            if let Some(other) = other {
+        }
+        let asked = [
+            config.inet().map(|p| IpAddr::V4(p.host)),
+            config.inet6().map(|p| IpAddr::V6(p.host)),
+        ];
+        let other = held.iter().find(|a| {
+            !link_local(a.address)
+                && asked
+                    .iter()
+                    .flatten()
+                    .any(|&ip| a.address.is_ipv4() == ip.is_ipv4() && a.address != ip)
+        });
+        if let Some(other) = other {
+            log::info!(
+                "uid={} tap ifindex {} already has {}; refusing another address",
+                ctx.caller.uid,
+                l.index,
+                other.address
+            );
+            return Err(Error::Invalid(Invalid::AddressAssigned));
+        }
+        let want = claim_name(slot);
+        let others: Vec<&String> = l.altnames.iter().filter(|n| is_claim(n) && **n != want).collect();
+        if let Some(first) = others.first() {
+            // A claim with addresses is the tap's slot; without, a request was killed after its claim.
+            if held.iter().any(|a| !link_local(a.address)) {
                 log::info!(
-                    "uid={} tap ifindex {} already has {}; refusing {asked}",
+                    "uid={} tap ifindex {} holds {first}; refusing {want}",
                     ctx.caller.uid,
-                    l.index,
-                    other.address
+                    l.index
                 );
                 return Err(Error::Invalid(Invalid::AddressAssigned));
             }
+            stale_claims = others.into_iter().cloned().collect();
         }
     }
     check_addresses_free(ctx, index, config)?;
     let present = held.iter().map(|a| a.address).collect();
-    Ok(Plan { bridge, vrf, present })
+    Ok(Plan {
+        bridge,
+        vrf,
+        present,
+        stale_claims,
+        existing: link.is_some(),
+    })
 }
 
 fn link_local(ip: IpAddr) -> bool {
@@ -238,8 +268,8 @@ fn check_no_inet6_inside(ctx: &mut Ctx, index: u32, p: Inet6Pair) -> Result<(), 
 /// CAP_NET_ADMIN may write a link's own sysctls; Landlock leaves only this directory writable. Run at
 /// creation and again after every MTU change: an MTU below 1280 drops the link's IPv6 state, and it
 /// comes back with the defaults (RAs on).
-pub(crate) fn quiet_ipv6(ctx: &Ctx, name: &str) -> Result<(), Error> {
-    let Some(conf) = &ctx.ipv6_conf else {
+pub(crate) fn quiet_ipv6(conf: Option<&OwnedFd>, name: &str) -> Result<(), Error> {
+    let Some(conf) = conf else {
         return Ok(()); // no IPv6 in this kernel
     };
     if name.is_empty() || name.contains('/') || name == "." || name == ".." {
@@ -272,11 +302,21 @@ enum Undo {
     Up(bool),
     Addr(IpAddr, u8),
     Claim(String),
+    Unclaim(String),
 }
 
 /// The start of a tap's alternative name that claims a VM slot's local addresses: `vl-VM-NIC` in hex
 /// (at most 6 and 2 digits), within the 15 bytes of an interface name.
 const CLAIM_PREFIX: &str = "vl-";
+
+/// The claim of (vm, nic): `vl-VVVVVV-NN`.
+fn claim_name((vm, nic): (u32, u32)) -> String {
+    format!("{CLAIM_PREFIX}{vm:06x}-{nic:02x}")
+}
+
+fn is_claim(altname: &str) -> bool {
+    altname.starts_with(CLAIM_PREFIX)
+}
 
 fn claim_msg(ty: u16, seq: u32, index: u32, name: &str) -> Msg {
     Msg::new(ty, NLM_F_ACK, seq)
@@ -287,28 +327,42 @@ fn claim_msg(ty: u16, seq: u32, index: u32, name: &str) -> Msg {
 /// Claims (vm, nic)'s local addresses for this tap before any is added: an alternative name, which the
 /// kernel keeps unique among all the namespace's names, so a second tap's claim fails (`EEXIST`) and
 /// two helpers racing for one slot cannot both add its addresses, even if one is killed mid-request.
-/// The claim lasts as long as the tap, or until `reset`.
+/// Stale claims of the tap (`plan`) go first, so the tap holds one at most, whenever the helper dies.
+/// On a tap another session may be configuring too, the claim is read back: a second claim that
+/// came meanwhile refuses this request (its rollback takes ours). The claim lasts as long as the tap,
+/// or until `reset`.
 fn claim_slot(
     nl: &mut Netlink,
     link: &Link,
-    (vm, nic): (u32, u32),
+    plan: &Plan,
+    slot: (u32, u32),
     undo: &mut Vec<Undo>,
 ) -> Result<(), Error> {
-    let name = format!("{CLAIM_PREFIX}{vm:06x}-{nic:02x}");
+    let name = claim_name(slot);
+    for stale in &plan.stale_claims {
+        nl.request(|seq| claim_msg(RTM_DELLINKPROP, seq, link.index, stale))
+            .map_err(kernel)?;
+        undo.push(Undo::Unclaim(stale.clone()));
+    }
     if link.altnames.contains(&name) {
         return Ok(());
     }
     match nl.request(|seq| claim_msg(RTM_NEWLINKPROP, seq, link.index, &name)) {
-        Ok(()) => {
-            undo.push(Undo::Claim(name));
-            Ok(())
-        }
+        Ok(()) => undo.push(Undo::Claim(name.clone())),
         Err(Errno::EEXIST) => {
-            log::info!("vm {vm} nic {nic} is claimed by another interface ({name})");
-            Err(Error::Invalid(Invalid::AddressInUse))
+            log::info!("{name} is claimed by another interface");
+            return Err(Error::Invalid(Invalid::AddressInUse));
         }
-        Err(e) => Err(kernel(e)),
+        Err(e) => return Err(kernel(e)),
     }
+    if plan.existing {
+        let now = nl.get_link(link.index, None).map_err(kernel)?;
+        if now.altnames.iter().any(|n| is_claim(n) && *n != name) {
+            log::info!("ifindex {} got another claim while taking {name}", link.index);
+            return Err(Error::Invalid(Invalid::AddressAssigned));
+        }
+    }
+    Ok(())
 }
 
 fn setlink(
@@ -367,16 +421,11 @@ pub(crate) fn configure_checked(
             undo.len()
         );
         rollback(&mut ctx.nl, link.index, undo);
-    }
-    let mtu_changed = plan
-        .bridge
-        .as_ref()
-        .and_then(|b| b.mtu)
-        .is_some_and(|m| Some(m) != link.mtu);
-    if mtu_changed {
-        let quiet = quiet_ipv6(ctx, &link_name(link));
-        if result.is_ok() {
-            quiet?;
+        // The rollback may have put the MTU back, which can bring the defaults (RAs on) back too.
+        if plan.bridge.as_ref().is_some_and(|b| b.mtu != link.mtu)
+            && let Err(q) = quiet_ipv6(ctx.ipv6_conf.as_ref(), &link_name(link))
+        {
+            log::error!("after the rollback, ifindex {}: {q}", link.index);
         }
     }
     result
@@ -393,7 +442,7 @@ fn apply(
     let index = link.index;
     let mut info = tap_info(link);
     if let Some(slot) = config.slot() {
-        claim_slot(nl, link, slot, undo)?;
+        claim_slot(nl, link, plan, slot, undo)?;
     }
     if let Some(d) = config.description() {
         setlink(nl, index, 0, 0, Some((IFLA_IFALIAS, d.as_str().as_bytes()))).map_err(kernel)?;
@@ -404,6 +453,9 @@ fn apply(
             set_u32(nl, index, IFLA_MTU, mtu).map_err(kernel)?;
             undo.push(Undo::Mtu(link.mtu.unwrap_or(mtu)));
             info.mtu = mtu;
+            // Below 1280 the link lost its IPv6 state, which comes back with the defaults: quiet it
+            // again (a failure rolls the request back like any other).
+            quiet_ipv6(ctx.ipv6_conf.as_ref(), &info.ifname)?;
         }
         if link.master != Some(bridge.index) {
             set_u32(nl, index, IFLA_MASTER, bridge.index).map_err(kernel)?;
@@ -464,6 +516,7 @@ fn rollback(nl: &mut Netlink, index: u32, undo: Vec<Undo>) {
             Undo::Up(up) => setlink(nl, index, if up { IFF_UP } else { 0 }, IFF_UP, None),
             Undo::Addr(ip, len) => nl.request(|seq| addr_msg(RTM_DELADDR, 0, seq, index, ip, len)),
             Undo::Claim(name) => nl.request(|seq| claim_msg(RTM_DELLINKPROP, seq, index, &name)),
+            Undo::Unclaim(name) => nl.request(|seq| claim_msg(RTM_NEWLINKPROP, seq, index, &name)),
         };
         if let Err(e) = r {
             log::error!("rollback on ifindex {index} failed: {e}");
@@ -505,7 +558,7 @@ pub(crate) fn reset(
         }
     }
     // The slot's claim goes after its addresses, so no other tap can claim it while they are here.
-    for name in link.altnames.iter().filter(|n| n.starts_with(CLAIM_PREFIX)) {
+    for name in link.altnames.iter().filter(|n| is_claim(n)) {
         nl.request(|seq| claim_msg(RTM_DELLINKPROP, seq, index, name))
             .map_err(kernel)?;
     }

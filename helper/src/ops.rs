@@ -491,7 +491,7 @@ fn make_tap(
         }
         sys::tun_reset_shared_state(first).map_err(|e| kernel_io(&e))?;
     }
-    quiet_ipv6(ctx, &name)?;
+    quiet_ipv6(ctx.ipv6_conf.as_ref(), &name)?;
     for q in rest {
         let got = sys::tun_set_iff_named(opened_tun(q)?, &name, flags & !IFF_TUN_EXCL)
             .map_err(|e| kernel_io(&e))?;

@@ -778,6 +778,172 @@ fn a_killed_helper_cannot_leave_a_slot_held_twice() {
     );
 }
 
+/// A `Configure` that asks for vm `vm` nic 0's IPv4 local address.
+fn slot_inet(vm: u32) -> IfConfig {
+    IfConfig {
+        local: Some(LocalRequest {
+            vm,
+            nic: 0,
+            inet: true,
+            inet6: false,
+        }),
+        ..IfConfig::default()
+    }
+}
+
+/// Issue 19, broken 1: a caller that killed its own helper after the slot's claim and before the
+/// address kept the claim, and its next `Configure` of the same tap passed the address check again
+/// (the tap still held no address) and claimed another slot: 26 claims on one tap within seconds,
+/// each a VM slot the other user granted the same range could no longer have. Here strace delays
+/// every `sendto` of the attacker's helper by 0.4 s on entry, the test waits until the claim shows in
+/// the kernel's listing and kills the helper before its address add runs, for vm 1 and then vm 2 on
+/// the same tap. The tap may hold one claim at most, the other user gets vm 1, and the attacker's
+/// next request for vm 2 succeeds (the stale claim is its own, replaced).
+#[test]
+fn a_tap_never_keeps_the_claims_of_killed_requests() {
+    scenario(
+        "a_tap_never_keeps_the_claims_of_killed_requests",
+        bins!(),
+        "allow user * local\n",
+        |s| {
+            assert!(vmpriv_tests::have_tool(
+                "a_tap_never_keeps_the_claims_of_killed_requests",
+                "strace",
+                "apt-get install strace",
+            ));
+            let tap = as_nobody(|| helper(s).create_tap(&TapOptions::new()).unwrap());
+            for vm in [1u32, 2] {
+                let claim = format!("vl-{vm:06x}-00");
+                let mut cmd = Command::new("strace");
+                cmd.args([
+                    "-u",
+                    "nobody",
+                    "-f",
+                    "-qq",
+                    "-o",
+                    "/dev/null",
+                    "-e",
+                    "trace=sendto",
+                ])
+                .arg("-einject=sendto:delay_enter=400000")
+                .arg(&s.helper);
+                let mut h = Helper::spawn_command(cmd, &s.helper).unwrap();
+                let strace_pid = h.pid();
+                std::thread::scope(|scope| {
+                    let request = scope.spawn(|| h.configure(&tap, &slot_inet(vm)));
+                    let deadline = Instant::now() + Duration::from_secs(20);
+                    while !claims(tap.name()).contains(&claim) {
+                        assert!(Instant::now() < deadline, "vm {vm}: the claim never came");
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                    let out = Command::new("pgrep")
+                        .args(["-P", &strace_pid.to_string()])
+                        .output()
+                        .unwrap();
+                    let pid: i32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+                    nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    )
+                    .unwrap();
+                    assert!(request.join().unwrap().is_err(), "vm {vm}: the helper was killed");
+                });
+                assert!(addrs(tap.name()).is_empty(), "vm {vm}: {:?}", addrs(tap.name()));
+                let held = claims(tap.name());
+                assert!(held.len() <= 1, "after vm {vm}, one tap holds {held:?}");
+            }
+            become_uid(OTHER);
+            let mut victim = helper(s);
+            let tap_v = victim.create_tap(&TapOptions::new()).unwrap();
+            let got = victim.configure(&tap_v, &slot_inet(1));
+            become_root();
+            assert!(got.is_ok(), "the other user is refused vm 1: {got:?}");
+            assert_eq!(claims(tap_v.name()), ["vl-000001-00"]);
+            as_nobody(|| helper(s).configure(&tap, &slot_inet(2)).unwrap());
+            assert_eq!(claims(tap.name()), ["vl-000002-00"]);
+            assert_eq!(addrs(tap.name()).len(), 1, "{:?}", addrs(tap.name()));
+        },
+    );
+}
+
+/// Issue 19, item 5: the IPv6 sysctl writes after an MTU change (a bridge's MTU below 1280 drops the
+/// link's IPv6 state, which comes back with RAs on) used to run after the request, so when one failed
+/// the reply was an error and the tap stayed attached. strace holds the helper's first `write` (a dry
+/// run shows it is the first sysctl write, after the MTU change) while root takes the tap's
+/// MTU below 1280, so its IPv6 settings are gone and the write fails: the configure fails and the
+/// tap is as before, on no bridge, down, MTU 1500, RAs off. (strace's error injection cannot stand in:
+/// it turns the call into syscall -1, which the seccomp filter answers with SIGSYS.)
+#[test]
+fn a_failed_sysctl_write_after_an_mtu_change_rolls_back() {
+    scenario(
+        "a_failed_sysctl_write_after_an_mtu_change_rolls_back",
+        bins!(),
+        "allow user * switch *\n",
+        |s| {
+            assert!(vmpriv_tests::have_tool(
+                "a_failed_sysctl_write_after_an_mtu_change_rolls_back",
+                "strace",
+                "apt-get install strace",
+            ));
+            bridge("brsmall", Some(1400));
+            bridge("br0", None);
+            let tap = as_nobody(|| {
+                let mut h = helper(s);
+                let tap = h.create_tap(&TapOptions::new().switch("br0")).unwrap();
+                h.reset(&tap).unwrap();
+                tap
+            });
+            let name = tap.name().to_owned();
+            let attach = TapOptions::new().switch("brsmall").up(true);
+            let strace = |extra: &[String]| {
+                let mut cmd = Command::new("strace");
+                cmd.args(["-u", "nobody", "-f", "-qq", "-e", "trace=write,sendto"])
+                    .args(extra)
+                    .arg(&s.helper);
+                Helper::spawn_command(cmd, &s.helper).unwrap()
+            };
+            let trace = s.dir.join("trace");
+            let mut dry = strace(&["-o".into(), trace.to_str().unwrap().into()]);
+            dry.configure(&tap, attach.config()).unwrap();
+            dry.close().unwrap();
+            let text = std::fs::read_to_string(&trace).unwrap();
+            let mut calls = text
+                .lines()
+                .filter(|l| l.contains("write(") || l.contains("sendto("));
+            assert!(calls.any(|l| l.contains("IFLA_MTU")), "no MTU change: {text}");
+            let next = calls.find(|l| l.contains("write(")).unwrap();
+            assert!(next.contains("write(") && next.contains(r#", "0", 1)"#), "{next}");
+            as_nobody(|| helper(s).reset(&tap).unwrap());
+            sh(&["ip", "link", "set", &name, "mtu", "1500"]);
+            assert_eq!(link(&name).unwrap()["mtu"], 1500);
+            let mut h = strace(&[
+                "-o".into(),
+                "/dev/null".into(),
+                "-einject=write:delay_enter=1500000:when=1".into(),
+            ]);
+            let r = std::thread::scope(|scope| {
+                let request = scope.spawn(|| h.configure(&tap, attach.config()));
+                std::thread::sleep(Duration::from_millis(700));
+                sh(&["ip", "link", "set", &name, "mtu", "1279"]);
+                request.join().unwrap()
+            });
+            h.close().unwrap();
+            assert!(matches!(r, Err(ClientError::Kernel { .. })), "{r:?}");
+            let after = link(&name).unwrap();
+            assert_eq!(master(&name), None, "still attached");
+            assert_eq!(after["mtu"], 1500);
+            assert!(
+                !after["flags"].as_array().unwrap().iter().any(|f| f == "UP"),
+                "{after}"
+            );
+            for key in ["accept_ra", "autoconf", "accept_redirects"] {
+                let v = std::fs::read_to_string(format!("/proc/sys/net/ipv6/conf/{name}/{key}")).unwrap();
+                assert_eq!(v.trim(), "0", "{key}");
+            }
+        },
+    );
+}
+
 /// A session reads the namespace's IPv6 addresses once, then follows the kernel's notifications: an
 /// address added inside a /96 after the session's first check counts, one removed stops counting,
 /// and a flood that overflows the notification queue (the kernel drops some) makes it read them again.
