@@ -564,18 +564,21 @@ impl Netlink {
     }
 
     /// Dumps links of one kind (the kernel filters by `IFLA_INFO_KIND`), calling `each` on every one.
-    pub(crate) fn dump_links(&mut self, kind: &str, each: &mut dyn FnMut(&Link)) -> NlResult<()> {
+    pub(crate) fn dump_links(&mut self, kind: Option<&str>, each: &mut dyn FnMut(&Link)) -> NlResult<()> {
         let build = |seq| {
-            Msg::new(RTM_GETLINK, NLM_F_DUMP, seq)
+            let m = Msg::new(RTM_GETLINK, NLM_F_DUMP, seq)
                 .ifinfomsg(0, 0, 0)
-                .attr_u32(IFLA_EXT_MASK, RTEXT_FILTER_SKIP_STATS)
-                .attr_nested_str(IFLA_LINKINFO, IFLA_INFO_KIND, kind)
+                .attr_u32(IFLA_EXT_MASK, RTEXT_FILTER_SKIP_STATS);
+            match kind {
+                Some(k) => m.attr_nested_str(IFLA_LINKINFO, IFLA_INFO_KIND, k),
+                None => m,
+            }
         };
         self.exchange(build, &mut |hdr, payload| {
             if hdr.ty == RTM_NEWLINK {
                 let link = parse_link(payload).map_err(|_| Errno::EPROTO)?;
                 // Older kernels ignore the filter: check the kind ourselves too.
-                if link.kind.as_deref() == Some(kind) {
+                if kind.is_none() || link.kind.as_deref() == kind {
                     each(&link);
                 }
             }

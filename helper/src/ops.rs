@@ -144,7 +144,7 @@ fn caller_taps(ctx: &mut Ctx) -> Result<Vec<Link>, Error> {
     let uid = ctx.caller.uid;
     let mut taps = Vec::new();
     ctx.nl
-        .dump_links("tun", &mut |l| {
+        .dump_links(Some("tun"), &mut |l| {
             if marked_uid(l) == Some(uid) {
                 taps.push(l.clone());
             }
@@ -189,10 +189,10 @@ fn delete_link(ctx: &mut Ctx, index: u32) -> Result<(), Errno> {
 
 /// Deletes the taps passed as `fds` in one kernel batch (`RTM_DELLINK` by interface group goes through
 /// `unregister_netdevice_many`: one RCU grace period for all, not one each). Every fd must name one of
-/// the caller's taps, or nothing changes. The batch borrows an interface group: a fresh random number
-/// that is none of the policy's `ifgroup` numbers, so no user can put anything else in it (a caller
-/// reaches only the policy's groups, through `SetGroup`), nor can another batch of the same user (its
-/// number is its own). The taps' own groups do not matter any more: they are being deleted.
+/// the caller's taps, or nothing changes. The batch borrows an interface group that is this helper's
+/// own ([`batch_group`]), and deletes by group only if, right before, the group holds nothing but the
+/// batch's taps; else it deletes them one by one. The taps' own groups do not matter any more: they are
+/// being deleted.
 fn destroy_taps(
     ctx: &mut Ctx,
     fds: &[OwnedFd],
@@ -212,7 +212,7 @@ fn destroy_taps(
     }
     let group = match &ctx.batch {
         Some(b) => b.group,
-        None => batch_group(groups_in_use),
+        None => batch_group(groups_in_use)?,
     };
     let mut moved: Vec<(u32, u32)> = Vec::with_capacity(taps.len());
     for link in &taps {
@@ -232,17 +232,46 @@ fn destroy_taps(
     if more {
         return Ok(Response::Staged { count });
     }
-    let r = ctx.nl.request(|seq| {
-        Msg::new(RTM_DELLINK, NLM_F_ACK, seq)
-            .ifinfomsg(0, 0, 0)
-            .attr_u32(IFLA_GROUP, group)
-    });
+    let mut ours: Vec<u32> = batch.taps.iter().map(|&(i, _)| i).collect();
+    ours.sort_unstable();
+    let r = delete_batch(ctx, group, &ours);
     if let Err(e) = r {
         abandon_batch(ctx);
         return Err(kernel(e));
     }
     ctx.batch = None;
     Ok(Response::Removed { count })
+}
+
+/// Deletes the links `ours` (sorted), all in `group`: by group when a dump right before shows nothing
+/// else there, else one by one. Only a process with CAP_NET_ADMIN can put a link in a group, and no
+/// vmpriv helper uses another live helper's group; what can be there is root's doing, or the taps a
+/// killed helper of the same pid set aside, which are not this caller's to delete.
+fn delete_batch(ctx: &mut Ctx, group: u32, ours: &[u32]) -> Result<(), Errno> {
+    let mut foreign = Vec::new();
+    ctx.nl.dump_links(None, &mut |l| {
+        if l.group == group && ours.binary_search(&l.index).is_err() {
+            foreign.push(l.index);
+        }
+    })?;
+    if foreign.is_empty() {
+        return ctx.nl.request(|seq| {
+            Msg::new(RTM_DELLINK, NLM_F_ACK, seq)
+                .ifinfomsg(0, 0, 0)
+                .attr_u32(IFLA_GROUP, group)
+        });
+    }
+    log::warn!(
+        "uid={} batch group {group:#x} also holds ifindex {foreign:?}; deleting the batch one by one",
+        ctx.caller.uid
+    );
+    for &index in ours {
+        match delete_link(ctx, index) {
+            Ok(()) | Err(Errno::ENODEV) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 fn put_back(ctx: &mut Ctx, taps: &[(u32, u32)]) {
@@ -261,20 +290,19 @@ pub(crate) fn abandon_batch(ctx: &mut Ctx) {
 
 /// Batch groups have the high bit set: never 0, and above the small numbers admins give groups.
 const BATCH_GROUP_HIGH_BIT: u32 = 0x8000_0000;
+/// Pids are below 2^22 (`PID_MAX_LIMIT`); the nine bits above them pick another number for the same
+/// pid when the policy uses the first.
+const PID_BITS: u32 = 22;
 
-/// A random interface group number for one batch, outside the policy's numbers and never 0 (the
-/// default group every link starts in). The randomness is std's per-process SipHash keys, which come
-/// from the kernel's random source.
-fn batch_group(in_use: &[u32]) -> u32 {
-    use std::hash::BuildHasher;
-    let keys = std::hash::RandomState::new();
-    (0..=u64::from(u32::MAX))
-        .map(|i| {
-            let h = keys.hash_one(i);
-            u32::try_from(h >> 33).unwrap_or(1) | BATCH_GROUP_HIGH_BIT
-        })
+/// This helper's batch group: the high bit, our pid, and the first of 512 prefixes that is none of the
+/// policy's `ifgroup` numbers (callers reach those through `SetGroup`). Two live helpers have two
+/// pids, so no other batch uses our number while we live; no caller can choose it.
+fn batch_group(in_use: &[u32]) -> Result<u32, Error> {
+    let pid = std::process::id();
+    (0..1u32 << (31 - PID_BITS))
+        .map(|k| BATCH_GROUP_HIGH_BIT | k << PID_BITS | pid)
         .find(|g| !in_use.contains(g))
-        .unwrap_or(BATCH_GROUP_HIGH_BIT | 1)
+        .ok_or(Error::Kernel { errno: libc::EBUSY })
 }
 
 /// A passed fd names a tap only if it is the tun character device, attached in tap mode, to a device in
@@ -533,4 +561,18 @@ fn take_tun_fds(ctx: &mut Ctx, n: usize) -> Result<Vec<OwnedFd>, Error> {
         }
     }
     Ok(fds)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_batch_group_is_the_pids_own_and_none_of_the_policys() {
+        let first = BATCH_GROUP_HIGH_BIT | std::process::id();
+        assert_eq!(batch_group(&[]).unwrap(), first);
+        assert_eq!(batch_group(&[first, 42]).unwrap(), first | 1 << PID_BITS);
+        let every: Vec<u32> = (0..512).map(|k| first | k << PID_BITS).collect();
+        assert!(batch_group(&every).is_err());
+    }
 }

@@ -1326,6 +1326,57 @@ fn a_batch_set_aside_is_deleted_at_its_end_or_put_back() {
     );
 }
 
+/// `RTM_SETLINK` of `IFLA_GROUP` as root: `ip` refuses group numbers of 2^31 and above (it parses them
+/// as a signed int), so a few lines of Python speak netlink instead.
+fn set_group(name: &str, group: &str) {
+    const SET_GROUP: &str = r"
+import socket, struct, sys
+index, group = socket.if_nametoindex(sys.argv[1]), int(sys.argv[2])
+body = struct.pack('BxHiII', 0, 0, index, 0, 0) + struct.pack('HHI', 8, 27, group)  # IFLA_GROUP
+s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0)
+s.send(struct.pack('IHHII', 16 + len(body), 19, 5, 1, 0) + body)  # RTM_SETLINK, REQUEST|ACK
+sys.exit(-struct.unpack('i', s.recv(4096)[16:20])[0])
+";
+    sh(&["python3", "-c", SET_GROUP, name, group]);
+}
+
+/// Issue 19, item 4: a batch deletes by interface group, and the kernel removes every link in that
+/// group. Its number is the helper's own (the high bit and its pid), and right before the delete the
+/// helper reads what the group holds: here root has put a bridge and the other user's tap in it (as a
+/// killed helper of the same pid would have left its caller's taps), and the batch deletes its own
+/// taps one by one, nothing else.
+#[test]
+fn a_batch_never_deletes_what_else_is_in_its_group() {
+    scenario(
+        "a_batch_never_deletes_what_else_is_in_its_group",
+        bins!(),
+        "ifgroup vms 42\nallow user * ifgroup vms\nallow user * switch br0\nquota user * unlimited\n",
+        |s| {
+            let (theirs, mut h, grouped) = batch_scene(s);
+            let plain = h.create_tap(&TapOptions::new().switch("br0")).unwrap();
+            let req = |count, more| vmpriv_protocol::Request::DestroyTaps { count, more };
+            let (r, _) = h.call(&req(1, true), &[grouped.fds()[0].as_fd()]).unwrap();
+            assert_eq!(r, vmpriv_protocol::Response::Staged { count: 1 });
+            become_root();
+            let group = link(grouped.name()).unwrap()["group"].clone();
+            // `ip` prints a group number as a signed int.
+            let own = (0x8000_0000 | h.pid()).cast_signed().to_string();
+            assert_eq!(group, own.as_str(), "the helper's own number");
+            let group = group.as_str().unwrap().to_owned();
+            let number = (0x8000_0000 | h.pid()).to_string();
+            bridge("foreign0", None);
+            set_group("foreign0", &number);
+            set_group(theirs.name(), &number);
+            become_nobody();
+            let (r, _) = h.call(&req(1, false), &[plain.fds()[0].as_fd()]).unwrap();
+            assert_eq!(r, vmpriv_protocol::Response::Removed { count: 2 });
+            become_root();
+            assert_eq!(taps(), [theirs.name()]);
+            assert_eq!(link("foreign0").unwrap()["group"], group.as_str());
+        },
+    );
+}
+
 /// A fresh session whose caller already holds slots 0..n (QEMU's way: one helper per NIC) finds the
 /// first free slot after them by galloping and bisecting, not one lookup per held slot; with a hole
 /// in the run it still gets a free slot, never a held one.
