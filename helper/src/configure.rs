@@ -37,7 +37,7 @@ pub(crate) struct Ctx {
     pub(crate) batch: Option<Batch>,
 }
 
-/// Taps set aside for one batched delete: moved into a random interface group of their own, which the
+/// Taps set aside for one batched delete: moved into the helper's own interface group, which the
 /// last message of the batch deletes in one `RTM_DELLINK`.
 pub(crate) struct Batch {
     /// The batch's interface group.
