@@ -7,151 +7,13 @@
 //! default /10 vm 16385 silently gets vm 1's addresses and vm 2^24 + 1 wraps onto vm 1. Here a vm id
 //! that does not fit in the prefix's host bits is rejected, as is nic 127 and above.
 
-use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr};
-use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
+pub use vmpriv_policy::prefix::{AddrError, Inet4Prefix, Inet6Prefix};
 
 /// vmd accepts nic indices 0..=126 (each takes two addresses of the last octet, .0/.1 unused).
 pub const NIC_MAX: u32 = 126;
-
-/// Why an address could not be computed or a prefix was refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
-pub enum AddrError {
-    #[error("nic index is above 126")]
-    NicOutOfRange,
-    #[error("vm id does not fit in the local prefix (vmd would alias another vm's addresses)")]
-    VmOutOfRange,
-    #[error("prefix is not ADDRESS/LENGTH")]
-    Syntax,
-    #[error("IPv4 local prefix length must be 1 to 16")]
-    Inet4Length,
-    #[error("IPv6 local prefix length must be 1 to 64")]
-    Inet6Length,
-    #[error("prefix has bits set past its length")]
-    HostBits,
-}
-
-/// An IPv4 local prefix: length 1..=16, host bits zero (vmd's parser rule).
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Inet4Prefix {
-    addr: Ipv4Addr,
-    len: u8,
-}
-
-/// An IPv6 local prefix: length 1..=64, host bits zero.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Inet6Prefix {
-    addr: Ipv6Addr,
-    len: u8,
-}
-
-impl Inet4Prefix {
-    /// vmd's default, the shared address space of RFC 6598.
-    pub const DEFAULT: Inet4Prefix = Inet4Prefix {
-        addr: Ipv4Addr::new(100, 64, 0, 0),
-        len: 10,
-    };
-
-    /// Checks length and host bits.
-    pub fn new(addr: Ipv4Addr, len: u8) -> Result<Self, AddrError> {
-        if !(1..=16).contains(&len) {
-            return Err(AddrError::Inet4Length);
-        }
-        if u32::from(addr) & !mask32(len) != 0 {
-            return Err(AddrError::HostBits);
-        }
-        Ok(Inet4Prefix { addr, len })
-    }
-
-    /// Whether `a` lies inside this prefix.
-    pub fn contains(self, a: Ipv4Addr) -> bool {
-        u32::from(a) & mask32(self.len) == u32::from(self.addr)
-    }
-}
-
-impl Inet6Prefix {
-    /// A fixed ULA stand-in for vmd's random default (`fd00::/8`).
-    pub const DEFAULT: Inet6Prefix = Inet6Prefix {
-        addr: Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 0),
-        len: 8,
-    };
-
-    /// Checks length and host bits.
-    pub fn new(addr: Ipv6Addr, len: u8) -> Result<Self, AddrError> {
-        if !(1..=64).contains(&len) {
-            return Err(AddrError::Inet6Length);
-        }
-        if u128::from(addr) & !mask128(len) != 0 {
-            return Err(AddrError::HostBits);
-        }
-        Ok(Inet6Prefix { addr, len })
-    }
-
-    /// Whether `a` lies inside this prefix.
-    pub fn contains(self, a: Ipv6Addr) -> bool {
-        u128::from(a) & mask128(self.len) == u128::from(self.addr)
-    }
-}
-
-fn mask32(len: u8) -> u32 {
-    u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0)
-}
-
-fn mask128(len: u8) -> u128 {
-    u128::MAX.checked_shl(128 - u32::from(len)).unwrap_or(0)
-}
-
-fn split_prefix(s: &str) -> Result<(&str, u8), AddrError> {
-    let (a, l) = s.split_once('/').ok_or(AddrError::Syntax)?;
-    // u8::from_str accepts a leading '+'; a prefix length is digits only.
-    if l.is_empty() || l.len() > 3 || !l.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(AddrError::Syntax);
-    }
-    let len = l.parse().map_err(|_| AddrError::Syntax)?;
-    Ok((a, len))
-}
-
-impl FromStr for Inet4Prefix {
-    type Err = AddrError;
-    fn from_str(s: &str) -> Result<Self, AddrError> {
-        let (a, len) = split_prefix(s)?;
-        Inet4Prefix::new(a.parse().map_err(|_| AddrError::Syntax)?, len)
-    }
-}
-
-impl FromStr for Inet6Prefix {
-    type Err = AddrError;
-    fn from_str(s: &str) -> Result<Self, AddrError> {
-        let (a, len) = split_prefix(s)?;
-        Inet6Prefix::new(a.parse().map_err(|_| AddrError::Syntax)?, len)
-    }
-}
-
-impl fmt::Display for Inet4Prefix {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.addr, self.len)
-    }
-}
-
-impl fmt::Debug for Inet4Prefix {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(self, f)
-    }
-}
-
-impl fmt::Display for Inet6Prefix {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.addr, self.len)
-    }
-}
-
-impl fmt::Debug for Inet6Prefix {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(self, f)
-    }
-}
 
 /// The IPv4 /31 of (vm, nic): the host's address and the VM's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -187,11 +49,12 @@ pub fn local_inet(prefix: Inet4Prefix, vm: u32, nic: u32) -> Result<Inet4Pair, A
         return Err(AddrError::NicOutOfRange);
     }
     // The vm id fills the host bits above the last octet: 32 - len - 8 of them (8 to 23).
-    let vm_bits = 32 - 8 - u32::from(prefix.len);
+    let (network, len) = prefix.parts();
+    let vm_bits = 32 - 8 - u32::from(len);
     if u64::from(vm) >= 1u64 << vm_bits {
         return Err(AddrError::VmOutOfRange);
     }
-    let host = u32::from(prefix.addr) | (vm << 8) | ((nic + 1) * 2);
+    let host = u32::from(network) | (vm << 8) | ((nic + 1) * 2);
     Ok(Inet4Pair {
         host: Ipv4Addr::from(host),
         vm: Ipv4Addr::from(host | 1),
@@ -206,7 +69,7 @@ pub fn local_inet6(
     nic: u32,
 ) -> Result<Inet6Pair, AddrError> {
     let v4 = local_inet(prefix4, vm, nic)?;
-    let net = u128::from(prefix6.addr) | (u128::from(u32::from(v4.vm)) << 32);
+    let net = u128::from(prefix6.parts().0) | (u128::from(u32::from(v4.vm)) << 32);
     Ok(Inet6Pair {
         host: Ipv6Addr::from(net | 1),
         vm: Ipv6Addr::from(net | 2),
@@ -397,30 +260,12 @@ mod tests {
         assert_eq!(pair.host.octets(), [0x64, 0x40, 0x01, 0x02]);
     }
 
-    #[test]
-    fn prefix_rules() {
-        assert_eq!("100.64.0.0/10".parse::<Inet4Prefix>(), Ok(Inet4Prefix::DEFAULT));
-        assert_eq!(
-            "100.64.0.0/17".parse::<Inet4Prefix>(),
-            Err(AddrError::Inet4Length)
-        );
-        assert_eq!("100.64.0.0/0".parse::<Inet4Prefix>(), Err(AddrError::Inet4Length));
-        assert_eq!("100.64.0.1/10".parse::<Inet4Prefix>(), Err(AddrError::HostBits));
-        assert_eq!("100.64.0.0".parse::<Inet4Prefix>(), Err(AddrError::Syntax));
-        assert_eq!("100.64.0.0/+10".parse::<Inet4Prefix>(), Err(AddrError::Syntax));
-        assert_eq!("100.64.0/10".parse::<Inet4Prefix>(), Err(AddrError::Syntax));
-        assert_eq!("fd00::/8".parse::<Inet6Prefix>(), Ok(Inet6Prefix::DEFAULT));
-        assert_eq!("fd00::/65".parse::<Inet6Prefix>(), Err(AddrError::Inet6Length));
-        assert_eq!("fd00::1/64".parse::<Inet6Prefix>(), Err(AddrError::HostBits));
-        assert!(Inet4Prefix::DEFAULT.contains(Ipv4Addr::new(100, 127, 255, 255)));
-        assert!(!Inet4Prefix::DEFAULT.contains(Ipv4Addr::new(100, 128, 0, 0)));
-    }
-
     /// Every accepted pair lies inside the prefix, for every prefix length.
     #[test]
     fn accepted_addresses_stay_inside_the_prefix() {
         for len in 1..=16u8 {
-            let p = Inet4Prefix::new(Ipv4Addr::from(0x6400_0000u32 & mask32(len)), len).unwrap();
+            let mask = u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0);
+            let p = Inet4Prefix::new(Ipv4Addr::from(0x6400_0000u32 & mask), len).unwrap();
             let max_vm = (1u32 << (24 - u32::from(len))) - 1;
             for (vm, nic) in [(0, 0), (max_vm, 126), (max_vm / 2, 7)] {
                 let pair = local_inet(p, vm, nic).unwrap();

@@ -1,5 +1,6 @@
-//! vmpriv's shared language: the messages a VM process and the privileged helper exchange, the pure
-//! validator that decides what a caller may do, the policy-file parser and vmd's local address plan.
+//! vmpriv's session protocol: the messages a VM process and the session helper exchange, the pure
+//! validator that decides what a caller may do, and vmd's local address plan. The policy itself is
+//! `vmpriv-policy`'s, re-exported here.
 //!
 //! Nothing here does I/O and the crate forbids `unsafe_code`: the helper trusts this crate to decide, so it is
 //! kept small enough to read in one sitting and is fuzzed (see `fuzz/` and the `vmpriv-checks` crate).
@@ -21,14 +22,11 @@
 )]
 
 pub mod addr;
-pub mod name;
-pub mod policy;
-pub mod trust;
 pub mod validate;
 pub mod wire;
 
 pub use addr::{Inet4Pair, Inet4Prefix, Inet6Pair, Inet6Prefix};
-pub use name::{Description, GroupName, IfName};
-pub use policy::{Caller, POLICY_PATH, Policy, PolicyError};
 pub use validate::{ValidConfig, ValidOp, ValidRequest, validate};
+pub use vmpriv_policy::{Caller, Description, GroupName, IfName, POLICY_PATH, Policy, PolicyError};
+pub use vmpriv_policy::{name, policy, trust};
 pub use wire::{Error, FdIndex, IfConfig, Invalid, LocalRequest, Request, Response, TapInfo, Unsupported};

@@ -11,8 +11,8 @@
 
 use std::fmt;
 
-use crate::addr::{Inet4Prefix, Inet6Prefix};
 use crate::name::{GroupName, IfName};
+use crate::prefix::{Inet4Prefix, Inet6Prefix};
 
 /// Where the helper reads its policy; a setuid caller can never choose another path.
 pub const POLICY_PATH: &str = "/etc/vmpriv/policy.conf";
@@ -351,7 +351,7 @@ pub enum PolicyErrorKind {
     #[error("interface group number 0 is the kernel's default group")]
     GroupZero,
     #[error("bad prefix `{0}`: {1}")]
-    BadPrefix(String, crate::addr::AddrError),
+    BadPrefix(String, crate::prefix::AddrError),
     #[error("{0} is defined twice")]
     Duplicate(String),
     #[error("`{0}` is not defined by an `{1}` line")]
