@@ -57,8 +57,9 @@ impl Activator {
             socket.file_name().unwrap().to_string_lossy()
         ));
         let out = std::fs::File::create(&log).unwrap();
-        let child = Command::new("systemd-socket-activate")
-            .args(["--seqpacket", "--accept", "-l"])
+        let child = Command::new("setpriv")
+            .arg(unit_bounding_set())
+            .args(["systemd-socket-activate", "--seqpacket", "--accept", "-l"])
             .arg(socket)
             .arg(&helper)
             .arg("--socket-activated")
@@ -122,6 +123,23 @@ impl Drop for Activator {
             let _ = self.child.wait();
         });
     }
+}
+
+/// `setpriv --bounding-set=…` for `vmpriv@.service`'s `CapabilityBoundingSet=`: the activated helper
+/// starts with what the unit gives it (root without, say, CAP_SYS_PTRACE or CAP_KILL), not with all
+/// of root's capabilities, so a start-up step that needs more fails here as under systemd.
+fn unit_bounding_set() -> String {
+    let unit = Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/systemd/vmpriv@.service");
+    let unit = std::fs::read_to_string(unit).unwrap();
+    let caps = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("CapabilityBoundingSet="))
+        .expect("vmpriv@.service sets CapabilityBoundingSet=");
+    let caps: Vec<String> = caps
+        .split_whitespace()
+        .map(|c| format!("+{}", c.strip_prefix("CAP_").unwrap().to_lowercase()))
+        .collect();
+    format!("--bounding-set=-all,{}", caps.join(","))
 }
 
 /// Adds `vmtest` (uid 1001, in group `vmnet`) and `stranger` (uid 1002) to the scenario's `/etc`.
