@@ -10,6 +10,7 @@
     clippy::indexing_slicing
 )]
 
+use std::ffi::OsStr;
 use std::io::{BufRead, BufReader};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -44,6 +45,11 @@ impl Activator {
     /// As root: listens on `socket` (made 0666, as `SocketMode=0666`) and runs a root-owned 0755 copy
     /// of the helper under test, not setuid, as systemd runs `/usr/libexec/vmpriv/vmpriv-helper`.
     fn start(s: &Scenario, socket: &Path) -> Activator {
+        Self::start_under(s, socket, &[])
+    }
+
+    /// [`Activator::start`] under `wrapper` (a command and its arguments, e.g. strace's).
+    fn start_under(s: &Scenario, socket: &Path, wrapper: &[&OsStr]) -> Activator {
         assert!(have_tool(
             "socket activation",
             "systemd-socket-activate",
@@ -57,7 +63,15 @@ impl Activator {
             socket.file_name().unwrap().to_string_lossy()
         ));
         let out = std::fs::File::create(&log).unwrap();
-        let child = Command::new("setpriv")
+        let mut cmd = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg("setpriv");
+                c
+            }
+            None => Command::new("setpriv"),
+        };
+        let child = cmd
             .arg(unit_bounding_set())
             .args(["systemd-socket-activate", "--seqpacket", "--accept", "-l"])
             .arg(socket)
@@ -771,4 +785,59 @@ fn in_mapped_user_namespace(
     std::fs::write(format!("/proc/{pid}/gid_map"), &map).unwrap();
     child.stdin.take().unwrap().write_all(b"go\n").unwrap();
     child.wait_with_output().unwrap()
+}
+
+/// Kernels before 6.5 (the stock-kernel matrix's 6.1 among them) have no `SO_PEERPIDFD`: there the
+/// helper takes a pidfd from `SO_PEERCRED`'s pid. strace makes this kernel answer `ENOPROTOOPT` to
+/// the helper's third getsockopt, which is `SO_PEERPIDFD` (after `SO_TYPE` and `SO_PEERCRED`; the
+/// trace is checked): a peer in a user namespace of its own is refused there too, a plain one served.
+#[test]
+fn without_so_peerpidfd_a_user_namespace_is_refused_too() {
+    scenario(
+        "without_so_peerpidfd_a_user_namespace_is_refused_too",
+        bins!(),
+        POLICY,
+        |s| {
+            bridge("br0", None);
+            assert!(have_tool("the pidfd fallback", "strace", "Debian package strace"));
+            unprivileged_user_namespaces_work();
+            let trace = s.dir.join("strace.out");
+            let wrapper: Vec<&OsStr> = [
+                "strace",
+                "-f",
+                "-qq",
+                "-e",
+                "trace=getsockopt,pidfd_open",
+                "-e",
+                "inject=getsockopt:error=ENOPROTOOPT:when=3",
+                "-o",
+            ]
+            .iter()
+            .map(OsStr::new)
+            .chain([trace.as_os_str()])
+            .collect();
+            let act = Activator::start_under(s, &s.dir.join("vmpriv.sock"), &wrapper);
+            let mut cmd = nobody_command("unshare");
+            cmd.args(["--user", "--map-root-user", "--"]);
+            let out = cli_tap_once(s, &act.socket, cmd);
+            refused_for_its_user_namespace(&act, &out, "nobody in its own user namespace");
+            let out = cli_tap_once(s, &act.socket, nobody_command("env"));
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            drop(act);
+            let trace = std::fs::read_to_string(&trace).unwrap();
+            let lines = |pred: &dyn Fn(&str) -> bool| trace.lines().filter(|l| pred(l)).count();
+            assert_eq!(lines(&|l| l.contains("(INJECTED)")), 2, "{trace}");
+            let peerpidfd = |l: &str| l.contains("SO_PEERPIDFD") || l.contains(" 0x4d ");
+            assert_eq!(
+                lines(&|l| l.contains("(INJECTED)") && peerpidfd(l)),
+                2,
+                "only SO_PEERPIDFD failed: {trace}"
+            );
+            assert_eq!(
+                lines(&|l| l.contains("pidfd_open(") && !l.contains("= -1")),
+                2,
+                "{trace}"
+            );
+        },
+    );
 }
