@@ -8,6 +8,7 @@ use std::os::unix::fs::MetadataExt;
 
 use caps::{CapSet, Capability, CapsHashSet};
 use nix::fcntl::{OFlag, openat};
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::resource::{Resource, getrlimit, setrlimit};
 use nix::sys::stat::{Mode, umask};
 use nix::unistd::{
@@ -157,8 +158,46 @@ pub(crate) fn identify_peer(sock: &OwnedFd) -> Result<(Caller, i32), StartError>
     if cred.uid() == u32::MAX || cred.gid() == u32::MAX {
         return Err(no_peer("uid or gid -1"));
     }
+    check_peer_userns(sock, cred.uid(), cred.pid())?;
     let groups = sys::peer_groups(sock.as_fd()).map_err(StartError::Identity)?;
     Ok((caller_of(cred.uid(), cred.gid(), groups), cred.pid()))
+}
+
+/// Socket activation: refuses a peer that is not in our user namespace. In one of its own, a user
+/// with subordinate ids (setuid newuidmap/newgidmap) becomes any of them and drops its supplementary
+/// groups, and `SO_PEERCRED`/`SO_PEERGROUPS` report that: `deny group` would not match, and each
+/// subordinate uid would get its own `user *` quota. `SO_PEERPIDFD` (Linux 6.5) is the process that
+/// connected; before 6.5, `pidfd_open` of `SO_PEERCRED`'s pid, which may have been reused since
+/// connect(2) (the one race left). Its namespace is read from `/proc/PID/ns/user` and counts only if
+/// that pidfd's process is still alive afterwards: then the pid named it throughout. Nothing leaves a
+/// child user namespace for an ancestor, so "ours now" means "ours at connect(2)".
+fn check_peer_userns(sock: &OwnedFd, uid: u32, pid: i32) -> Result<(), StartError> {
+    let id = |what: &str, e: io::Error| StartError::Identity(io::Error::other(format!("{what}: {e}")));
+    let pidfd = match nix::sys::socket::getsockopt(sock, nix::sys::socket::sockopt::PeerPidfd) {
+        Err(nix::errno::Errno::ENOPROTOOPT) => sys::pidfd_open(pid).map_err(|e| id("pidfd_open", e))?,
+        r => r.map_err(|e| id("SO_PEERPIDFD", e.into()))?,
+    };
+    // Another user's /proc/PID/ns/user needs CAP_SYS_PTRACE (vmpriv@.service's bounding set has it).
+    let ns = |p: &str| {
+        std::fs::metadata(p)
+            .map(|m| (m.dev(), m.ino()))
+            .map_err(|e| id(p, e))
+    };
+    let theirs = ns(&format!("/proc/{pid}/ns/user"))?;
+    let mut alive = [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
+    if poll(&mut alive, PollTimeout::ZERO).map_err(|e| id("poll", e.into()))? != 0 {
+        return Err(id(
+            "the peer",
+            io::Error::other("exited before its user namespace was read"),
+        ));
+    }
+    if theirs != ns("/proc/self/ns/user")? {
+        return Err(StartError::Refused(format!(
+            "refused uid {uid} pid {pid}: it connected from a user namespace of its own, where its \
+             ids and groups are its own choice (connect from the host's user namespace)"
+        )));
+    }
+    Ok(())
 }
 
 /// A caller from its ids (primary gid first, groups deduplicated), with names for policy matching.

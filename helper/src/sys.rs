@@ -133,6 +133,16 @@ pub(crate) fn peer_groups(sock: BorrowedFd<'_>) -> io::Result<Vec<u32>> {
     Ok(groups)
 }
 
+/// `pidfd_open(2)` (Linux 5.3): a pidfd for `pid`. Only where the kernel has no `SO_PEERPIDFD` (before
+/// 6.5): `pid` may name another process by now (see `startup::check_peer_userns`).
+pub(crate) fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags by value and returns a new fd or -1.
+    let fd = cvt(unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0u32) })?;
+    let fd = RawFd::try_from(fd).map_err(|_| io::Error::from_raw_os_error(libc::EBADF))?;
+    // SAFETY: the kernel just installed `fd` in our table for us; nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
 /// `SCM_MAX_FD`: the most fds one message can carry.
 const SCM_MAX_FD: usize = 253;
 

@@ -10,6 +10,7 @@
     clippy::indexing_slicing
 )]
 
+use std::ffi::OsStr;
 use std::io::{BufRead, BufReader};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -44,6 +45,11 @@ impl Activator {
     /// As root: listens on `socket` (made 0666, as `SocketMode=0666`) and runs a root-owned 0755 copy
     /// of the helper under test, not setuid, as systemd runs `/usr/libexec/vmpriv/vmpriv-helper`.
     fn start(s: &Scenario, socket: &Path) -> Activator {
+        Self::start_under(s, socket, &[])
+    }
+
+    /// [`Activator::start`] under `wrapper` (a command and its arguments, e.g. strace's).
+    fn start_under(s: &Scenario, socket: &Path, wrapper: &[&OsStr]) -> Activator {
         assert!(have_tool(
             "socket activation",
             "systemd-socket-activate",
@@ -57,8 +63,17 @@ impl Activator {
             socket.file_name().unwrap().to_string_lossy()
         ));
         let out = std::fs::File::create(&log).unwrap();
-        let child = Command::new("systemd-socket-activate")
-            .args(["--seqpacket", "--accept", "-l"])
+        let mut cmd = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg("setpriv");
+                c
+            }
+            None => Command::new("setpriv"),
+        };
+        let child = cmd
+            .arg(unit_bounding_set())
+            .args(["systemd-socket-activate", "--seqpacket", "--accept", "-l"])
             .arg(socket)
             .arg(&helper)
             .arg("--socket-activated")
@@ -122,6 +137,23 @@ impl Drop for Activator {
             let _ = self.child.wait();
         });
     }
+}
+
+/// `setpriv --bounding-set=…` for `vmpriv@.service`'s `CapabilityBoundingSet=`: the activated helper
+/// starts with what the unit gives it (root without, say, CAP_SYS_PTRACE or CAP_KILL), not with all
+/// of root's capabilities, so a start-up step that needs more fails here as under systemd.
+fn unit_bounding_set() -> String {
+    let unit = Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/systemd/vmpriv@.service");
+    let unit = std::fs::read_to_string(unit).unwrap();
+    let caps = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("CapabilityBoundingSet="))
+        .expect("vmpriv@.service sets CapabilityBoundingSet=");
+    let caps: Vec<String> = caps
+        .split_whitespace()
+        .map(|c| format!("+{}", c.strip_prefix("CAP_").unwrap().to_lowercase()))
+        .collect();
+    format!("--bounding-set=-all,{}", caps.join(","))
 }
 
 /// Adds `vmtest` (uid 1001, in group `vmnet`) and `stranger` (uid 1002) to the scenario's `/etc`.
@@ -576,4 +608,236 @@ fn units_pass_systemd_analyze_verify() {
         let unit = std::fs::read_to_string(units.join("vmpriv@.service")).unwrap();
         assert!(unit.contains("\nExecStart=/usr/libexec/vmpriv/vmpriv-helper --socket-activated\n"));
     });
+}
+
+/// `vmpriv tap --switch br0 --json -- true` through `socket`, run by `cmd`: a prefix that sets the
+/// user (`setpriv … env`, `unshare … --`).
+fn cli_tap_once(s: &Scenario, socket: &Path, mut cmd: Command) -> std::process::Output {
+    cmd.arg(&s.cli)
+        .args(["tap", "--switch", "br0", "--json", "--", "true"])
+        .env_remove("VMPRIV_HELPER")
+        .env("VMPRIV_SOCKET", socket)
+        .output()
+        .unwrap()
+}
+
+/// Asserts that `out` is a refusal at start-up (exit 9, no tap handed over) and that the helper
+/// logged why.
+fn refused_for_its_user_namespace(act: &Activator, out: &std::process::Output, what: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(9), "{what}: {stderr}");
+    assert!(
+        out.stdout.is_empty(),
+        "{what}: it got a tap: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(taps().is_empty(), "{what}: {:?}", taps());
+    let log = std::fs::read_to_string(&act.log).unwrap();
+    assert!(
+        log.contains("connected from a user namespace of its own"),
+        "{what}: the helper's log says why: {log}"
+    );
+}
+
+/// Unprivileged user namespaces must work here: the attack needs them. Fails naming the knobs.
+fn unprivileged_user_namespaces_work() {
+    let out = nobody_command("unshare")
+        .args(["--user", "--map-root-user", "true"])
+        .output()
+        .unwrap();
+    let knob = |p: &str| std::fs::read_to_string(p).map_or_else(|e| e.to_string(), |v| v.trim().to_owned());
+    assert!(
+        out.status.success(),
+        "uid {NOBODY} cannot make a user namespace here ({}; user.max_user_namespaces={}, \
+         kernel.unprivileged_userns_clone={}, kernel.apparmor_restrict_unprivileged_userns={}): this \
+         test needs one to show the helper refusing it",
+        String::from_utf8_lossy(&out.stderr).trim(),
+        knob("/proc/sys/user/max_user_namespaces"),
+        knob("/proc/sys/kernel/unprivileged_userns_clone"),
+        knob("/proc/sys/kernel/apparmor_restrict_unprivileged_userns"),
+    );
+}
+
+/// Issue 19: a caller in a user namespace of its own (here nobody's, as any user can make one) is
+/// refused before anything else; the same caller outside it gets its tap.
+#[test]
+fn a_peer_in_a_user_namespace_of_its_own_is_refused() {
+    scenario(
+        "a_peer_in_a_user_namespace_of_its_own_is_refused",
+        bins!(),
+        POLICY,
+        |s| {
+            bridge("br0", None);
+            unprivileged_user_namespaces_work();
+            let act = Activator::start(s, &s.dir.join("vmpriv.sock"));
+            let mut cmd = nobody_command("unshare");
+            cmd.args(["--user", "--map-root-user", "--"]);
+            let out = cli_tap_once(s, &act.socket, cmd);
+            refused_for_its_user_namespace(&act, &out, "nobody in its own user namespace");
+            // The same user from the host's user namespace.
+            let out = cli_tap_once(s, &act.socket, nobody_command("env"));
+            let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+                .unwrap_or_else(|e| panic!("no JSON report ({e}): {}", String::from_utf8_lossy(&out.stderr)));
+            assert_eq!(report["ifname"], "vpfffe-0");
+            assert!(out.status.success());
+            assert_eq!(act.connections(), 2);
+        },
+    );
+}
+
+/// Issue 19, the attack: `vmtest` is denied br0 through its group, and has subordinate ids. Root maps
+/// them into a user namespace of vmtest's, as setuid `newuidmap`/`newgidmap` do (`0 1001 1`,
+/// `1 100000 65536`, setgroups allowed); there vmtest drops its groups (`deny group` would no longer
+/// match `allow user *`), or becomes subordinate uid 100000 (a `user *` quota of its own). Both are
+/// refused; from the host's namespace vmtest is still denied and nobody still served.
+#[test]
+fn a_user_namespace_cannot_drop_groups_or_use_subordinate_uids() {
+    scenario(
+        "a_user_namespace_cannot_drop_groups_or_use_subordinate_uids",
+        bins!(),
+        "allow user * switch br0\ndeny group vmnet switch br0\nquota user * 4\n",
+        |s| {
+            bridge("br0", None);
+            add_users();
+            unprivileged_user_namespaces_work();
+            let act = Activator::start(s, &s.dir.join("vmpriv.sock"));
+            let as_member = || {
+                let mut c = Command::new("setpriv");
+                c.args([
+                    format!("--reuid={MEMBER}"),
+                    format!("--regid={MEMBER}"),
+                    format!("--groups={VMNET}"),
+                ]);
+                c
+            };
+            let out = cli_tap_once(s, &act.socket, as_member());
+            assert_eq!(
+                out.status.code(),
+                Some(4),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            for (inner, what) in [
+                (&["--clear-groups"][..], "vmtest without its groups"),
+                (
+                    &["--reuid=1", "--regid=1", "--clear-groups"][..],
+                    "subordinate uid 100000",
+                ),
+            ] {
+                let out = in_mapped_user_namespace(s, &act.socket, as_member(), inner);
+                refused_for_its_user_namespace(&act, &out, what);
+            }
+            let out = cli_tap_once(s, &act.socket, nobody_command("env"));
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            assert_eq!(act.connections(), 4);
+        },
+    );
+}
+
+/// `outer` (a `setpriv` for the user) runs `unshare --user`, root writes the namespace's maps as
+/// setuid newuidmap/newgidmap would for subordinate ids 100000-165535, then `setpriv INNER vmpriv tap`
+/// runs in it (as its root, or the inner uid `INNER` names).
+fn in_mapped_user_namespace(
+    s: &Scenario,
+    socket: &Path,
+    mut outer: Command,
+    inner: &[&str],
+) -> std::process::Output {
+    use std::io::Write;
+    use std::os::unix::fs::MetadataExt;
+    let ours = std::fs::metadata("/proc/self/ns/user").unwrap().ino();
+    let mut child = outer
+        .args([
+            "unshare",
+            "--user",
+            "--",
+            "sh",
+            "-c",
+            "read go && exec \"$@\"",
+            "sh",
+            "setpriv",
+        ])
+        .args(inner)
+        .arg(&s.cli)
+        .args(["tap", "--switch", "br0", "--json", "--", "true"])
+        .env_remove("VMPRIV_HELPER")
+        .env("VMPRIV_SOCKET", socket)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !std::fs::metadata(format!("/proc/{pid}/ns/user")).is_ok_and(|m| m.ino() != ours) {
+        if Instant::now() > deadline || child.try_wait().unwrap().is_some() {
+            let _ = child.kill();
+            panic!(
+                "unshare --user did not make a namespace: {}",
+                child.wait_with_output_lossy()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let (uid, sub) = (MEMBER, 100_000);
+    let map = format!("0 {uid} 1\n1 {sub} 65536\n");
+    std::fs::write(format!("/proc/{pid}/uid_map"), &map).unwrap();
+    std::fs::write(format!("/proc/{pid}/gid_map"), &map).unwrap();
+    child.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// Kernels before 6.5 (the stock-kernel matrix's 6.1 among them) have no `SO_PEERPIDFD`: there the
+/// helper takes a pidfd from `SO_PEERCRED`'s pid. strace makes this kernel answer `ENOPROTOOPT` to
+/// the helper's third getsockopt, which is `SO_PEERPIDFD` (after `SO_TYPE` and `SO_PEERCRED`; the
+/// trace is checked): a peer in a user namespace of its own is refused there too, a plain one served.
+#[test]
+fn without_so_peerpidfd_a_user_namespace_is_refused_too() {
+    scenario(
+        "without_so_peerpidfd_a_user_namespace_is_refused_too",
+        bins!(),
+        POLICY,
+        |s| {
+            bridge("br0", None);
+            assert!(have_tool("the pidfd fallback", "strace", "Debian package strace"));
+            unprivileged_user_namespaces_work();
+            let trace = s.dir.join("strace.out");
+            let wrapper: Vec<&OsStr> = [
+                "strace",
+                "-f",
+                "-qq",
+                "-e",
+                "trace=getsockopt,pidfd_open",
+                "-e",
+                "inject=getsockopt:error=ENOPROTOOPT:when=3",
+                "-o",
+            ]
+            .iter()
+            .map(OsStr::new)
+            .chain([trace.as_os_str()])
+            .collect();
+            let act = Activator::start_under(s, &s.dir.join("vmpriv.sock"), &wrapper);
+            let mut cmd = nobody_command("unshare");
+            cmd.args(["--user", "--map-root-user", "--"]);
+            let out = cli_tap_once(s, &act.socket, cmd);
+            refused_for_its_user_namespace(&act, &out, "nobody in its own user namespace");
+            let out = cli_tap_once(s, &act.socket, nobody_command("env"));
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            drop(act);
+            let trace = std::fs::read_to_string(&trace).unwrap();
+            let lines = |pred: &dyn Fn(&str) -> bool| trace.lines().filter(|l| pred(l)).count();
+            assert_eq!(lines(&|l| l.contains("(INJECTED)")), 2, "{trace}");
+            let peerpidfd = |l: &str| l.contains("SO_PEERPIDFD") || l.contains(" 0x4d ");
+            assert_eq!(
+                lines(&|l| l.contains("(INJECTED)") && peerpidfd(l)),
+                2,
+                "only SO_PEERPIDFD failed: {trace}"
+            );
+            assert_eq!(
+                lines(&|l| l.contains("pidfd_open(") && !l.contains("= -1")),
+                2,
+                "{trace}"
+            );
+        },
+    );
 }
