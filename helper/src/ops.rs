@@ -73,19 +73,13 @@ pub(crate) fn execute(ctx: &mut Ctx, valid: &ValidRequest, fds: &[OwnedFd]) -> R
             },
             "-",
         )),
-        ValidOp::Status {
-            quota,
-            rules,
-            more_rules,
-        } => {
+        ValidOp::Status { quota } => {
             let in_use = u32::try_from(caller_taps(ctx)?.len()).unwrap_or(u32::MAX);
             let status = Status {
                 uid: ctx.caller.uid,
                 user: ctx.caller.user.clone(),
                 quota: *quota,
                 in_use,
-                rules: rules.clone(),
-                more_rules: *more_rules,
             };
             Ok(plain(Response::Status(status), "-"))
         }

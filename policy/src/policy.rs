@@ -53,7 +53,7 @@ pub enum Subject {
 }
 
 impl Subject {
-    fn matches(&self, caller: &Caller) -> bool {
+    pub fn matches(&self, caller: &Caller) -> bool {
         match self {
             Subject::User(name) => caller.user.as_deref() == Some(name.as_str()),
             Subject::Group(name) => caller.groups.iter().any(|g| g == name),
@@ -311,15 +311,6 @@ impl Policy {
             .or_else(|| of(&|s| matches!(s, Subject::Group(_))))
             .or_else(|| of(&|s| matches!(s, Subject::Anyone)))
             .unwrap_or(DEFAULT_QUOTA)
-    }
-
-    /// The rules that name `caller` (by user, group or `*`), as policy lines.
-    pub fn rules_for(&self, caller: &Caller) -> Vec<String> {
-        self.rules
-            .iter()
-            .filter(|r| r.subject.matches(caller))
-            .map(ToString::to_string)
-            .collect()
     }
 }
 

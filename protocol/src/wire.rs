@@ -11,16 +11,14 @@ use crate::addr::{AddrError, Inet4Pair, Inet6Pair};
 use crate::name::NameError;
 
 /// The protocol version, the first byte of every frame.
-pub const VERSION: u8 = 3;
+pub const VERSION: u8 = 4;
 /// The largest frame either side sends or accepts, version byte included. The largest valid request
-/// is far smaller (see the `largest_request_fits` test); replies carry at most [`STATUS_RULES_MAX`] rules.
+/// is far smaller (see the `largest_request_fits` test), and so is the largest reply.
 pub const MAX_FRAME: usize = 2048;
 /// Queues (fds) a tap may have: vmd's VMs use 1; virtio-net multiqueue rarely wants more than 8.
 pub const MAX_QUEUES: u8 = 8;
 /// Taps one `DestroyTaps` deletes at most: the kernel's `SCM_MAX_FD`, the most fds one message carries.
 pub const MAX_DESTROY: u8 = 253;
-/// Rules listed in a [`Status`] reply at most.
-pub const STATUS_RULES_MAX: usize = 24;
 
 /// Index of a tap fd among the `SCM_RIGHTS` fds of the request's own datagram.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -149,7 +147,8 @@ pub struct TapInfo {
     pub inet6: Option<Inet6Pair>,
 }
 
-/// What the policy grants the caller.
+/// The caller as the helper sees it, its quota and its live taps. What the policy grants is public:
+/// `vmpriv whoami` reads the policy file itself.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Status {
     /// The caller's real uid.
@@ -160,10 +159,6 @@ pub struct Status {
     pub quota: u32,
     /// Live taps the caller owns now, counted from the kernel.
     pub in_use: u32,
-    /// The policy lines that name the caller (by user, group or `*`), at most [`STATUS_RULES_MAX`].
-    pub rules: Vec<String>,
-    /// More lines matched than were listed.
-    pub more_rules: bool,
 }
 
 /// The helper's answer to one request.
@@ -369,9 +364,6 @@ mod tests {
                 user: Some("u".repeat(32)),
                 quota: 4096,
                 in_use: 4096,
-                // A rule line is at most "allow group <32> switch <15>" = 59 bytes.
-                rules: vec!["r".repeat(64); STATUS_RULES_MAX],
-                more_rules: true,
             }),
             Response::Error(Error::Denied),
             Response::Error(Error::Quota { limit: 3 }),

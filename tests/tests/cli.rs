@@ -450,7 +450,6 @@ fn whoami_json_reports_the_real_ids_and_use() {
             assert_eq!(report["user"], id("-un"));
             assert_eq!(report["quota"], 2);
             assert_eq!(report["in_use"], 0);
-            assert_eq!(report["more_rules"], false);
             assert_eq!(report["switches"], serde_json::json!(["br0"]));
             assert!(
                 report["rules"]

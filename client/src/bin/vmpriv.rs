@@ -123,8 +123,8 @@ enum Cmd {
         /// Print a one-line JSON report instead.
         ///
         /// Keys: version (1), uid, user (or null), quota (null: no quota), in_use, rules (the policy
-        /// lines that name you), more_rules, switches (those the rules grant; "*" for every bridge),
-        /// unfixed_bridge_macs, warnings (in words).
+        /// lines that name you, read from the policy file), switches (those the rules grant; "*" for
+        /// every bridge), unfixed_bridge_macs, warnings (in words).
         #[arg(long)]
         json: bool,
     },
@@ -655,9 +655,26 @@ fn whoami(json: bool) -> Result<(), ClientError> {
     let mut helper = Helper::spawn()?;
     let s = helper.status()?;
     let _ = helper.close();
+    // The rules are public (the policy file is world-readable): read here, not asked of the helper,
+    // which answers only what needs privilege. The helper has just read the same file.
+    let rules = match read_trusted(policy::POLICY_PATH).and_then(|text| {
+        policy::parse(policy::POLICY_PATH, &text, &mut read_trusted).map_err(|e| e.to_string())
+    }) {
+        Ok(p) => {
+            let me = me();
+            p.rules
+                .iter()
+                .filter(|r| r.subject.matches(&me))
+                .map(ToString::to_string)
+                .collect()
+        }
+        Err(e) => {
+            eprintln!("vmpriv: cannot list the rules that name you: {e}");
+            Vec::new()
+        }
+    };
     // Which bridges the rules grant (switch NAME, or every bridge for switch *).
-    let switches: Vec<&str> = s
-        .rules
+    let switches: Vec<&str> = rules
         .iter()
         .filter_map(|r| r.strip_prefix("allow ")?.split_once(" switch ").map(|(_, sw)| sw))
         .collect();
@@ -669,8 +686,7 @@ fn whoami(json: bool) -> Result<(), ClientError> {
             "user": s.user,
             "quota": (s.quota != policy::UNLIMITED).then_some(s.quota),
             "in_use": s.in_use,
-            "rules": s.rules,
-            "more_rules": s.more_rules,
+            "rules": rules,
             "switches": switches,
             "unfixed_bridge_macs": macs,
             "warnings": mac_warnings(&macs, !switches.is_empty()),
@@ -684,14 +700,11 @@ fn whoami(json: bool) -> Result<(), ClientError> {
     } else {
         println!("taps: {} live of {} allowed", s.in_use, s.quota);
     }
-    if s.rules.is_empty() {
+    if rules.is_empty() {
         println!("no policy rule names you: every switch, group and routing domain is denied");
     }
-    for r in &s.rules {
+    for r in &rules {
         println!("{r}");
-    }
-    if s.more_rules {
-        println!("(more rules name you; see the policy file)");
     }
     for w in mac_warnings(&macs, !switches.is_empty()) {
         println!("# warning: {w}");
@@ -743,5 +756,30 @@ fn import_bridge_conf(path: &str) -> ExitCode {
             eprintln!("vmpriv: {e}");
             ExitCode::from(6)
         }
+    }
+}
+
+/// This process as the helper's policy sees a caller: real uid and gid, supplementary groups, and
+/// their names.
+fn me() -> policy::Caller {
+    use nix::unistd::{Gid, Group, User, getgid, getgroups, getuid};
+    let uid = getuid().as_raw();
+    let mut gids = vec![getgid().as_raw()];
+    for g in getgroups().unwrap_or_default() {
+        if !gids.contains(&g.as_raw()) {
+            gids.push(g.as_raw());
+        }
+    }
+    let user = User::from_uid(getuid()).ok().flatten().map(|u| u.name);
+    let groups = gids
+        .iter()
+        .filter_map(|&g| Group::from_gid(Gid::from_raw(g)).ok().flatten())
+        .map(|g| g.name)
+        .collect();
+    policy::Caller {
+        uid,
+        user,
+        gids,
+        groups,
     }
 }
