@@ -1,10 +1,34 @@
 //! The policy as `vmpriv check-policy` prints it: canonical text that parses back to the same policy,
-//! and a summary of what it grants. The helper never prints a policy, so this lives here rather than
-//! in the trusted protocol crate.
+//! and a summary of what it grants, and the rules as policy lines. The helper never prints a policy,
+//! so this lives here rather than in the trusted policy crate.
 
 use std::fmt::Write as _;
 
-use vmpriv_protocol::policy::{DEFAULT_QUOTA, Policy, Resource, Subject, UNLIMITED};
+use vmpriv_protocol::policy::{DEFAULT_QUOTA, Pattern, Policy, Resource, Rule, Subject, UNLIMITED, VmRange};
+
+/// A rule as its policy line: `allow user alice switch br0`.
+pub fn rule_line(r: &Rule) -> String {
+    let verb = if r.allow { "allow" } else { "deny" };
+    format!("{verb} {} {}", r.subject, resource(&r.resource))
+}
+
+/// What a rule is about, as written after its subject: `switch br0`, `local vm 1-9`.
+pub fn resource(r: &Resource) -> String {
+    fn pattern<T: std::fmt::Display>(p: &Pattern<T>) -> String {
+        match p {
+            Pattern::Any => "*".to_owned(),
+            Pattern::Exact(v) => v.to_string(),
+        }
+    }
+    match r {
+        Resource::Switch(p) => format!("switch {}", pattern(p)),
+        Resource::IfGroup(p) => format!("ifgroup {}", pattern(p)),
+        Resource::Rdomain(p) => format!("rdomain {}", pattern(p)),
+        Resource::Local(v) if *v == VmRange::ANY => "local".to_owned(),
+        Resource::Local(v) if v.first == v.last => format!("local vm {}", v.first),
+        Resource::Local(v) => format!("local vm {}-{}", v.first, v.last),
+    }
+}
 
 /// The policy in canonical form, ending with its grants as comments: what `vmpriv check-policy`
 /// prints, and text that parses back to the same policy.
@@ -44,7 +68,7 @@ fn write_canonical(f: &mut String, p: &Policy) -> std::fmt::Result {
         )?;
     }
     for r in &p.rules {
-        writeln!(f, "{r}")?;
+        writeln!(f, "{}", rule_line(r))?;
     }
     writeln!(
         f,
@@ -77,7 +101,7 @@ pub fn grants_summary(p: &Policy) -> Vec<String> {
                 .rules
                 .iter()
                 .filter(|r| r.allow && r.subject == **s)
-                .map(|r| r.resource.to_string())
+                .map(|r| resource(&r.resource))
                 .collect();
             let taps = p.rules.iter().any(|r| {
                 r.allow && r.subject == **s && matches!(r.resource, Resource::Switch(_) | Resource::Local(_))

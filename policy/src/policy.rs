@@ -90,15 +90,6 @@ impl<T: PartialEq> Pattern<T> {
     }
 }
 
-impl<T: fmt::Display> fmt::Display for Pattern<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Pattern::Any => f.write_str("*"),
-            Pattern::Exact(v) => v.fmt(f),
-        }
-    }
-}
-
 /// The VM slots a `local` rule covers: `vm FIRST-LAST` (or `vm N`), or every slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct VmRange {
@@ -120,18 +111,6 @@ impl VmRange {
     }
 }
 
-impl fmt::Display for VmRange {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if *self == VmRange::ANY {
-            Ok(())
-        } else if self.first == self.last {
-            write!(f, " vm {}", self.first)
-        } else {
-            write!(f, " vm {}-{}", self.first, self.last)
-        }
-    }
-}
-
 /// What a rule grants or denies.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Resource {
@@ -145,17 +124,6 @@ pub enum Resource {
     Local(VmRange),
 }
 
-impl fmt::Display for Resource {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Resource::Switch(p) => write!(f, "switch {p}"),
-            Resource::IfGroup(p) => write!(f, "ifgroup {p}"),
-            Resource::Rdomain(p) => write!(f, "rdomain {p}"),
-            Resource::Local(r) => write!(f, "local{r}"),
-        }
-    }
-}
-
 /// One `allow` or `deny` line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rule {
@@ -165,13 +133,6 @@ pub struct Rule {
     pub subject: Subject,
     /// What it is about.
     pub resource: Resource,
-}
-
-impl fmt::Display for Rule {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let verb = if self.allow { "allow" } else { "deny" };
-        write!(f, "{verb} {} {}", self.subject, self.resource)
-    }
 }
 
 /// One `quota` line.

@@ -665,7 +665,7 @@ fn whoami(json: bool) -> Result<(), ClientError> {
             p.rules
                 .iter()
                 .filter(|r| r.subject.matches(&me))
-                .map(ToString::to_string)
+                .map(vmpriv_client::policy_text::rule_line)
                 .collect()
         }
         Err(e) => {
