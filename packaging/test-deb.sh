@@ -146,7 +146,8 @@ UNIT
 nobody() {
     timeout 10 setpriv --reuid=65534 --regid=65534 --clear-groups env -u VMPRIV_HELPER -u VMPRIV_SOCKET "$@"
 }
-ip link add br0 type bridge && ip link set br0 up
+# A fixed MAC, as the helper requires of a switch.
+ip link add br0 type bridge && ip link set br0 address 02:00:5e:00:00:01 && ip link set br0 up
 stat -c '%F %a %U' /run/vmpriv/vmpriv.sock >/mnt/socket 2>&1
 nobody /usr/bin/vmpriv whoami >/mnt/whoami 2>&1; echo "exit $?" >>/mnt/whoami
 # The tap as the command vmpriv runs sees it, then what is left once that command has exited.

@@ -7,7 +7,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use nix::errno::Errno;
 use vmpriv_protocol::validate::ValidConfig;
 use vmpriv_protocol::wire::Unsupported;
-use vmpriv_protocol::{Caller, Error, Inet4Pair, Inet6Pair, Invalid, Policy, TapInfo};
+use vmpriv_protocol::{Caller, Error, IfName, Inet4Pair, Inet6Pair, Invalid, Policy, TapInfo};
 
 use crate::netlink::{
     self, AF_INET, AF_INET6, IFA_ADDRESS, IFA_LOCAL, IFF_UP, IFLA_ALT_IFNAME, IFLA_GROUP, IFLA_IFALIAS,
@@ -31,6 +31,8 @@ pub(crate) struct Ctx {
     pub(crate) tun_features: Option<u32>,
     /// `O_PATH` on `/proc/sys/net/ipv6/conf`, where new taps get RAs and autoconfiguration turned off.
     pub(crate) ipv6_conf: Option<OwnedFd>,
+    /// `O_PATH` on `/sys/devices/virtual/net`, where a switch's `addr_assign_type` is read.
+    pub(crate) sys_net: Option<OwnedFd>,
     /// Where the next search for a free quota slot starts: a hint only, the kernel has the truth.
     pub(crate) next_slot: u32,
     /// The `DestroyTaps` batch set aside so far (messages with `more`), if any.
@@ -89,6 +91,39 @@ pub(crate) fn find_bridge(ctx: &mut Ctx, name: &str) -> Result<Link, Error> {
     }
 }
 
+/// A tap joins only a bridge whose MAC the admin fixed (`addr_assign_type` 3, NET_ADDR_SET, and not
+/// all zeros, which a bridge without ports has): any other takes the lowest MAC of its ports, and a
+/// tap's holder sets its tap's MAC without privilege, so a VM could choose the host's MAC on it
+/// (design.md, threat model). rtnetlink does not carry `addr_assign_type` (6.18 sends the same
+/// attributes before and after it changes), so it comes from sysfs, once sysfs is seen to show this
+/// bridge (same ifindex and MAC as netlink's): a sysfs mounted elsewhere shows another namespace.
+fn check_bridge_mac(ctx: &Ctx, name: &IfName, bridge: &Link) -> Result<(), Error> {
+    let read = |file: &str| -> Option<String> {
+        let flags = nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NOFOLLOW; // O_RDONLY is 0
+        // Never a path: an IfName has no '/' and is not "." or "..".
+        let (dir, path) = (ctx.sys_net.as_ref()?, format!("{name}/{file}"));
+        let fd = nix::fcntl::openat(dir, path.as_str(), flags, nix::sys::stat::Mode::empty()).ok()?;
+        let mut buf = [0; 32];
+        let n = nix::unistd::read(&fd, &mut buf).ok()?;
+        Some(String::from_utf8_lossy(buf.get(..n)?).trim().to_owned())
+    };
+    let mac = bridge.mac.unwrap_or_default();
+    let text: Vec<_> = mac.iter().map(|b| format!("{b:02x}")).collect();
+    if read("ifindex") != Some(bridge.index.to_string()) || read("address") != Some(text.join(":")) {
+        log::warn!(
+            "cannot tell whether bridge {name} has a fixed MAC: no sysfs of this network namespace (mount one on /sys); refusing a tap on it"
+        );
+        return Err(Error::Unsupported(Unsupported::BridgeMac));
+    }
+    if read("addr_assign_type").as_deref() != Some("3") || mac == [0; 6] {
+        log::warn!(
+            "bridge {name} has no fixed MAC, so a VM on it could choose the host's MAC there; refusing a tap on it. Fix: ip link set {name} address $(cat /sys/class/net/{name}/address) (systemd-networkd: MACAddress= in its .netdev; one showing 00:00:00:00:00:00 has no ports: give it its uplink's MAC)"
+        );
+        return Err(Error::Unsupported(Unsupported::BridgeMac));
+    }
+    Ok(())
+}
+
 /// What phase 1 found: the objects phase 2 will act on.
 pub(crate) struct Plan {
     bridge: Option<Link>,
@@ -109,6 +144,7 @@ pub(crate) fn check_config(ctx: &mut Ctx, link: Option<&Link>, config: &ValidCon
         None => None,
         Some(s) => {
             let b = find_bridge(ctx, s.as_str())?;
+            check_bridge_mac(ctx, s, &b)?;
             if master.is_some_and(|m| m != b.index) {
                 return Err(Error::Invalid(Invalid::OtherMaster));
             }

@@ -133,6 +133,9 @@ fn run(
     if let Some(conf) = &held.ipv6_conf {
         allowed.push((conf.as_fd(), sys::Allow::WriteBeneath));
     }
+    if let Some(net) = &held.sys_net {
+        allowed.push((net.as_fd(), sys::Allow::ReadBeneath));
+    }
     match sys::landlock_deny_filesystem(&allowed) {
         Ok(true) => {}
         Ok(false) => log::info!("landlock not available; relying on the privilege drop alone"),
@@ -151,6 +154,7 @@ fn run(
         netns: held.netns,
         tun_features: None,
         ipv6_conf: held.ipv6_conf,
+        sys_net: held.sys_net,
         next_slot: 0,
         batch: None,
     };

@@ -326,6 +326,9 @@ pub(crate) struct RootHeld {
     /// `O_PATH` on `/proc/sys/net/ipv6/conf` (absent without IPv6): new taps get router
     /// advertisements, autoconfiguration and redirects turned off there.
     pub(crate) ipv6_conf: Option<OwnedFd>,
+    /// `O_PATH` on `/sys/devices/virtual/net` (absent without sysfs), where a bridge's
+    /// `addr_assign_type` says whether its MAC is fixed: rtnetlink does not carry it.
+    pub(crate) sys_net: Option<OwnedFd>,
 }
 
 /// Step 5: the `/dev/net/tun` fds (bounded by the caller's quota and RLIMIT_NOFILE; one in QEMU
@@ -373,12 +376,16 @@ pub(crate) fn open_what_needs_root(
         Err(nix::errno::Errno::ENOENT) => None, // no IPv6 in this kernel: nothing to turn off
         Err(e) => return Err(StartError::Sysctl(e.into())),
     };
+    // Bridges have no parent device, so they all live here (/sys/class/net only links here, and a
+    // Landlock rule there would not cover them). No sysfs: every attach to a switch is refused.
+    let dir = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
     Ok(RootHeld {
         tun_pool,
         tun_path,
         netns,
         nl,
         ipv6_conf,
+        sys_net: nix::fcntl::open("/sys/devices/virtual/net", dir, Mode::empty()).ok(),
     })
 }
 

@@ -450,6 +450,8 @@ pub(crate) enum Allow {
     Device,
     /// Open files beneath for writing (the per-interface sysctl directories).
     WriteBeneath,
+    /// Open files beneath for reading (the bridges' sysfs directories).
+    ReadBeneath,
 }
 
 /// Landlock: no further filesystem access except what `rules` allow (each an `O_PATH` fd on a file
@@ -494,6 +496,7 @@ pub(crate) fn landlock_deny_filesystem(rules: &[(BorrowedFd<'_>, Allow)]) -> io:
         let allowed_access = match allow {
             Allow::Device => ACCESS_FS_READ_FILE | ACCESS_FS_WRITE_FILE | ioctl,
             Allow::WriteBeneath => ACCESS_FS_WRITE_FILE,
+            Allow::ReadBeneath => ACCESS_FS_READ_FILE,
         };
         let rule = LandlockPathBeneathAttr {
             allowed_access,
@@ -531,12 +534,14 @@ const AUDIT_ARCH: Option<u32> = None;
 /// What serving a session needs once start-up is done, found with `strace -f -ff` over the scenario
 /// tests (session and QEMU mode, every operation, multi-queue, destroy, leftovers, the MTU and IPv6
 /// sysctl writes, logging), reading each helper's calls after `landlock_restrict_self`: the session
-/// and netlink sockets, tun ioctls, `/dev/net/tun` and the sysctl files (beneath what Landlock left),
+/// and netlink sockets, tun ioctls, `/dev/net/tun`, the sysctl files and a bridge's sysfs files
+/// (beneath what Landlock left),
 /// fstatat/statx for the checks, fcntl for fd clones, memory, exit. Added without being seen there:
 /// the allocator's growth (mmap, mremap, brk, madvise), futex (std's locks), getrandom (the keys of a
 /// batch group's hash), and what syslog may need (getpid, clock_gettime without a vDSO, and
 /// `connect` with an `AF_UNIX` socket when it reconnects after journald restarts).
 const SERVING_SYSCALLS: &[libc::c_long] = &[
+    libc::SYS_read,
     libc::SYS_write,
     libc::SYS_close,
     libc::SYS_openat,

@@ -232,7 +232,7 @@ pub enum Invalid {
     AddressAssigned,
 }
 
-/// A feature this kernel or build lacks.
+/// A feature this kernel, build or host set-up lacks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 pub enum Unsupported {
     #[error("routing domains need VRF support (CONFIG_NET_VRF) and the configured VRF device")]
@@ -248,6 +248,9 @@ pub enum Unsupported {
          the caller here); start a new session"
     )]
     TunFds,
+    /// Any VM on the switch could choose the host's MAC there (design.md, threat model).
+    #[error("the switch has no fixed MAC address: ask the admin to fix it (the system log says how)")]
+    BridgeMac,
 }
 
 /// Why a frame could not be encoded or decoded.

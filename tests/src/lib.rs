@@ -113,6 +113,9 @@ pub fn scenario(test: &str, bins: (&str, &str), policy: &str, body: impl FnOnce(
 
 pub fn setup(test: &str, (helper_bin, cli_bin): (&str, &str), policy: &str) -> Scenario {
     sh(&["mount", "--make-rprivate", "/"]);
+    // This namespace's own sysfs: the one inherited shows the host's links, and the helper reads a
+    // switch's addr_assign_type there (rtnetlink does not carry it).
+    sh(&["mount", "-t", "sysfs", "sysfs", "/sys"]);
     let dir = PathBuf::from(format!("/var/tmp/vmpriv-test.{}.{test}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(dir.join("upper")).unwrap();
@@ -276,9 +279,12 @@ pub fn routes(family: &str) -> Vec<Value> {
     ip_json(&[family, "route", "show"])
 }
 
-/// Makes a bridge (up) with an optional MTU.
+/// Makes a bridge (up) with an optional MTU and a fixed MAC, as the helper requires of a switch: the
+/// admin's one-line fix, `ip link set BR address $(cat /sys/class/net/BR/address)`.
 pub fn bridge(name: &str, mtu: Option<u32>) {
     sh(&["ip", "link", "add", name, "type", "bridge"]);
+    let mac = std::fs::read_to_string(format!("/sys/class/net/{name}/address")).unwrap();
+    sh(&["ip", "link", "set", name, "address", mac.trim()]);
     if let Some(m) = mtu {
         sh(&["ip", "link", "set", name, "mtu", &m.to_string()]);
     }
@@ -412,6 +418,26 @@ pub fn tun_set_owner(fd: &impl std::os::fd::AsRawFd, uid: u32) -> std::io::Resul
     // SAFETY: TUNSETOWNER takes the uid by value.
     #[allow(unsafe_code)]
     let r = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETOWNER, libc::c_ulong::from(uid)) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// `SIOCSIFHWADDR` on a tap's fd: its holder sets the tap's MAC, with no privilege (`tun_chr_ioctl`
+/// checks nothing for it).
+pub fn tun_set_mac(fd: &impl std::os::fd::AsRawFd, mac: [u8; 6]) -> std::io::Result<()> {
+    // SAFETY: a zeroed ifreq is valid; SIOCSIFHWADDR reads its hwaddr member; it lives across the call.
+    #[allow(unsafe_code)]
+    let r = unsafe {
+        let mut ifr: libc::ifreq = std::mem::zeroed();
+        ifr.ifr_ifru.ifru_hwaddr.sa_family = libc::ARPHRD_ETHER;
+        for (d, m) in ifr.ifr_ifru.ifru_hwaddr.sa_data.iter_mut().zip(mac) {
+            *d = m.cast_signed();
+        }
+        libc::ioctl(fd.as_raw_fd(), libc::SIOCSIFHWADDR, &raw mut ifr)
+    };
     if r == 0 {
         Ok(())
     } else {

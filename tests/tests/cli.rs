@@ -700,7 +700,8 @@ fn mac_warning_sees_zero_addresses_and_foreign_sysfs() {
                     .collect::<Vec<_>>()
             };
             vmpriv_tests::sh(&["ip", "link", "add", "br0", "type", "bridge"]);
-            // /sys is still the host namespace's here.
+            // Under the sysfs the harness mounted for this namespace, /sys is the host's.
+            vmpriv_tests::sh(&["umount", "/sys"]);
             let w = warnings();
             assert!(w.iter().any(|w| w.starts_with("cannot tell whether")), "{w:?}");
             vmpriv_tests::sh(&["mount", "-t", "sysfs", "sysfs", "/sys"]);

@@ -615,8 +615,9 @@ fn running_helper_holds_only_cap_net_admin_as_the_caller() {
             assert_eq!(get("NoNewPrivs"), "1");
             become_root();
             // stdio, the session socket, netlink (requests, and IPv6 address notifications), the
-            // /dev/net/tun pool (quota 3 + 7), and the IPv6 sysctl directory where new taps get RAs
-            // and autoconfiguration turned off.
+            // /dev/net/tun pool (quota 3 + 7), the IPv6 sysctl directory where new taps get RAs
+            // and autoconfiguration turned off, and the sysfs directory of bridges (their MAC's
+            // addr_assign_type).
             let fds: Vec<String> = std::fs::read_dir(format!("/proc/{}/fd", h.pid()))
                 .unwrap()
                 .map(|e| {
@@ -643,7 +644,14 @@ fn running_helper_holds_only_cap_net_admin_as_the_caller() {
                 1,
                 "{fds:?}"
             );
-            assert_eq!(fds.len(), 17, "{fds:?}");
+            assert_eq!(
+                fds.iter()
+                    .filter(|f| f.as_str() == "/sys/devices/virtual/net")
+                    .count(),
+                1,
+                "{fds:?}"
+            );
+            assert_eq!(fds.len(), 18, "{fds:?}");
         },
     );
 }
