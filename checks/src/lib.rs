@@ -14,13 +14,19 @@
 // The helper's own modules, compiled from its sources (each refers to the others as `crate::…`). Most
 // of each is unused here.
 #[allow(dead_code)]
-#[path = "../../helper/src/args.rs"]
+#[path = "../../helper/bridge/src/args.rs"]
 mod args;
 #[allow(dead_code)]
-#[path = "../../helper/src/netlink.rs"]
+#[path = "../../helper/src/lookup.rs"]
+mod lookup;
+#[allow(dead_code)]
+#[path = "../../helper/shared/netlink.rs"]
 mod netlink;
 #[allow(dead_code)]
-#[path = "../../helper/src/sys.rs"]
+#[path = "../../helper/src/args.rs"]
+mod session_args;
+#[allow(dead_code)]
+#[path = "../../helper/shared/sys.rs"]
 mod sys;
 
 use std::ffi::OsString;
@@ -194,7 +200,8 @@ pub fn check_roundtrip(req: &Request) {
 /// The helper's netlink receive path (the loop that reads ACKs, errors and dumps, and the link,
 /// address and route parsers it calls) on arbitrary bytes as one receive buffer: no panic.
 pub fn check_netlink(data: &[u8]) {
-    use netlink::{RTM_NEWADDR, RTM_NEWLINK, RTM_NEWROUTE, parse_addr, parse_link, parse_route};
+    use lookup::{RTM_NEWADDR, RTM_NEWROUTE, parse_addr, parse_link, parse_route};
+    use netlink::RTM_NEWLINK;
     use nix::errno::Errno;
     // The sequence number of the first message, so that the messages are not all skipped as late
     // replies to another request.
@@ -213,10 +220,10 @@ pub fn check_netlink(data: &[u8]) {
     });
 }
 
-/// The helper's command-line parser (QEMU mode included) on `data` split on NUL bytes as an argv.
-/// Whatever it is, parsing does not panic; an accepted QEMU-mode bridge is byte-identical to the last
-/// `--br=` value given (never cut), 1–15 bytes; an accepted fd is at least 3 and is the decimal value
-/// given.
+/// Both helpers' command-line parsers (the bridge helper's QEMU contract, the session helper's) on
+/// `data` split on NUL bytes as an argv. Whatever it is, parsing does not panic; an accepted bridge is
+/// byte-identical to the last `--br=` value given (never cut), 1–15 bytes; an accepted fd is at least
+/// 3 and is the decimal value given.
 pub fn check_args(data: &[u8]) {
     let argv: Vec<OsString> = data
         .split(|&b| b == 0)
@@ -229,13 +236,25 @@ pub fn check_args(data: &[u8]) {
             .next_back()
             .map(str::to_owned)
     };
-    let (fd, bridge) = match args::parse(&argv) {
-        Err(_) => return,
-        Ok(args::Mode::Session { fd, .. }) => (Some(fd), None),
-        Ok(args::Mode::Qemu { fd, bridge, .. }) => (Some(fd), Some(bridge)),
+    let session = match session_args::parse(&argv) {
+        Err(_) => None,
+        Ok(session_args::Mode::Session { fd, .. }) => Some((Some(fd), None)),
         // systemd's first fd.
-        Ok(args::Mode::Activated) => (Some(3), None),
-        Ok(args::Mode::Help | args::Mode::Version) => (None, None),
+        Ok(session_args::Mode::Activated) => Some((Some(3), None)),
+        Ok(session_args::Mode::Help | session_args::Mode::Version) => Some((None, None)),
+    };
+    let bridge = match args::parse(&argv) {
+        Err(_) => None,
+        Ok(args::Mode::Qemu { fd, bridge, .. }) => Some((Some(fd), Some(bridge))),
+        Ok(args::Mode::Help | args::Mode::Version) => Some((None, None)),
+    };
+    // One argv is never both a session and a bridge request.
+    assert!(!matches!(
+        (&session, &bridge),
+        (Some((Some(_), _)), Some((Some(_), _)))
+    ));
+    let Some((fd, bridge)) = bridge.or(session) else {
+        return;
     };
     if let Some(fd) = fd {
         assert!(fd >= 3);
@@ -260,9 +279,8 @@ pub fn check_args(data: &[u8]) {
 /// message, a bridge, an ACK, an error, a DONE, the link with a bad attribute length, two links in one
 /// buffer, a FIB_MATCH route reply.
 pub fn netlink_samples() -> Vec<Vec<u8>> {
-    use netlink::{
-        IFLA_GROUP, IFLA_IFNAME, IFLA_INFO_KIND, IFLA_LINKINFO, IFLA_MASTER, IFLA_MTU, Msg, RTM_NEWLINK,
-    };
+    use lookup::{IFLA_GROUP, MsgExt};
+    use netlink::{IFLA_IFNAME, IFLA_INFO_KIND, IFLA_LINKINFO, IFLA_MASTER, IFLA_MTU, Msg, RTM_NEWLINK};
     let link = Msg::new(RTM_NEWLINK, 2, 7)
         .ifinfomsg(9, 1, 0)
         .attr_str(IFLA_IFNAME, "tap0")

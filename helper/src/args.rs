@@ -8,13 +8,6 @@ use std::ffi::OsString;
 pub(crate) enum Mode {
     /// `--session --fd=N [--policy PATH]`: serve requests on the SOCK_SEQPACKET socket N until EOF.
     Session { fd: i32, policy: Option<String> },
-    /// `--use-vnet --br=BR --fd=N` (any order): qemu-bridge-helper's contract.
-    Qemu {
-        fd: i32,
-        bridge: String,
-        vnet_hdr: bool,
-        policy: Option<String>,
-    },
     /// `--socket-activated`: serve the session protocol on fd 3, a connection systemd accepted
     /// (`Accept=yes`, `LISTEN_FDS=1`); the caller is the peer's `SO_PEERCRED`. Root-started only.
     Activated,
@@ -35,15 +28,16 @@ pub(crate) enum ArgError {
     NotUtf8,
     #[error("--fd needs a decimal fd number of 3 or more")]
     BadFd,
-    #[error("--br needs a bridge name of 1 to 15 bytes")]
-    BadBridge,
     #[error("--policy needs an absolute path")]
     BadPolicy,
     #[error("--fd is required")]
     NoFd,
-    #[error("--session and --br/--use-vnet do not go together")]
-    Conflict,
-    #[error("--br is required (or --session)")]
+    #[error(
+        "QEMU's and libvirt's helper= contract (--br, --use-vnet) is vmpriv-bridge-helper's: \
+         /usr/libexec/vmpriv/vmpriv-bridge-helper"
+    )]
+    BridgeHelper,
+    #[error("--session is required")]
     NoMode,
     #[error("--socket-activated takes no other argument (its socket is fd 3, from systemd)")]
     ActivatedAlone,
@@ -55,14 +49,14 @@ pub(crate) const USAGE: &str = concat!(
     "vmpriv-helper ",
     env!("CARGO_PKG_VERSION"),
     "
-usage: vmpriv-helper --session --fd=N [--policy PATH]
-       vmpriv-helper [--use-vnet] --br=BRIDGE --fd=N     (QEMU/libvirt helper= contract)
-       vmpriv-helper --socket-activated    (as root, from systemd's vmpriv.socket)
+usage: vmpriv-helper --socket-activated    (as root, from systemd's vmpriv.socket)
+       vmpriv-helper --session --fd=N [--policy PATH]
        vmpriv-helper --help | --version
 
-Creates and configures taps for unprivileged VM processes, as the policy file allows. Started by
-the vmpriv command and client library (--session) or by QEMU and libvirt as their bridge helper.
-Install it setuid root (chown root:root, chmod 4755) or with `setcap cap_net_admin+ep`.
+Creates and configures taps for unprivileged VM processes, as the policy file allows: the session
+helper of the vmpriv command and client library. Served by systemd's vmpriv.socket (the package
+enables it); on a host without systemd an admin makes it setuid root (vmpriv-helper(8)). QEMU and
+libvirt run vmpriv-bridge-helper instead.
 
 Policy:   /etc/vmpriv/policy.conf; it, its includes and every directory above them must be owned
           by root and not writable by group or others (`vmpriv check-policy` checks). --policy
@@ -83,9 +77,7 @@ fn is_info_flag(arg: &str) -> bool {
 /// Parses argv (without `argv[0]`).
 pub(crate) fn parse(args: &[OsString]) -> Result<Mode, ArgError> {
     let mut session = false;
-    let mut use_vnet = 0u32;
     let mut fd = None;
-    let mut bridge = None;
     let mut policy = None;
     let mut iter = args.iter();
     while let Some(arg) = iter.next() {
@@ -103,13 +95,7 @@ pub(crate) fn parse(args: &[OsString]) -> Result<Mode, ArgError> {
                     return Err(ArgError::Repeated("--session"));
                 }
             }
-            // QEMU's shell form appends --use-vnet even when the configured helper string has it.
-            "--use-vnet" => {
-                use_vnet += 1;
-                if use_vnet > 2 {
-                    return Err(ArgError::Repeated("--use-vnet"));
-                }
-            }
+            "--use-vnet" => return Err(ArgError::BridgeHelper),
             "--policy" => {
                 let p = iter.next().and_then(|p| p.to_str()).ok_or(ArgError::BadPolicy)?;
                 set_policy(&mut policy, p)?;
@@ -119,13 +105,8 @@ pub(crate) fn parse(args: &[OsString]) -> Result<Mode, ArgError> {
                     if fd.replace(parse_fd(v)?).is_some() {
                         return Err(ArgError::Repeated("--fd"));
                     }
-                } else if let Some(v) = arg.strip_prefix("--br=") {
-                    if v.is_empty() || v.len() >= libc::IFNAMSIZ {
-                        return Err(ArgError::BadBridge);
-                    }
-                    if bridge.replace(v.to_owned()).is_some() {
-                        return Err(ArgError::Repeated("--br"));
-                    }
+                } else if arg.starts_with("--br=") {
+                    return Err(ArgError::BridgeHelper);
                 } else if let Some(v) = arg.strip_prefix("--policy=") {
                     set_policy(&mut policy, v)?;
                 } else {
@@ -135,16 +116,10 @@ pub(crate) fn parse(args: &[OsString]) -> Result<Mode, ArgError> {
         }
     }
     let fd = fd.ok_or(ArgError::NoFd)?;
-    match (session, bridge) {
-        (true, None) if use_vnet == 0 => Ok(Mode::Session { fd, policy }),
-        (true, _) => Err(ArgError::Conflict),
-        (false, Some(bridge)) => Ok(Mode::Qemu {
-            fd,
-            bridge,
-            vnet_hdr: use_vnet > 0,
-            policy,
-        }),
-        (false, None) => Err(ArgError::NoMode),
+    if session {
+        Ok(Mode::Session { fd, policy })
+    } else {
+        Err(ArgError::NoMode)
     }
 }
 
@@ -197,25 +172,12 @@ mod tests {
     }
 
     #[test]
-    fn qemu_and_libvirt_orders() {
-        let want = Ok(Mode::Qemu {
-            fd: 20,
-            bridge: "br0".into(),
-            vnet_hdr: true,
-            policy: None,
-        });
-        assert_eq!(p(&["--use-vnet", "--fd=20", "--br=br0"]), want); // QEMU
-        assert_eq!(p(&["--use-vnet", "--br=br0", "--fd=20"]), want); // libvirt
-        assert_eq!(p(&["--br=br0", "--fd=20", "--use-vnet", "--use-vnet"]), want); // QEMU's sh -c form
+    fn the_qemu_contract_is_the_bridge_helpers() {
         assert_eq!(
-            p(&["--br=br0", "--fd=20"]),
-            Ok(Mode::Qemu {
-                fd: 20,
-                bridge: "br0".into(),
-                vnet_hdr: false,
-                policy: None
-            })
+            p(&["--use-vnet", "--fd=20", "--br=br0"]),
+            Err(ArgError::BridgeHelper)
         );
+        assert_eq!(p(&["--br=br0", "--fd=20"]), Err(ArgError::BridgeHelper));
     }
 
     #[test]
@@ -226,15 +188,6 @@ mod tests {
             p(&["--session", "--fd=3", "--fd=4"]),
             Err(ArgError::Repeated("--fd"))
         );
-        assert_eq!(
-            p(&["--br=a", "--br=b", "--fd=3"]),
-            Err(ArgError::Repeated("--br"))
-        );
-        assert_eq!(p(&["--use-vnet"; 3]), Err(ArgError::Repeated("--use-vnet")));
-        assert_eq!(p(&["--session", "--br=br0", "--fd=3"]), Err(ArgError::Conflict));
-        assert_eq!(p(&["--br=", "--fd=3"]), Err(ArgError::BadBridge));
-        // CVE-2019-13164: 16+ bytes is refused, never cut to 15.
-        assert_eq!(p(&["--br=secretbridge123X", "--fd=3"]), Err(ArgError::BadBridge));
         for bad in [
             "--fd=",
             "--fd=2",
@@ -283,7 +236,7 @@ mod tests {
         );
         assert_eq!(p(&["--session", "--fd=3", "--policy"]), Err(ArgError::BadPolicy));
         assert_eq!(
-            p(&["--br=o", "--fd=3", "--policy", "--br=oe"]),
+            p(&["--session", "--fd=3", "--policy", "--session"]),
             Err(ArgError::BadPolicy)
         );
         assert_eq!(

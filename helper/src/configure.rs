@@ -2,41 +2,57 @@
 //! use), then the changes, each recorded so that a failure part-way undoes what this request changed.
 
 use std::net::IpAddr;
-use std::os::fd::{AsFd, OwnedFd};
 
 use nix::errno::Errno;
 use vmpriv_protocol::validate::ValidConfig;
 use vmpriv_protocol::wire::Unsupported;
-use vmpriv_protocol::{Caller, Error, IfName, Inet4Pair, Inet6Pair, Invalid, Policy, TapInfo};
+use vmpriv_protocol::{Error, Inet4Pair, Inet6Pair, Invalid, TapInfo};
 
-use crate::netlink::{
-    self, AF_INET, AF_INET6, IFA_ADDRESS, IFA_LOCAL, IFF_UP, IFLA_ALT_IFNAME, IFLA_GROUP, IFLA_IFALIAS,
-    IFLA_MASTER, IFLA_MTU, IFLA_PROP_LIST, Link, Msg, NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, Netlink,
-    RTM_DELADDR, RTM_DELLINKPROP, RTM_NEWADDR, RTM_NEWLINKPROP, RTM_SETLINK,
+use crate::lookup::{
+    self, AF_INET, AF_INET6, IFA_ADDRESS, IFA_LOCAL, IFLA_ALT_IFNAME, IFLA_GROUP, IFLA_IFALIAS,
+    IFLA_PROP_LIST, Inet6View, Link, Lookups, MsgExt, NLM_F_CREATE, NLM_F_EXCL, RTM_DELADDR, RTM_DELLINKPROP,
+    RTM_NEWADDR, RTM_NEWLINKPROP,
 };
+use crate::netlink::{IFF_UP, IFLA_MASTER, IFLA_MTU, Msg, NLM_F_ACK, Netlink};
+use crate::tap::{self, Refusal, check_bridge_mac, find_bridge, link_name, quiet_ipv6, set_u32, setlink};
 
-/// What a session works with: who asks, what the policy says, the kernel's sockets and fds.
+/// What a session works with: what both helpers work with (`base`, also through `Deref`), its
+/// network namespace, the IPv6 view of its in-use checks, and a `DestroyTaps` batch set aside.
 pub(crate) struct Ctx {
-    /// The caller, identified at start-up.
-    pub(crate) caller: Caller,
-    /// The policy, read at start-up.
-    pub(crate) policy: Policy,
-    /// The route netlink socket.
-    pub(crate) nl: Netlink,
-    /// `/dev/net/tun` fds opened while the helper could (the device may be mode 0600).
-    pub(crate) tun_pool: Vec<OwnedFd>,
+    /// The caller, the policy, the netlink socket, the tun fds and sysctl and sysfs directories.
+    pub(crate) base: tap::Ctx,
     /// (st_dev, st_ino) of the helper's own network namespace.
     pub(crate) netns: (u64, u64),
-    /// `TUNGETFEATURES`, asked once per session.
-    pub(crate) tun_features: Option<u32>,
-    /// `O_PATH` on `/proc/sys/net/ipv6/conf`, where new taps get RAs and autoconfiguration turned off.
-    pub(crate) ipv6_conf: Option<OwnedFd>,
-    /// `O_PATH` on `/sys/devices/virtual/net`, where a switch's `addr_assign_type` is read.
-    pub(crate) sys_net: Option<OwnedFd>,
-    /// Where the next search for a free quota slot starts: a hint only, the kernel has the truth.
-    pub(crate) next_slot: u32,
+    /// The namespace's IPv6 addresses, for the /96 in-use check.
+    pub(crate) inet6: Inet6View,
     /// The `DestroyTaps` batch set aside so far (messages with `more`), if any.
     pub(crate) batch: Option<Batch>,
+}
+
+impl std::ops::Deref for Ctx {
+    type Target = tap::Ctx;
+    fn deref(&self) -> &tap::Ctx {
+        &self.base
+    }
+}
+
+impl std::ops::DerefMut for Ctx {
+    fn deref_mut(&mut self) -> &mut tap::Ctx {
+        &mut self.base
+    }
+}
+
+impl From<Refusal> for Error {
+    fn from(r: Refusal) -> Error {
+        match r {
+            Refusal::Denied => Error::Denied,
+            Refusal::Quota { limit } => Error::Quota { limit },
+            Refusal::VnetHdr => Error::Unsupported(Unsupported::VnetHdr),
+            Refusal::TunFds => Error::Unsupported(Unsupported::TunFds),
+            Refusal::BridgeMac => Error::Unsupported(Unsupported::BridgeMac),
+            Refusal::Kernel { errno } => Error::Kernel { errno },
+        }
+    }
 }
 
 /// Taps set aside for one batched delete: moved into the helper's own interface group, which the
@@ -52,12 +68,6 @@ pub(crate) fn kernel(e: Errno) -> Error {
     Error::Kernel { errno: e as i32 }
 }
 
-pub(crate) fn link_name(link: &Link) -> String {
-    link.name
-        .clone()
-        .unwrap_or_else(|| format!("ifindex {}", link.index))
-}
-
 pub(crate) fn tap_info(link: &Link) -> TapInfo {
     TapInfo {
         ifname: link_name(link),
@@ -70,63 +80,9 @@ pub(crate) fn tap_info(link: &Link) -> TapInfo {
     }
 }
 
-/// A switch is a granted name (checked by the validator) that is a bridge. Absent or not a bridge:
-/// `Denied`, the same answer as "not granted".
-pub(crate) fn find_bridge(ctx: &mut Ctx, name: &str) -> Result<Link, Error> {
-    match ctx.nl.get_link(0, Some(name)) {
-        Ok(l) if l.kind.as_deref() == Some("bridge") => Ok(l),
-        Ok(l) => {
-            log::info!(
-                "uid={} switch {name} is not a bridge (kind {:?})",
-                ctx.caller.uid,
-                l.kind
-            );
-            Err(Error::Denied)
-        }
-        Err(Errno::ENODEV) => {
-            log::info!("uid={} switch {name} does not exist", ctx.caller.uid);
-            Err(Error::Denied)
-        }
-        Err(e) => Err(kernel(e)),
-    }
-}
-
-/// A tap joins only a bridge whose MAC the admin fixed (`addr_assign_type` 3, NET_ADDR_SET, and not
-/// all zeros, which a bridge without ports has): any other takes the lowest MAC of its ports, and a
-/// tap's holder sets its tap's MAC without privilege, so a VM could choose the host's MAC on it
-/// (design.md, threat model). rtnetlink does not carry `addr_assign_type` (6.18 sends the same
-/// attributes before and after it changes), so it comes from sysfs, once sysfs is seen to show this
-/// bridge (same ifindex and MAC as netlink's): a sysfs mounted elsewhere shows another namespace.
-fn check_bridge_mac(ctx: &Ctx, name: &IfName, bridge: &Link) -> Result<(), Error> {
-    let read = |file: &str| -> Option<String> {
-        let flags = nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NOFOLLOW; // O_RDONLY is 0
-        // Never a path: an IfName has no '/' and is not "." or "..".
-        let (dir, path) = (ctx.sys_net.as_ref()?, format!("{name}/{file}"));
-        let fd = nix::fcntl::openat(dir, path.as_str(), flags, nix::sys::stat::Mode::empty()).ok()?;
-        let mut buf = [0; 32];
-        let n = nix::unistd::read(&fd, &mut buf).ok()?;
-        Some(String::from_utf8_lossy(buf.get(..n)?).trim().to_owned())
-    };
-    let mac = bridge.mac.unwrap_or_default();
-    let text: Vec<_> = mac.iter().map(|b| format!("{b:02x}")).collect();
-    if read("ifindex") != Some(bridge.index.to_string()) || read("address") != Some(text.join(":")) {
-        log::warn!(
-            "cannot tell whether bridge {name} has a fixed MAC: no sysfs of this network namespace (mount one on /sys); refusing a tap on it"
-        );
-        return Err(Error::Unsupported(Unsupported::BridgeMac));
-    }
-    if read("addr_assign_type").as_deref() != Some("3") || mac == [0; 6] {
-        log::warn!(
-            "bridge {name} has no fixed MAC, so a VM on it could choose the host's MAC there; refusing a tap on it. Fix: ip link set {name} address $(cat /sys/class/net/{name}/address) (systemd-networkd: MACAddress= in its .netdev; one showing 00:00:00:00:00:00 has no ports: give it its uplink's MAC)"
-        );
-        return Err(Error::Unsupported(Unsupported::BridgeMac));
-    }
-    Ok(())
-}
-
 /// What phase 1 found: the objects phase 2 will act on.
 pub(crate) struct Plan {
-    bridge: Option<Link>,
+    bridge: Option<crate::netlink::Link>,
     vrf: Option<Link>,
     /// Addresses the tap already has: those are left alone, and never removed by a rollback.
     present: Vec<IpAddr>,
@@ -143,7 +99,7 @@ pub(crate) fn check_config(ctx: &mut Ctx, link: Option<&Link>, config: &ValidCon
     let bridge = match config.switch() {
         None => None,
         Some(s) => {
-            let b = find_bridge(ctx, s.as_str())?;
+            let b = find_bridge(ctx, s)?;
             check_bridge_mac(ctx, s, &b)?;
             if master.is_some_and(|m| m != b.index) {
                 return Err(Error::Invalid(Invalid::OtherMaster));
@@ -154,7 +110,7 @@ pub(crate) fn check_config(ctx: &mut Ctx, link: Option<&Link>, config: &ValidCon
     let vrf = match config.vrf() {
         None => None,
         Some(v) => {
-            let dev = match ctx.nl.get_link(0, Some(v.device().as_str())) {
+            let dev = match lookup::get_link(&mut ctx.nl, 0, Some(v.device().as_str())) {
                 Ok(d) if d.kind.as_deref() == Some("vrf") => d,
                 Ok(_) | Err(Errno::ENODEV) => {
                     log::warn!(
@@ -250,7 +206,7 @@ fn check_not_routed(ctx: &mut Ctx, index: u32, ip: IpAddr) -> Result<(), Error> 
     };
     let delivers_nowhere = matches!(
         route.rtm_type,
-        netlink::RTN_BLACKHOLE | netlink::RTN_UNREACHABLE | netlink::RTN_PROHIBIT | netlink::RTN_THROW
+        lookup::RTN_BLACKHOLE | lookup::RTN_UNREACHABLE | lookup::RTN_PROHIBIT | lookup::RTN_THROW
     );
     let ours = index != 0 && route.oif == Some(index);
     if route.dst_len == 0 || delivers_nowhere || ours {
@@ -288,43 +244,14 @@ fn check_addresses_free(ctx: &mut Ctx, index: u32, config: &ValidConfig) -> Resu
 /// route (`noprefixroute` leaves no route for the lookups above to find). The session's view of the
 /// namespace's IPv6 addresses: one dump, then the kernel's notifications.
 fn check_no_inet6_inside(ctx: &mut Ctx, index: u32, p: Inet6Pair) -> Result<(), Error> {
-    if let Some((v, holder)) = ctx.nl.inet6_inside(p.host, index).map_err(kernel)? {
+    let Ctx { base, inet6, .. } = ctx;
+    if let Some((v, holder)) = inet6.inside(&mut base.nl, p.host, index).map_err(kernel)? {
         log::info!(
             "uid={} {v} inside {}/96 is held by ifindex {holder}",
             ctx.caller.uid,
             p.host
         );
         return Err(Error::Invalid(Invalid::AddressInUse));
-    }
-    Ok(())
-}
-
-/// A new tap must not route or autoconfigure from what its VM sends: router advertisements (a default
-/// route and a SLAAC address through the VM), autoconfiguration and redirects off, before it is up.
-/// CAP_NET_ADMIN may write a link's own sysctls; Landlock leaves only this directory writable. Run at
-/// creation and again after every MTU change: an MTU below 1280 drops the link's IPv6 state, and it
-/// comes back with the defaults (RAs on).
-pub(crate) fn quiet_ipv6(conf: Option<&OwnedFd>, name: &str) -> Result<(), Error> {
-    let Some(conf) = conf else {
-        return Ok(()); // no IPv6 in this kernel
-    };
-    if name.is_empty() || name.contains('/') || name == "." || name == ".." {
-        return Err(Error::Kernel { errno: libc::EINVAL }); // kernel names never are; never a path
-    }
-    for key in ["accept_ra", "autoconf", "accept_redirects"] {
-        let path = format!("{name}/{key}");
-        let fd = match nix::fcntl::openat(
-            conf.as_fd(),
-            path.as_str(),
-            nix::fcntl::OFlag::O_WRONLY | nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NOFOLLOW,
-            nix::sys::stat::Mode::empty(),
-        ) {
-            Ok(fd) => fd,
-            // No IPv6 on this link (disabled, or an MTU below 1280): it cannot take an RA either.
-            Err(Errno::ENOENT) if key == "accept_ra" => return Ok(()),
-            Err(e) => return Err(kernel(e)),
-        };
-        nix::unistd::write(&fd, b"0").map_err(kernel)?;
     }
     Ok(())
 }
@@ -392,34 +319,13 @@ fn claim_slot(
         Err(e) => return Err(kernel(e)),
     }
     if plan.existing {
-        let now = nl.get_link(link.index, None).map_err(kernel)?;
+        let now = lookup::get_link(nl, link.index, None).map_err(kernel)?;
         if now.altnames.iter().any(|n| is_claim(n) && *n != name) {
             log::info!("ifindex {} got another claim while taking {name}", link.index);
             return Err(Error::Invalid(Invalid::AddressAssigned));
         }
     }
     Ok(())
-}
-
-fn setlink(
-    nl: &mut Netlink,
-    index: u32,
-    flags: u32,
-    change: u32,
-    attr: Option<(u16, &[u8])>,
-) -> Result<(), Errno> {
-    nl.request(|seq| {
-        let m = Msg::new(RTM_SETLINK, NLM_F_ACK, seq).ifinfomsg(index, flags, change);
-        match attr {
-            Some((ty, data)) => m.attr(ty, data),
-            None => m,
-        }
-    })
-}
-
-/// `RTM_SETLINK` of one u32 attribute (MTU, master, group).
-pub(crate) fn set_u32(nl: &mut Netlink, index: u32, ty: u16, value: u32) -> Result<(), Errno> {
-    setlink(nl, index, 0, 0, Some((ty, &value.to_ne_bytes())))
 }
 
 fn addr_msg(ty: u16, flags: u16, seq: u32, index: u32, ip: IpAddr, prefixlen: u8) -> Msg {
@@ -456,7 +362,7 @@ pub(crate) fn configure_checked(
             link_name(link),
             undo.len()
         );
-        rollback(&mut ctx.nl, link.index, undo);
+        rollback(&mut ctx.base.nl, link.index, undo);
         // The rollback may have put the MTU back, which can bring the defaults (RAs on) back too.
         if plan.bridge.as_ref().is_some_and(|b| b.mtu != link.mtu)
             && let Err(q) = quiet_ipv6(ctx.ipv6_conf.as_ref(), &link_name(link))
@@ -474,7 +380,7 @@ fn apply(
     plan: &Plan,
     undo: &mut Vec<Undo>,
 ) -> Result<TapInfo, Error> {
-    let nl = &mut ctx.nl;
+    let nl = &mut ctx.base.nl;
     let index = link.index;
     let mut info = tap_info(link);
     if let Some(slot) = config.slot() {
@@ -491,7 +397,7 @@ fn apply(
             info.mtu = mtu;
             // Below 1280 the link lost its IPv6 state, which comes back with the defaults: quiet it
             // again (a failure rolls the request back like any other).
-            quiet_ipv6(ctx.ipv6_conf.as_ref(), &info.ifname)?;
+            quiet_ipv6(ctx.base.ipv6_conf.as_ref(), &info.ifname)?;
         }
         if link.master != Some(bridge.index) {
             set_u32(nl, index, IFLA_MASTER, bridge.index).map_err(kernel)?;

@@ -7,31 +7,24 @@
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 
-use libc::{IFF_MULTI_QUEUE, IFF_NO_PI, IFF_TUN_EXCL, IFF_VNET_HDR};
+use libc::{IFF_MULTI_QUEUE, IFF_TUN_EXCL};
 use nix::errno::Errno;
 use vmpriv_protocol::validate::{ValidConfig, ValidOp};
 use vmpriv_protocol::wire::{Status, Unsupported};
 use vmpriv_protocol::{Error, Invalid, Response, TapInfo, ValidRequest};
 
 use crate::configure::{
-    Batch, Ctx, Plan, check_config, configure, configure_checked, find_bridge, kernel, link_name, quiet_ipv6,
-    reset, set_u32, tap_info,
+    Batch, Ctx, Plan, check_config, configure, configure_checked, kernel, reset, tap_info,
 };
-use crate::netlink::{IFLA_GROUP, Link, Msg, NLM_F_ACK, RTM_DELLINK};
-use crate::sys;
+use crate::lookup::{self, IFLA_GROUP, Link, Lookups};
+use crate::netlink::{Msg, NLM_F_ACK, RTM_DELLINK};
+use crate::tap::{
+    IFF_TAP, SLOTS_MAX, create_marked, delete_link, find_bridge, free_slot, kernel_io, link_name, mark,
+    opened_tun, quiet_and_mac, set_u32, take_tun_fds, tap_flags,
+};
+use crate::{sys, sys_session};
 
-const IFF_TAP: u16 = 0x0002;
 const TUN_TYPE_MASK: u16 = 0x000f;
-
-/// The mark of a tap vmpriv made for a caller: its name, `vpUID-SLOT` in hex (at most 15 bytes). The
-/// helper creates the tap under that name (`TUNSETIFF` with `IFF_TUN_EXCL`), so a tap is never without
-/// its mark; only CAP_NET_ADMIN can rename a link, and the kernel keeps names unique in the namespace.
-/// So the mark is proof of ownership that no tap fd can change (`TUNSETOWNER` and `TUNSETPERSIST` need
-/// no privilege), and the slots `0..quota` are the quota: a slot is taken exactly as long as its tap
-/// exists.
-pub(crate) fn mark(uid: u32, slot: u32) -> String {
-    format!("vp{uid:x}-{slot:x}")
-}
 
 /// The uid a link's name marks, if it is a mark (exactly as [`mark`] writes it).
 pub(crate) fn marked_uid(link: &Link) -> Option<u32> {
@@ -42,9 +35,6 @@ pub(crate) fn marked_uid(link: &Link) -> Option<u32> {
     (mark(uid, slot) == name && slot < SLOTS_MAX).then_some(uid)
 }
 
-/// Slots of `quota … unlimited`: four hex digits keep every mark within 15 bytes.
-const SLOTS_MAX: u32 = 0x1_0000;
-
 /// A reply and the fds that go with it.
 pub(crate) struct Outcome {
     /// The reply.
@@ -53,13 +43,6 @@ pub(crate) struct Outcome {
     pub(crate) fds: Vec<OwnedFd>,
     /// What the audit line names.
     pub(crate) target: String,
-}
-
-/// The kernel's errno in an `io::Error`, for the reply (EIO if it carries none).
-fn kernel_io(e: &std::io::Error) -> Error {
-    Error::Kernel {
-        errno: e.raw_os_error().unwrap_or(libc::EIO),
-    }
 }
 
 /// Runs a validated request. `fds` are the fds its datagram carried (already counted by the validator).
@@ -84,7 +67,7 @@ pub(crate) fn execute(ctx: &mut Ctx, valid: &ValidRequest, fds: &[OwnedFd]) -> R
             Ok(plain(Response::Status(status), "-"))
         }
         ValidOp::SwitchExists { switch } => {
-            let bridge = find_bridge(ctx, switch.as_str())?;
+            let bridge = find_bridge(ctx, switch)?;
             let response = Response::Switch {
                 name: switch.to_string(),
                 ifindex: bridge.index,
@@ -161,24 +144,18 @@ fn remove_leftovers(ctx: &mut Ctx) -> Result<u32, Error> {
     {
         // Checked again right before the delete, by the index the dump gave (indices are allocated
         // cyclically, not reused at once): still this caller's mark, still held by no fd.
-        match ctx.nl.get_link(index, None) {
+        match lookup::get_link(&mut ctx.nl, index, None) {
             Ok(l) if marked_uid(&l) == Some(uid) && !l.held_by_fds() => {}
             Ok(_) | Err(Errno::ENODEV) => continue,
             Err(e) => return Err(kernel(e)),
         }
-        match delete_link(ctx, index) {
+        match delete_link(&mut ctx.nl, index) {
             Ok(()) => removed = removed.saturating_add(1),
             Err(Errno::ENODEV) => {} // gone meanwhile
             Err(e) => return Err(kernel(e)),
         }
     }
     Ok(removed)
-}
-
-/// `RTM_DELLINK` of one link, by the ifindex the kernel gave.
-fn delete_link(ctx: &mut Ctx, index: u32) -> Result<(), Errno> {
-    ctx.nl
-        .request(|seq| Msg::new(RTM_DELLINK, NLM_F_ACK, seq).ifinfomsg(index, 0, 0))
 }
 
 /// Deletes the taps passed as `fds` in one kernel batch (`RTM_DELLINK` by interface group goes through
@@ -260,7 +237,7 @@ fn delete_batch(ctx: &mut Ctx, group: u32, ours: &[u32]) -> Result<(), Errno> {
         ctx.caller.uid
     );
     for &index in ours {
-        match delete_link(ctx, index) {
+        match delete_link(&mut ctx.nl, index) {
             Ok(()) | Err(Errno::ENODEV) => {}
             Err(e) => return Err(e),
         }
@@ -307,12 +284,12 @@ fn resolve_tap(ctx: &mut Ctx, fd: BorrowedFd<'_>) -> Result<Link, Error> {
     let tun = sys::TunFd::check(fd)
         .map_err(|e| kernel_io(&e))?
         .ok_or(not_a_tap)?;
-    let (name, flags) = sys::tun_get_iff(tun).map_err(|_| not_a_tap)?; // EBADFD: not attached
+    let (name, flags) = sys_session::tun_get_iff(tun).map_err(|_| not_a_tap)?; // EBADFD: not attached
     if flags & TUN_TYPE_MASK != IFF_TAP {
         return Err(not_a_tap);
     }
     // TUNGETIFF gives a name, which means something only in the tap's own namespace.
-    let ns = sys::tun_get_netns(tun).map_err(|e| kernel_io(&e))?;
+    let ns = sys_session::tun_get_netns(tun).map_err(|e| kernel_io(&e))?;
     let ns = std::fs::File::from(ns).metadata().map_err(|e| kernel_io(&e))?;
     if (ns.dev(), ns.ino()) != ctx.netns {
         log::info!(
@@ -321,7 +298,7 @@ fn resolve_tap(ctx: &mut Ctx, fd: BorrowedFd<'_>) -> Result<Link, Error> {
         );
         return Err(Error::Denied);
     }
-    let link = match ctx.nl.get_link(0, Some(&name)) {
+    let link = match lookup::get_link(&mut ctx.nl, 0, Some(&name)) {
         Ok(l) => l,
         Err(Errno::ENODEV) => return Err(Error::Denied),
         Err(e) => return Err(kernel(e)),
@@ -336,55 +313,6 @@ fn resolve_tap(ctx: &mut Ctx, fd: BorrowedFd<'_>) -> Result<Link, Error> {
         return Err(Error::Denied);
     }
     Ok(link)
-}
-
-/// qemu-bridge-helper's convention: a tap MAC starting 0xFE is above any host MAC, so the bridge
-/// keeps a lower (host) MAC as its own.
-const MAC_FIRST_OCTET: u8 = 0xfe;
-
-/// A quota slot of the caller that no tap holds now, searched from the session's hint: one lookup by
-/// name per slot tried, so a warm session pays one, whatever the number of taps on the host. A fresh
-/// session (one helper per NIC, QEMU's way) starts at 0 while its caller may hold slots 0..n: it
-/// gallops (hint+1, +2, +4, …) to a free slot and bisects back to the end of the held run, O(log n)
-/// lookups instead of n. Only a quota with no free slot on that path is searched one slot at a time.
-fn free_slot(ctx: &mut Ctx, quota: u32) -> Result<u32, Error> {
-    let space = quota.min(SLOTS_MAX); // 0..quota, or 65,536 for `unlimited`
-    let uid = ctx.caller.uid;
-    let mut taken = |slot: u32| match ctx.nl.get_link(0, Some(&mark(uid, slot))) {
-        Err(Errno::ENODEV) => Ok(false),
-        Ok(_) => Ok(true),
-        Err(e) => Err(kernel(e)),
-    };
-    let hint = ctx.next_slot.checked_rem(space).unwrap_or(0);
-    if !taken(hint)? {
-        return Ok(hint);
-    }
-    let (mut held, mut step) = (hint, 1u32);
-    while let Some(probe) = held.checked_add(step).filter(|&p| p < space) {
-        if !taken(probe)? {
-            // `held` is taken, `probe` free: bisect to the first free slot between them.
-            let mut free = probe;
-            while free - held > 1 {
-                let mid = held + (free - held) / 2;
-                if taken(mid)? {
-                    held = mid;
-                } else {
-                    free = mid;
-                }
-            }
-            return Ok(free);
-        }
-        held = probe;
-        step = step.saturating_mul(2);
-    }
-    for i in 1..space {
-        let slot = hint.wrapping_add(i).checked_rem(space).unwrap_or(0);
-        if !taken(slot)? {
-            return Ok(slot);
-        }
-    }
-    log::info!("uid={uid} holds all {quota} of its quota slots");
-    Err(Error::Quota { limit: quota })
 }
 
 /// A new, non-persistent tap owned by the caller and marked with one of its quota slots, with a 0xFE
@@ -422,7 +350,7 @@ fn create_tap(
             if let Some(index) = created {
                 // Delete it outright: dropping our fds alone would leave it alive if another fd
                 // holds a queue of it.
-                match delete_link(ctx, index) {
+                match delete_link(&mut ctx.nl, index) {
                     Ok(()) | Err(Errno::ENODEV) => {}
                     Err(d) => log::error!("cannot delete the failed tap ifindex {index}: {d}"),
                 }
@@ -447,53 +375,16 @@ fn make_tap(
     let queues = fds.len();
     let (first, rest) = fds.split_first().ok_or(Error::Invalid(Invalid::Queues))?;
     let first = opened_tun(first)?;
-    let features = match ctx.tun_features {
-        Some(f) => f,
-        None => sys::tun_get_features(first).map_err(|e| kernel_io(&e))?,
-    };
-    ctx.tun_features = Some(features);
-    let mut flags = i32::from(IFF_TAP) | IFF_NO_PI | IFF_TUN_EXCL;
-    if vnet_hdr {
-        if features & IFF_VNET_HDR.cast_unsigned() == 0 {
-            return Err(Error::Unsupported(Unsupported::VnetHdr));
-        }
-        flags |= IFF_VNET_HDR;
-    }
+    let (mut flags, features) = tap_flags(ctx, first, vnet_hdr)?;
     if queues > 1 {
         if features & IFF_MULTI_QUEUE.cast_unsigned() == 0 {
             return Err(Error::Unsupported(Unsupported::MultiQueue));
         }
         flags |= IFF_MULTI_QUEUE;
     }
-    // The tap is created under its mark, the name of a free quota slot: IFF_TUN_EXCL makes TUNSETIFF
-    // fail (EBUSY) when any link has that name (without it, it would attach to an existing tap), so
-    // two sessions of one user racing for the last slot cannot both win: the loser tries the next
-    // slots, then answers Quota.
-    let space = quota.min(SLOTS_MAX);
-    let mut slot = slot;
-    let mut name = None;
-    for _ in 0..space {
-        let want = mark(ctx.caller.uid, slot);
-        match sys::tun_set_iff_named(first, &want, flags) {
-            Ok(_) => {
-                name = Some(want);
-                break;
-            }
-            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
-                slot = slot.wrapping_add(1).checked_rem(space).unwrap_or(0);
-            }
-            Err(e) => return Err(kernel_io(&e)),
-        }
-    }
-    let Some(name) = name else {
-        log::info!("uid={} lost the race for its last quota slot", ctx.caller.uid);
-        return Err(Error::Quota { limit: quota });
-    };
-    ctx.next_slot = slot.wrapping_add(1);
+    let name = create_marked(ctx, first, flags, (quota, slot))?;
     *attached = 1;
-    // Owner first: from here on only the caller (and CAP_NET_ADMIN) may attach queues to it.
-    sys::tun_set_owner(first, ctx.caller.uid).map_err(|e| kernel_io(&e))?;
-    let link = ctx.nl.get_link(0, Some(&name)).map_err(kernel)?;
+    let link = lookup::get_link(&mut ctx.nl, 0, Some(&name)).map_err(kernel)?;
     *created = Some(link.index);
     if queues > 1 {
         // Until TUNSETOWNER a multi-queue tap with no owner takes a queue from anyone who can open
@@ -511,9 +402,8 @@ fn make_tap(
             );
             return Err(Error::Kernel { errno: libc::EBUSY });
         }
-        sys::tun_reset_shared_state(first).map_err(|e| kernel_io(&e))?;
+        sys_session::tun_reset_shared_state(first).map_err(|e| kernel_io(&e))?;
     }
-    quiet_ipv6(ctx.ipv6_conf.as_ref(), &name)?;
     for q in rest {
         let got = sys::tun_set_iff_named(opened_tun(q)?, &name, flags & !IFF_TUN_EXCL)
             .map_err(|e| kernel_io(&e))?;
@@ -522,39 +412,10 @@ fn make_tap(
             return Err(Error::Kernel { errno: libc::EIO });
         }
     }
-    let mut mac = sys::tun_get_mac(first).map_err(|e| kernel_io(&e))?;
-    mac[0] = MAC_FIRST_OCTET;
-    sys::tun_set_mac(first, mac).map_err(|e| kernel_io(&e))?;
+    let mac = quiet_and_mac(ctx, first, &name)?;
     let mut info = configure_checked(ctx, &link, config, plan)?;
     info.mac = mac;
     Ok((name, info))
-}
-
-/// One of our own `/dev/net/tun` fds, checked like any other before its first ioctl.
-fn opened_tun(fd: &OwnedFd) -> Result<sys::TunFd<'_>, Error> {
-    sys::TunFd::check(fd.as_fd())
-        .map_err(|e| kernel_io(&e))?
-        .ok_or(Error::Kernel { errno: libc::ENOTTY })
-}
-
-/// `/dev/net/tun` fds: from the start-up pool, else opened now (works where the device is 0666).
-/// All or none: on failure, the fds taken from the pool go back to it.
-fn take_tun_fds(ctx: &mut Ctx, n: usize) -> Result<Vec<OwnedFd>, Error> {
-    let mut fds = Vec::with_capacity(n);
-    while fds.len() < n {
-        match ctx.tun_pool.pop().map_or_else(crate::startup::open_tun, Ok) {
-            Ok(fd) => fds.push(fd),
-            Err(e) => {
-                ctx.tun_pool.append(&mut fds);
-                return Err(if e.kind() == std::io::ErrorKind::PermissionDenied {
-                    Error::Unsupported(Unsupported::TunFds)
-                } else {
-                    kernel_io(&e)
-                });
-            }
-        }
-    }
-    Ok(fds)
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use vmpriv_protocol::{Error, Invalid, Request, Response, validate};
 
 use crate::configure::Ctx;
 use crate::ops;
-use crate::sys;
+use crate::{sys, sys_session};
 
 /// Sends one reply with its fds.
 fn send(sock: &OwnedFd, response: &Response, fds: &[OwnedFd]) -> Result<(), Errno> {
@@ -36,7 +36,7 @@ pub(crate) fn serve(ctx: &mut Ctx, sock: &OwnedFd) -> Result<(), Errno> {
 fn serve_requests(ctx: &mut Ctx, sock: &OwnedFd) -> Result<(), Errno> {
     let mut greeted = false;
     loop {
-        let dgram = sys::recv_datagram(sock, MAX_FRAME)?;
+        let dgram = sys_session::recv_datagram(sock, MAX_FRAME)?;
         if dgram.bytes.is_empty() && dgram.fds.is_empty() && !dgram.malformed {
             return Ok(()); // EOF
         }

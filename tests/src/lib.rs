@@ -26,8 +26,10 @@ pub const NOBODY: u32 = 65534;
 pub struct Scenario {
     /// The 0755 temp dir holding the setuid copy.
     pub dir: PathBuf,
-    /// The setuid-root helper.
+    /// The setuid-root session helper.
     pub helper: PathBuf,
+    /// The setuid-root bridge helper (QEMU's and libvirt's `helper=`).
+    pub bridge: PathBuf,
     /// The `vmpriv` command (not setuid).
     pub cli: PathBuf,
 }
@@ -51,6 +53,7 @@ macro_rules! bins {
         (
             env!("CARGO_BIN_EXE_vmpriv-helper-under-test"),
             env!("CARGO_BIN_EXE_vmpriv-under-test"),
+            env!("CARGO_BIN_EXE_vmpriv-bridge-helper-under-test"),
         )
     };
 }
@@ -69,7 +72,7 @@ pub fn have_tool(test: &str, tool: &str, install: &str) -> bool {
 
 /// Runs `body` as `test` (the `#[test]` function's name) in its own network and mount namespaces,
 /// with `policy` at `/etc/vmpriv/policy.conf`. `bins` comes from [`bins!`].
-pub fn scenario(test: &str, bins: (&str, &str), policy: &str, body: impl FnOnce(&Scenario)) {
+pub fn scenario(test: &str, bins: (&str, &str, &str), policy: &str, body: impl FnOnce(&Scenario)) {
     if std::env::var("VMPRIV_SCENARIO").as_deref() == Ok(test) {
         let s = setup(test, bins, policy);
         body(&s);
@@ -111,7 +114,7 @@ pub fn scenario(test: &str, bins: (&str, &str), policy: &str, body: impl FnOnce(
     }
 }
 
-pub fn setup(test: &str, (helper_bin, cli_bin): (&str, &str), policy: &str) -> Scenario {
+pub fn setup(test: &str, (helper_bin, cli_bin, bridge_bin): (&str, &str, &str), policy: &str) -> Scenario {
     sh(&["mount", "--make-rprivate", "/"]);
     // This namespace's own sysfs: the one inherited shows the host's links, and the helper reads a
     // switch's addr_assign_type there (rtnetlink does not carry it).
@@ -125,15 +128,25 @@ pub fn setup(test: &str, (helper_bin, cli_bin): (&str, &str), policy: &str) -> S
     let opts = format!("lowerdir=/etc,upperdir={0}/upper,workdir={0}/work", dir.display());
     sh(&["mount", "-t", "overlay", "overlay", "-o", &opts, "/etc"]);
     write_policy(policy);
-    let helper = dir.join("vmpriv-helper");
-    std::fs::copy(helper_bin, &helper).unwrap();
-    nix::unistd::chown(&helper, Some(0.into()), Some(0.into())).unwrap();
-    chmod(&helper, 0o4755);
+    let setuid_copy = |bin: &str, name: &str| {
+        let path = dir.join(name);
+        std::fs::copy(bin, &path).unwrap();
+        nix::unistd::chown(&path, Some(0.into()), Some(0.into())).unwrap();
+        chmod(&path, 0o4755);
+        path
+    };
+    let helper = setuid_copy(helper_bin, "vmpriv-helper");
+    let bridge = setuid_copy(bridge_bin, "vmpriv-bridge-helper");
     let cli = dir.join("vmpriv");
     std::fs::copy(cli_bin, &cli).unwrap();
     chmod(&cli, 0o755);
     sh(&["ip", "link", "set", "lo", "up"]);
-    Scenario { dir, helper, cli }
+    Scenario {
+        dir,
+        helper,
+        bridge,
+        cli,
+    }
 }
 
 /// Replaces `/etc/vmpriv/policy.conf` (root-owned, 0644) inside the scenario's `/etc` overlay.

@@ -610,7 +610,7 @@ fn json_fd_writes_the_report_to_that_fd_only() {
 /// so does `vmpriv-helper --help`, alone or with `--version`.
 #[test]
 fn every_help_names_the_helper_the_policy_and_the_exit_codes() {
-    let (helper, cli) = bins!();
+    let (helper, cli, bridge) = bins!();
     let must = |what: &str, out: &str| {
         for needle in [
             "VMPRIV_HELPER",
@@ -675,6 +675,34 @@ fn every_help_names_the_helper_the_policy_and_the_exit_codes() {
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    // The bridge helper: its contract, the policy file, the exit codes; its own name and version.
+    let version = concat!("vmpriv-bridge-helper ", env!("CARGO_PKG_VERSION"));
+    for args in [&["--help"][..], &["-h"], &["--help", "--version"]] {
+        let out = run(bridge, args);
+        assert!(out.starts_with(version), "{args:?}: {out}");
+        for needle in [
+            "--use-vnet",
+            "--br=BRIDGE",
+            vmpriv_protocol::POLICY_PATH,
+            "bridge_helper",
+            "0 done",
+            "1 refused",
+            "6 policy file",
+        ] {
+            assert!(
+                out.contains(needle),
+                "vmpriv-bridge-helper {args:?}: no {needle:?}"
+            );
+        }
+    }
+    assert_eq!(run(bridge, &["--version"]).trim(), version);
+    // The session helper points QEMU's contract to the bridge helper.
+    let o = std::process::Command::new(helper)
+        .args(["--use-vnet", "--br=br0", "--fd=3"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("vmpriv-bridge-helper"), "{}", text(&o));
 }
 
 /// The bridge-MAC warning: a bridge whose address is all zeros (no ports yet) is not fixed even when

@@ -67,7 +67,7 @@ fn guest_on_a_helper_bridge_pings_the_bridge() {
                 .arg("-append")
                 .arg(cmdline("vmpriv.inet=198.51.100.2/24,198.51.100.1"))
                 .arg("-netdev")
-                .arg(format!("bridge,id=n0,br=br0,helper={}", s.helper.display()))
+                .arg(format!("bridge,id=n0,br=br0,helper={}", s.bridge.display()))
                 .args(["-device", "virtio-net-pci,netdev=n0"])
                 .stdin(Stdio::null())
                 .stdout(Stdio::piped())

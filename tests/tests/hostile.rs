@@ -386,7 +386,7 @@ fn closed_stdio_is_reopened_and_the_helper_still_works() {
             assert!(matches!(e, ClientError::Denied), "{e:?}");
             drop(tap);
             still_healthy(s, h);
-            let mut cmd = Command::new(&s.helper);
+            let mut cmd = Command::new(&s.bridge);
             cmd.args(["--br=br0", "--fd=7"]);
             close_stdio(&mut cmd);
             let status = cmd.status().unwrap();

@@ -1122,7 +1122,7 @@ fn caller_words_are_escaped_in_every_line() {
     scenario("caller_words_are_escaped_in_every_line", bins!(), POLICY, |s| {
         become_nobody();
         let (mine, theirs) = vmpriv_tests::qemu_socketpair();
-        let mut cmd = std::process::Command::new(&s.helper);
+        let mut cmd = std::process::Command::new(&s.bridge);
         vmpriv_client::keep_fd_across_exec(&mut cmd, theirs.as_raw_fd());
         let out = cmd
             .arg("--br=b\n0\r\t\x1b[2J ok")

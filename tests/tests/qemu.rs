@@ -1,4 +1,4 @@
-//! vmpriv-helper as QEMU's and libvirt's `helper=`: the real QEMU, an unprivileged caller, a setuid copy.
+//! vmpriv-bridge-helper as QEMU's and libvirt's `helper=`: the real QEMU, an unprivileged caller, a setuid copy.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -65,7 +65,7 @@ fn stop(mut child: Child) -> String {
 
 fn check_qemu_tap(s: &Scenario, netdev: &str) {
     bridge("br0", Some(1420));
-    let mut q = qemu(&format!("{netdev},br=br0,helper={}", s.helper.display()));
+    let mut q = qemu(&format!("{netdev},br=br0,helper={}", s.bridge.display()));
     let Some(tap) = wait_for_tap(&mut q) else {
         panic!("no tap; QEMU said: {}", stop(q))
     };
@@ -150,7 +150,7 @@ fn qemu_hotplug_netdev_add_and_del() {
                 }
             }
         };
-        let helper = s.helper.display().to_string();
+        let helper = s.bridge.display().to_string();
         assert!(
             qmp(serde_json::json!({"execute": "qmp_capabilities"}))
                 .get("return")
@@ -190,12 +190,12 @@ fn qemu_fails_cleanly_on_a_bridge_not_granted() {
             bridge("br1", None);
             bridge("secretbridge123", None);
             for br in ["br1", "nosuchbr", "secretbridge123X"] {
-                let q = qemu(&format!("bridge,id=n0,br={br},helper={}", s.helper.display()));
+                let q = qemu(&format!("bridge,id=n0,br={br},helper={}", s.bridge.display()));
                 let out = q.wait_with_output().unwrap();
                 let err = String::from_utf8_lossy(&out.stderr);
                 assert!(!out.status.success(), "{br}: QEMU must not start");
                 assert!(
-                    err.contains("vmpriv-helper:"),
+                    err.contains("vmpriv-bridge-helper:"),
                     "{br}: the helper's line reaches QEMU's stderr: {err}"
                 );
                 assert!(err.contains("bridge helper failed"), "{br}: {err}");
@@ -220,7 +220,7 @@ fn libvirt_order_and_strict_receive() {
         let run = |args: &[String]| -> (std::process::Output, Vec<u8>, Vec<OwnedFd>, usize) {
             let (ours, theirs) = vmpriv_tests::qemu_socketpair();
             let fd = theirs.as_raw_fd();
-            let mut cmd = vmpriv_tests::nobody_command(&s.helper);
+            let mut cmd = vmpriv_tests::nobody_command(&s.bridge);
             cmd.args(args.iter().map(|a| a.replace("{fd}", &fd.to_string())));
             vmpriv_client::keep_fd_across_exec(&mut cmd, fd);
             let out = cmd.output().unwrap();
@@ -261,12 +261,12 @@ fn libvirt_order_and_strict_receive() {
                 1,
                 "{args:?}: one line naming the cause: {err}"
             );
-            assert!(err.starts_with("vmpriv-helper: "), "{args:?}");
+            assert!(err.starts_with("vmpriv-bridge-helper: "), "{args:?}");
             assert!(bytes.is_empty() && fds.is_empty(), "{args:?}: nothing sent");
             assert!(taps().is_empty(), "{args:?}");
         }
         // --fd naming something that is not an AF_UNIX stream socket.
-        let out = vmpriv_tests::nobody_command(&s.helper)
+        let out = vmpriv_tests::nobody_command(&s.bridge)
             .args(["--br=br0", "--fd=7"])
             .output()
             .unwrap();
@@ -290,18 +290,18 @@ fn libvirt_sees_the_refusal_line_every_time() {
         bridge("br0", None);
         bridge("br1", None);
         let plain = s.dir.join("plain-helper");
-        std::fs::copy(&s.helper, &plain).unwrap();
+        std::fs::copy(&s.bridge, &plain).unwrap();
         vmpriv_tests::chmod(&plain, 0o755);
         let cases: [(&str, &std::path::Path, &str, Option<&str>); 5] = [
-            ("not granted", &s.helper, "br1", None),
-            ("absent", &s.helper, "nosuchbr", None),
+            ("not granted", &s.bridge, "br1", None),
+            ("absent", &s.bridge, "nosuchbr", None),
             (
                 "broken policy",
-                &s.helper,
+                &s.bridge,
                 "br0",
                 Some("allow user nobody swich br0\n"),
             ),
-            ("missing policy", &s.helper, "br0", Some("")),
+            ("missing policy", &s.bridge, "br0", Some("")),
             ("not setuid", &plain, "br0", None),
         ];
         for (what, helper, br, policy) in cases {
@@ -332,7 +332,7 @@ fn libvirt_sees_the_refusal_line_every_time() {
                 child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
                 child.wait().unwrap();
                 assert!(
-                    err.starts_with("vmpriv-helper: ") && err.lines().count() == 1,
+                    err.starts_with("vmpriv-bridge-helper: ") && err.lines().count() == 1,
                     "{what}, round {round}: {err:?}"
                 );
             }

@@ -108,6 +108,7 @@ fn build_bins() {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     for (package, bin) in [
         ("vmpriv-helper", "vmpriv-helper"),
+        ("vmpriv-bridge-helper", "vmpriv-bridge-helper"),
         ("vmpriv-bench", "vmpriv-bench-hello"),
     ] {
         let st = Command::new(&cargo)
@@ -392,6 +393,7 @@ fn run(contender: &str, n: usize) {
                 (
                     dir.join("vmpriv-helper").to_str().unwrap(),
                     std::env::current_exe().unwrap().to_str().unwrap(),
+                    dir.join("vmpriv-bridge-helper").to_str().unwrap(),
                 ),
                 POLICY,
             );
@@ -415,6 +417,7 @@ fn run(contender: &str, n: usize) {
                 (
                     dir.join("vmpriv-helper").to_str().unwrap(),
                     std::env::current_exe().unwrap().to_str().unwrap(),
+                    dir.join("vmpriv-bridge-helper").to_str().unwrap(),
                 ),
                 if contender == "vmpriv-warm-quota" {
                     POLICY_QUOTA
@@ -423,13 +426,19 @@ fn run(contender: &str, n: usize) {
                 },
             );
             tun_0666(&s.dir);
-            as_worker(contender, n, &s.helper);
+            // The one-shot contender is QEMU's helper= contract: the bridge helper.
+            let helper = if contender == "vmpriv-oneshot" {
+                &s.bridge
+            } else {
+                &s.helper
+            };
+            as_worker(contender, n, helper);
             let _ = std::fs::remove_dir_all(&s.dir);
         }
         "qemu-bridge-helper" => {
             let s = vmpriv_tests::setup(
                 "bench-qbh",
-                (QBH, std::env::current_exe().unwrap().to_str().unwrap()),
+                (QBH, std::env::current_exe().unwrap().to_str().unwrap(), QBH),
                 POLICY,
             );
             std::fs::create_dir_all("/etc/qemu").unwrap();

@@ -56,8 +56,12 @@ fn host_side() -> ExitCode {
         };
     }
     let dir = exe.parent().unwrap();
-    let (helper, cli) = (dir.join("vmpriv-helper"), dir.join("vmpriv"));
-    for b in [&helper, &cli] {
+    let (helper, cli, bridge_helper) = (
+        dir.join("vmpriv-helper"),
+        dir.join("vmpriv"),
+        dir.join("vmpriv-bridge-helper"),
+    );
+    for b in [&helper, &cli, &bridge_helper] {
         if !b.exists() {
             eprintln!(
                 "vmpriv-demo: {} is missing: build with `cargo build --release` first",
@@ -67,7 +71,15 @@ fn host_side() -> ExitCode {
         }
     }
     step("a throwaway network namespace (the host's interfaces are not visible here)");
-    let s = vmpriv_tests::setup("demo", (helper.to_str().unwrap(), cli.to_str().unwrap()), POLICY);
+    let s = vmpriv_tests::setup(
+        "demo",
+        (
+            helper.to_str().unwrap(),
+            cli.to_str().unwrap(),
+            bridge_helper.to_str().unwrap(),
+        ),
+        POLICY,
+    );
     // A bridge with a fixed, locally administered MAC, as vmpriv.conf(5) advises for every granted
     // bridge (the helper refuses a tap on any other; setup mounted this namespace's /sys, where it
     // reads that).

@@ -2,22 +2,22 @@
 //! file, privilege drop. Each is one function, testable alone.
 
 use std::fs::File;
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
+use std::process::ExitCode;
 
 use caps::{CapSet, Capability, CapsHashSet};
 use nix::fcntl::{OFlag, openat};
-use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::resource::{Resource, getrlimit, setrlimit};
 use nix::sys::stat::{Mode, umask};
 use nix::unistd::{
     AccessFlags, Gid, Group, Uid, User, access, getgid, getgroups, getresgid, getresuid, getuid, setgroups,
     setresgid, setresuid,
 };
-use vmpriv_protocol::Caller;
-use vmpriv_protocol::policy::{self, Policy};
-use vmpriv_protocol::trust;
+use vmpriv_policy::Caller;
+use vmpriv_policy::policy::{self, Policy};
+use vmpriv_policy::trust;
 
 use crate::netlink::Netlink;
 use crate::sys;
@@ -33,8 +33,6 @@ pub(crate) enum StartError {
     Dumpable(io::Error),
     #[error("--fd={fd} is not an open AF_UNIX {kind} socket")]
     Socket { fd: i32, kind: &'static str },
-    #[error("cannot identify our network namespace (/proc/self/ns/net): {0}")]
-    Netns(io::Error),
     #[error(
         "no CAP_NET_ADMIN: install the helper setuid root (chown root:root, chmod 4755) or with \
          `setcap cap_net_admin+ep`, on a filesystem not mounted nosuid, and do not run it under no_new_privs"
@@ -45,7 +43,7 @@ pub(crate) enum StartError {
     #[error("{0}")]
     PolicyFile(String),
     #[error("policy error (every request is refused until it is fixed): {0}")]
-    Policy(#[from] vmpriv_protocol::PolicyError),
+    Policy(#[from] vmpriv_policy::PolicyError),
     #[error("--policy is for root only (a setuid caller cannot choose the policy file)")]
     PolicyNotRoot,
     #[error("cannot open /dev/net/tun: {0}")]
@@ -64,8 +62,6 @@ pub(crate) enum StartError {
     Session(io::Error),
     #[error("{0}")]
     Refused(String),
-    #[error("{0}")]
-    NotActivated(&'static str),
 }
 
 /// Step 1: every fd above 2 closed (except `keep`), empty environment, default signals, umask 077,
@@ -111,97 +107,8 @@ pub(crate) fn identify_caller() -> Result<Caller, StartError> {
     ))
 }
 
-/// The fd systemd passes the first socket on (`SD_LISTEN_FDS_START`).
-pub(crate) const LISTEN_FD: i32 = 3;
-
-/// Socket activation, step 0: refuses unless root started us (real, effective and saved uid 0), as
-/// systemd does. Setuid or file-capability runs have the caller's real uid and are refused: there the
-/// caller chose fd 3, and `SO_PEERCRED` on a socket connected to someone else's process would name
-/// that victim as our caller.
-pub(crate) fn require_started_by_root() -> Result<(), StartError> {
-    let ids = getresuid().map_err(|e| StartError::Identity(e.into()))?;
-    if [ids.real, ids.effective, ids.saved].iter().all(|u| u.is_root()) {
-        Ok(())
-    } else {
-        Err(StartError::NotActivated(
-            "only root may start --socket-activated (systemd's vmpriv.socket does); a setuid or \
-             file-capability helper serves its own caller only, with --session",
-        ))
-    }
-}
-
-/// Socket activation: `LISTEN_PID` is us and `LISTEN_FDS` is 1 (`Accept=yes` passes one connection on
-/// fd 3). Read before the environment is emptied.
-pub(crate) fn check_listen_env() -> Result<(), StartError> {
-    let pid = std::env::var("LISTEN_PID").ok();
-    let fds = std::env::var("LISTEN_FDS").ok();
-    if pid.as_deref() != Some(std::process::id().to_string().as_str()) || fds.as_deref() != Some("1") {
-        return Err(StartError::NotActivated(
-            "--socket-activated needs LISTEN_PID set to our pid and LISTEN_FDS=1 (vmpriv.socket has \
-             Accept=yes)",
-        ));
-    }
-    Ok(())
-}
-
-/// Socket activation, step 2: the caller is the peer of the connection, as the kernel recorded it at
-/// connect(2): `SO_PEERCRED`'s effective uid and gid and `SO_PEERGROUPS`. A socket without peer
-/// credentials (the kernel then reports pid 0, uid and gid -1) is refused, and so is a peer whose pid
-/// this pid namespace cannot see (pid 0). Returns the caller and the peer's pid (for the log).
-pub(crate) fn identify_peer(sock: &OwnedFd) -> Result<(Caller, i32), StartError> {
-    let no_peer = |what: &str| StartError::Identity(io::Error::other(format!("no peer credentials: {what}")));
-    let cred = nix::sys::socket::getsockopt(sock, nix::sys::socket::sockopt::PeerCredentials)
-        .map_err(|e| StartError::Identity(e.into()))?;
-    if cred.pid() <= 0 {
-        return Err(no_peer("pid 0"));
-    }
-    if cred.uid() == u32::MAX || cred.gid() == u32::MAX {
-        return Err(no_peer("uid or gid -1"));
-    }
-    check_peer_userns(sock, cred.uid(), cred.pid())?;
-    let groups = sys::peer_groups(sock.as_fd()).map_err(StartError::Identity)?;
-    Ok((caller_of(cred.uid(), cred.gid(), groups), cred.pid()))
-}
-
-/// Socket activation: refuses a peer that is not in our user namespace. In one of its own, a user
-/// with subordinate ids (setuid newuidmap/newgidmap) becomes any of them and drops its supplementary
-/// groups, and `SO_PEERCRED`/`SO_PEERGROUPS` report that: `deny group` would not match, and each
-/// subordinate uid would get its own `user *` quota. `SO_PEERPIDFD` (Linux 6.5) is the process that
-/// connected; before 6.5, `pidfd_open` of `SO_PEERCRED`'s pid, which may have been reused since
-/// connect(2) (the one race left). Its namespace is read from `/proc/PID/ns/user` and counts only if
-/// that pidfd's process is still alive afterwards: then the pid named it throughout. Nothing leaves a
-/// child user namespace for an ancestor, so "ours now" means "ours at connect(2)".
-fn check_peer_userns(sock: &OwnedFd, uid: u32, pid: i32) -> Result<(), StartError> {
-    let id = |what: &str, e: io::Error| StartError::Identity(io::Error::other(format!("{what}: {e}")));
-    let pidfd = match nix::sys::socket::getsockopt(sock, nix::sys::socket::sockopt::PeerPidfd) {
-        Err(nix::errno::Errno::ENOPROTOOPT) => sys::pidfd_open(pid).map_err(|e| id("pidfd_open", e))?,
-        r => r.map_err(|e| id("SO_PEERPIDFD", e.into()))?,
-    };
-    // Another user's /proc/PID/ns/user needs CAP_SYS_PTRACE (vmpriv@.service's bounding set has it).
-    let ns = |p: &str| {
-        std::fs::metadata(p)
-            .map(|m| (m.dev(), m.ino()))
-            .map_err(|e| id(p, e))
-    };
-    let theirs = ns(&format!("/proc/{pid}/ns/user"))?;
-    let mut alive = [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
-    if poll(&mut alive, PollTimeout::ZERO).map_err(|e| id("poll", e.into()))? != 0 {
-        return Err(id(
-            "the peer",
-            io::Error::other("exited before its user namespace was read"),
-        ));
-    }
-    if theirs != ns("/proc/self/ns/user")? {
-        return Err(StartError::Refused(format!(
-            "refused uid {uid} pid {pid}: it connected from a user namespace of its own, where its \
-             ids and groups are its own choice (connect from the host's user namespace)"
-        )));
-    }
-    Ok(())
-}
-
 /// A caller from its ids (primary gid first, groups deduplicated), with names for policy matching.
-fn caller_of(uid: u32, gid: u32, groups: impl IntoIterator<Item = u32>) -> Caller {
+pub(crate) fn caller_of(uid: u32, gid: u32, groups: impl IntoIterator<Item = u32>) -> Caller {
     let mut gids = vec![gid];
     for g in groups {
         if !gids.contains(&g) {
@@ -275,7 +182,7 @@ pub(crate) fn read_trusted(path: &str) -> Result<String, String> {
     let mut file = File::from(file);
     check_stat(&file, "the file", trust::check_file)?;
     let mut text = String::new();
-    file.by_ref()
+    Read::by_ref(&mut file)
         .take(trust::POLICY_MAX + 1)
         .read_to_string(&mut text)
         .map_err(|e| e.to_string())?;
@@ -319,8 +226,6 @@ pub(crate) struct RootHeld {
     pub(crate) tun_pool: Vec<OwnedFd>,
     /// An `O_PATH` fd on `/dev/net/tun`, for the Landlock rule that keeps it openable.
     pub(crate) tun_path: Option<OwnedFd>,
-    /// (st_dev, st_ino) of our network namespace, to refuse taps that live in another.
-    pub(crate) netns: (u64, u64),
     /// The route netlink socket.
     pub(crate) nl: Netlink,
     /// `O_PATH` on `/proc/sys/net/ipv6/conf` (absent without IPv6): new taps get router
@@ -332,7 +237,7 @@ pub(crate) struct RootHeld {
 }
 
 /// Step 5: the `/dev/net/tun` fds (bounded by the caller's quota and RLIMIT_NOFILE; one in QEMU
-/// mode), our netns identity and the netlink socket. `real_uid_is_caller` is false when socket
+/// mode) and the netlink socket. `real_uid_is_caller` is false when socket
 /// activation made us root for a caller who is not our real uid.
 pub(crate) fn open_what_needs_root(
     quota: u32,
@@ -363,9 +268,6 @@ pub(crate) fn open_what_needs_root(
     };
     let tun_pool = open_tun_fds(usize::try_from(pool).unwrap_or(0))?;
     let tun_path = nix::fcntl::open("/dev/net/tun", OFlag::O_PATH | OFlag::O_CLOEXEC, Mode::empty()).ok();
-    let netns = std::fs::metadata("/proc/self/ns/net")
-        .map(|m| (m.dev(), m.ino()))
-        .map_err(StartError::Netns)?;
     let nl = Netlink::open().map_err(StartError::Netlink)?;
     let ipv6_conf = match nix::fcntl::open(
         "/proc/sys/net/ipv6/conf",
@@ -382,7 +284,6 @@ pub(crate) fn open_what_needs_root(
     Ok(RootHeld {
         tun_pool,
         tun_path,
-        netns,
         nl,
         ipv6_conf,
         sys_net: nix::fcntl::open("/sys/devices/virtual/net", dir, Mode::empty()).ok(),
@@ -455,4 +356,82 @@ pub(crate) fn drop_to_caller(caller: &Caller) -> Result<(), StartError> {
         return Err(d(io::Error::other("still not the caller's uid")));
     }
     Ok(())
+}
+
+/// Step 6, after the drop: Landlock leaves the filesystem closed but for `/dev/net/tun`, the IPv6
+/// sysctl directory (write) and the bridges' sysfs (read); the `O_PATH` fd on the device is no longer
+/// needed after.
+pub(crate) fn confine_filesystem(mut held: RootHeld) -> Result<RootHeld, StartError> {
+    let mut allowed = Vec::new();
+    if let Some(tun) = &held.tun_path {
+        allowed.push((tun.as_fd(), sys::Allow::Device));
+    }
+    if let Some(conf) = &held.ipv6_conf {
+        allowed.push((conf.as_fd(), sys::Allow::WriteBeneath));
+    }
+    if let Some(net) = &held.sys_net {
+        allowed.push((net.as_fd(), sys::Allow::ReadBeneath));
+    }
+    match sys::landlock_deny_filesystem(&allowed) {
+        Ok(true) => {}
+        Ok(false) => log::info!("landlock not available; relying on the privilege drop alone"),
+        // The kernel has Landlock and refused our rules: something is off; do not serve without it.
+        Err(e) => return Err(StartError::Landlock(e)),
+    }
+    drop(allowed);
+    held.tun_path = None;
+    Ok(held)
+}
+
+/// The exit status of a start-up refused for the policy file (missing, not root's, unparsable): the
+/// client reports it as a policy error, not as a helper that is missing or not privileged.
+const EXIT_POLICY: u8 = 6;
+
+/// The exit status of a run, with its one stderr line on refusal.
+pub(crate) fn exit_code(result: Result<(), StartError>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e @ (StartError::Policy(_) | StartError::PolicyFile(_) | StartError::PolicyNotRoot)) => {
+            fail(&e.to_string());
+            ExitCode::from(EXIT_POLICY)
+        }
+        Err(e) => fail(&e.to_string()),
+    }
+}
+
+/// `--help` or `--version`: the text on stdout.
+pub(crate) fn say(text: &str) -> ExitCode {
+    let _ = writeln!(io::stdout(), "{text}");
+    ExitCode::SUCCESS
+}
+
+/// The one stderr line of a refusal, in one write, escaped, without Rust's "(os error N)" suffixes.
+pub(crate) fn fail(text: &str) -> ExitCode {
+    let line = format!(
+        "{}: {}\n",
+        crate::NAME,
+        crate::audit::escape(&without_os_error(text))
+    );
+    let _ = io::stderr().write_all(line.as_bytes());
+    ExitCode::FAILURE
+}
+
+/// `text` without the " (os error N)" that `io::Error`'s Display appends: the words say it already.
+fn without_os_error(text: &str) -> String {
+    const MARK: &str = " (os error ";
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some((head, after)) = rest.split_once(MARK) {
+        out.push_str(head);
+        let digits = after.bytes().take_while(u8::is_ascii_digit).count();
+        match after.get(digits..).and_then(|t| t.strip_prefix(')')) {
+            Some(tail) if digits > 0 => rest = tail,
+            _ => {
+                out.push_str(MARK);
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
 }
