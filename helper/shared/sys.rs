@@ -377,9 +377,10 @@ const AUDIT_ARCH: Option<u32> = None;
 /// tests (session and QEMU mode, every operation, multi-queue, destroy, leftovers, the MTU and IPv6
 /// sysctl writes, logging), reading each helper's calls after `landlock_restrict_self`: the session
 /// and netlink sockets, tun ioctls, `/dev/net/tun`, the sysctl files and a bridge's sysfs files
-/// (beneath what Landlock left),
-/// fstatat/statx for the checks, fcntl for fd clones, memory, exit. Added without being seen there:
-/// the allocator's growth (mmap, mremap, brk, madvise), futex (std's locks), getrandom (the keys of a
+/// (beneath what Landlock left), fstatat/statx for the checks, fcntl for fd clones, memory, exit
+/// (`ioctl` and `socket` only with some arguments: [`SERVING_IOCTLS`], [`SOCKET_DOMAINS`]). Added
+/// without being seen there: the allocator's growth (mmap, mremap, brk, madvise), futex (std's
+/// locks), getrandom (the keys of a
 /// batch group's hash), and what syslog may need (getpid, clock_gettime without a vDSO, and
 /// `connect` with an `AF_UNIX` socket when it reconnects after journald restarts).
 const SERVING_SYSCALLS: &[libc::c_long] = &[
@@ -390,7 +391,6 @@ const SERVING_SYSCALLS: &[libc::c_long] = &[
     libc::SYS_newfstatat,
     libc::SYS_statx,
     libc::SYS_fcntl,
-    libc::SYS_ioctl,
     libc::SYS_recvmsg,
     libc::SYS_sendmsg,
     libc::SYS_recvfrom,
@@ -411,45 +411,85 @@ const SERVING_SYSCALLS: &[libc::c_long] = &[
 ];
 
 /// `socket(2)` only for the log's `AF_UNIX` socket (glibc's syslog reconnects after journald restarts).
-const SOCKET_DOMAIN_ALLOWED: u32 = 1; // AF_UNIX
+const SOCKET_DOMAINS: &[u32] = &[1]; // AF_UNIX
 
-// `struct seccomp_data`: nr at 0, arch at 4, args from 16 (the low half of each on little endian).
+/// The kernel's `cmd` of an ioctl request: `ioctl(2)` is `SYSCALL_DEFINE3(ioctl, unsigned int fd,
+/// unsigned int cmd, unsigned long arg)`, so every driver sees only the low 32 bits of the register.
+#[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+const fn cmd(request: libc::Ioctl) -> u32 {
+    request as u32
+}
+
+/// `ioctl(2)` only with the requests serving issues, all of them on a [`TunFd`] (here and in the
+/// session helper's `sys_session.rs`; one list for both binaries, the bridge helper issuing the first
+/// five only): found
+/// with `strace -f -ff` over the scenario tests like [`SERVING_SYSCALLS`] (nothing std, nix or glibc's
+/// syslog does while serving is an ioctl: no `FIONBIO`, no `FIOCLEX`, no `TCGETS`). Anything else, a
+/// `SIOCSIFNAME` or a `TUNSETGROUP` included, kills the process.
+#[rustfmt::skip] // grouped by caller, a few to a line
+const SERVING_IOCTLS: &[u32] = &[
+    // a new tap (both helpers), then resolve_tap (the session helper's)
+    cmd(libc::TUNSETIFF), cmd(libc::TUNSETOWNER), cmd(libc::TUNGETFEATURES), cmd(SIOCGIFHWADDR),
+    cmd(SIOCSIFHWADDR), cmd(libc::TUNGETIFF), cmd(libc::TUNGETDEVNETNS),
+    // tun_reset_shared_state, in its order
+    cmd(libc::TUNSETPERSIST), cmd(libc::TUNSETDEBUG), cmd(libc::TUNSETLINK), cmd(libc::TUNSETOFFLOAD),
+    cmd(libc::TUNSETSNDBUF), cmd(libc::TUNSETVNETHDRSZ), cmd(libc::TUNSETVNETLE), cmd(libc::TUNSETVNETBE),
+    cmd(libc::TUNSETTXFILTER), cmd(libc::TUNDETACHFILTER), cmd(libc::TUNSETFILTEREBPF),
+    cmd(libc::TUNSETSTEERINGEBPF), cmd(libc::TUNSETCARRIER),
+];
+
+// `struct seccomp_data`: nr at 0, arch at 4, args from 16, 8 bytes each (the low half of each first
+// on little endian).
 const DATA_NR: u32 = 0;
 const DATA_ARCH: u32 = 4;
 const DATA_ARG0_LOW: u32 = 16;
+const DATA_ARG1_LOW: u32 = 24;
 const LD_W_ABS: u16 = 0x20; // BPF_LD | BPF_W | BPF_ABS
 const JEQ_K: u16 = 0x15; // BPF_JMP | BPF_JEQ | BPF_K
 const RET_K: u16 = 0x06; // BPF_RET | BPF_K
+const KILL: libc::sock_filter = bpf(RET_K, 0, 0, libc::SECCOMP_RET_KILL_PROCESS);
+const ALLOW: libc::sock_filter = bpf(RET_K, 0, 0, libc::SECCOMP_RET_ALLOW);
 
-fn bpf(code: u16, jt: u8, jf: u8, k: u32) -> libc::sock_filter {
+const fn bpf(code: u16, jt: u8, jf: u8, k: u32) -> libc::sock_filter {
     libc::sock_filter { code, jt, jf, k }
 }
 
+/// Allows syscall `nr` only when the low 32 bits of the argument at `offset` are one of `values`
+/// (the high half is not read: see [`cmd`] for ioctl's; `socket`'s domain is an `int`); any other
+/// value kills. Expects the syscall number in the accumulator and leaves it there for other syscalls.
+fn allow_if_arg_in(nr: libc::c_long, offset: u32, values: &[u32]) -> Option<Vec<libc::sock_filter>> {
+    let n = values.len();
+    // Not `nr`: skip the load, the compares, KILL and ALLOW.
+    let mut block = vec![
+        bpf(JEQ_K, 0, u8::try_from(n + 3).ok()?, u32::try_from(nr).ok()?),
+        bpf(LD_W_ABS, 0, 0, offset),
+    ];
+    for (i, &v) in values.iter().enumerate() {
+        // Equal: jump over the compares left and KILL, to ALLOW; not equal: the next compare.
+        block.push(bpf(JEQ_K, u8::try_from(n - i).ok()?, 0, v));
+    }
+    block.extend([KILL, ALLOW]);
+    Some(block)
+}
+
 /// The seccomp program: another architecture is killed; each syscall of [`SERVING_SYSCALLS`] is
-/// allowed, `socket` for `AF_UNIX` only; everything else kills the whole process
-/// (`SECCOMP_RET_KILL_PROCESS`: SIGSYS, no handler can catch it). `None` where this architecture has
-/// no entry in [`AUDIT_ARCH`].
+/// allowed, `socket` for `AF_UNIX` only, `ioctl` for [`SERVING_IOCTLS`] only; everything else kills
+/// the whole process (`SECCOMP_RET_KILL_PROCESS`: SIGSYS, no handler can catch it). `None` where this
+/// architecture has no entry in [`AUDIT_ARCH`].
 pub(crate) fn seccomp_program() -> Option<Vec<libc::sock_filter>> {
-    let kill = bpf(RET_K, 0, 0, libc::SECCOMP_RET_KILL_PROCESS);
-    let allow = bpf(RET_K, 0, 0, libc::SECCOMP_RET_ALLOW);
     let mut prog = vec![
         bpf(LD_W_ABS, 0, 0, DATA_ARCH),
         bpf(JEQ_K, 1, 0, AUDIT_ARCH?),
-        kill,
+        KILL,
         bpf(LD_W_ABS, 0, 0, DATA_NR),
     ];
     for &nr in SERVING_SYSCALLS {
         // Equal: fall through to ALLOW; not equal: skip it.
-        prog.extend([bpf(JEQ_K, 0, 1, u32::try_from(nr).ok()?), allow]);
+        prog.extend([bpf(JEQ_K, 0, 1, u32::try_from(nr).ok()?), ALLOW]);
     }
-    // socket(AF_UNIX, …): the domain is the low 32 bits of the first argument.
-    prog.extend([
-        bpf(JEQ_K, 0, 3, u32::try_from(libc::SYS_socket).ok()?),
-        bpf(LD_W_ABS, 0, 0, DATA_ARG0_LOW),
-        bpf(JEQ_K, 0, 1, SOCKET_DOMAIN_ALLOWED),
-        allow,
-        kill,
-    ]);
+    prog.extend(allow_if_arg_in(libc::SYS_ioctl, DATA_ARG1_LOW, SERVING_IOCTLS)?);
+    prog.extend(allow_if_arg_in(libc::SYS_socket, DATA_ARG0_LOW, SOCKET_DOMAINS)?);
+    prog.push(KILL);
     Some(prog)
 }
 
@@ -481,7 +521,7 @@ mod tests {
     /// Forks a child that sets no_new_privs, installs the helper's seccomp program, runs `then` and
     /// exits 0; returns its wait status. The child makes raw syscalls only (the test process has
     /// other threads, so nothing that could wait for their locks).
-    fn in_filtered_child(then: fn()) -> libc::c_int {
+    fn in_filtered_child(then: impl FnOnce()) -> libc::c_int {
         let prog = seccomp_program().expect("a filter for this architecture");
         // SAFETY: the child below only makes raw syscalls and leaves with _exit.
         let pid = unsafe { libc::fork() };
@@ -538,6 +578,53 @@ mod tests {
             unsafe { libc::close(fd) };
             // SAFETY: getpid takes no argument.
             unsafe { libc::getpid() };
+        });
+        assert!(
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+            "status {status:#x}"
+        );
+    }
+
+    /// A raw `ioctl(-1, request, 0)`: the filter decides on the numbers before the kernel looks at
+    /// the fd (a listed request then fails with EBADF), so no fd is needed and none is touched.
+    fn ioctl_on_no_fd(request: u64) -> libc::c_long {
+        // SAFETY: plain integers; fd -1 is never open, so the kernel does nothing but fail.
+        unsafe { libc::syscall(libc::SYS_ioctl, -1, request, 0) }
+    }
+
+    #[test]
+    fn an_ioctl_outside_the_list_kills_the_process_with_sigsys() {
+        const SIOCSIFNAME: u64 = 0x8923;
+        let others = [
+            SIOCSIFNAME,
+            u64::from(cmd(libc::TUNSETGROUP)),
+            u64::from(cmd(libc::FIONREAD)),
+            u64::from(cmd(libc::TIOCGWINSZ)),
+            u64::from(cmd(libc::FIONBIO)),
+            // Ours in the high half, another in the low half: the kernel runs the low half.
+            (u64::from(cmd(libc::TUNSETIFF)) << 32) | SIOCSIFNAME,
+        ];
+        for request in others {
+            let status = in_filtered_child(|| {
+                ioctl_on_no_fd(request);
+            });
+            assert!(
+                killed_by_sigsys(status),
+                "request {request:#x}: status {status:#x}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_listed_ioctl_passes_the_filter_whatever_its_high_half() {
+        let status = in_filtered_child(|| {
+            for &request in SERVING_IOCTLS {
+                // The kernel's `cmd` is the low half (musl passes a request with bit 31 set
+                // sign-extended): the high half is not ours to judge.
+                for high in [0u64, 0xffff_ffff] {
+                    ioctl_on_no_fd((high << 32) | u64::from(request));
+                }
+            }
         });
         assert!(
             libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
