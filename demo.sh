@@ -12,5 +12,5 @@ for tool in cargo unshare setpriv ip; do
     command -v "$tool" >/dev/null || { echo "demo.sh: $tool is missing (apt-get install iproute2 util-linux; rustup for cargo)" >&2; exit 1; }
 done
 echo "== building (cargo build --release)"
-cargo build --release --quiet -p vmpriv-helper -p vmpriv-client -p vmpriv-tests --bins
+cargo build --release --quiet -p vmpriv-helper -p vmpriv-bridge-helper -p vmpriv-client -p vmpriv-tests --bins
 exec target/release/vmpriv-demo

@@ -2,15 +2,19 @@
 # The package test (run by .ci/run as root; never skips). Builds the package with build-deb.sh, reads
 # it with `dpkg-deb -c` and `-I` (modes, owners, conffiles, man pages, completions), then installs it
 # with `dpkg -i` in a throwaway mount and network namespace whose /usr, /etc and /var/lib/dpkg are
-# overlays with their upper directories on a tmpfs, and there runs `vmpriv whoami` as uid 65534
-# against the installed setuid helper. Then it installs it again into a writable copy of the host's
-# root and boots that with systemd-nspawn, to run the socket-activated units under a real systemd
-# (under_systemd below). Afterwards the host must be as it was.
+# overlays with their upper directories on a tmpfs, and there runs the installed setuid bridge helper
+# as uid 65534, and `vmpriv whoami` through the session helper once an admin made it setuid (the
+# supported step for a host without systemd). Then it installs it again into a writable copy of the
+# host's root and boots that with systemd-nspawn, to run the session helper from the vmpriv.socket
+# the package enabled, under a real systemd (under_systemd below). Afterwards the host must be as it
+# was.
 # Every check prints `ok - …` or `FAIL - …`; the last line is `package: N passed, M failed`, and any
 # failure makes the exit status 1.
 set -euo pipefail
 
 helper=/usr/libexec/vmpriv/vmpriv-helper
+bridge=/usr/libexec/vmpriv/vmpriv-bridge-helper
+wants=/etc/systemd/system/sockets.target.wants/vmpriv.socket
 # dpkg-deb -c shows owners by name or by number (cargo-deb writes numbers).
 ROOT='(root/root|0/0)'
 
@@ -28,12 +32,28 @@ check() {
 # has PATTERN TEXT: TEXT has a line matching the extended regex PATTERN.
 has() { grep -Eq -- "$1" <<<"$2"; }
 
+# bridge_as_nobody: the installed bridge helper as uid 65534, QEMU's way (one end of a stream
+# socketpair, --br=br0); prints its exit status and its stderr on one line.
+bridge_as_nobody() {
+    python3 - "$bridge" <<'PY'
+import socket, subprocess, sys
+ours, theirs = socket.socketpair()
+r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.argv[1],
+                    "--br=br0", "--fd=%d" % theirs.fileno()], pass_fds=[theirs.fileno()],
+                   capture_output=True, text=True)
+print(r.returncode, r.stderr.strip())
+PY
+}
+
 # Inside the namespace: overlays, dpkg -i, the installed files, whoami as nobody, dpkg --purge.
 inside() {
     local deb=$1 scratch=$2
     mount --make-rprivate /
     mount -t tmpfs -o mode=0755 vmpriv-pkg-test "$scratch"
-    for dir in /usr /etc /var/lib/dpkg; do
+    # deb-systemd-helper keeps its state in /var/lib/systemd; an empty /run has no running systemd, so
+    # the maintainer scripts start and reload nothing (the host's systemd, if any, is not ours).
+    mount -t tmpfs -o mode=0755 vmpriv-pkg-run /run
+    for dir in /usr /etc /var/lib/dpkg /var/lib/systemd; do
         local n=${dir//\//_}
         mkdir -p "$scratch/$n/upper" "$scratch/$n/work"
         mount -t overlay overlay \
@@ -47,15 +67,21 @@ inside() {
     out=$(dpkg --log=/dev/null --no-triggers -i "$deb" 2>&1) || echo "$out"
     check "dpkg -i installs the package" \
         test "$(dpkg-query -W -f='${Status}' vmpriv 2>&1)" = "install ok installed"
-    check "the installed helper is mode 4755 root:root" \
-        test "$(stat -c '%a %U:%G' "$helper")" = "4755 root:root"
+    check "the installed bridge helper is mode 4755 root:root" \
+        test "$(stat -c '%a %U:%G' "$bridge")" = "4755 root:root"
+    check "the installed session helper is mode 755 root:root (not setuid)" \
+        test "$(stat -c '%a %U:%G' "$helper")" = "755 root:root"
+    check "the package enabled vmpriv.socket" \
+        has '^(/usr)?/lib/systemd/system/vmpriv\.socket$' "$(readlink "$wants")"
     check "dpkg knows /etc/vmpriv/policy.conf as a conffile" \
         has '^ /etc/vmpriv/policy.conf [0-9a-f]{32}$' "$(dpkg-query -W -f='${Conffiles}\n' vmpriv)"
     check "the man pages are where man looks" \
         test -f /usr/share/man/man1/vmpriv.1.gz -a -f /usr/share/man/man5/vmpriv.conf.5.gz \
-        -a -f /usr/share/man/man8/vmpriv-helper.8.gz
+        -a -f /usr/share/man/man8/vmpriv-helper.8.gz -a -f /usr/share/man/man8/vmpriv-bridge-helper.8.gz
     check "vmpriv-helper --version runs" \
         has '^vmpriv-helper [0-9]+\.[0-9]+\.[0-9]+$' "$("$helper" --version)"
+    check "vmpriv-bridge-helper --version runs" \
+        has '^vmpriv-bridge-helper [0-9]+\.[0-9]+\.[0-9]+$' "$("$bridge" --version)"
 
     local policy
     policy=$(vmpriv check-policy 2>&1) || true
@@ -66,48 +92,62 @@ inside() {
     check "the installed policy has no rule line, only comments" \
         test -z "$(grep -Ev '^[[:space:]]*(#|$)' /etc/vmpriv/policy.conf)"
 
-    # As uid 65534, with no VMPRIV_HELPER: the client finds the packaged helper by itself.
+    # The bridge helper as QEMU runs it: setuid, so it gets as far as the policy, which grants nothing.
+    local qemu
+    qemu=$(bridge_as_nobody)
+    echo "    bridge helper: $qemu"
+    check "the bridge helper as uid 65534 runs privileged and the policy refuses br0: exit 1, one line" \
+        has '^1 vmpriv-bridge-helper: cannot give a tap on bridge br0: denied' "$qemu"
+    chmod 0755 "$bridge"
+    check "without its setuid bit it says it has no CAP_NET_ADMIN (the packaged one was the one run)" \
+        has '^1 vmpriv-bridge-helper: no CAP_NET_ADMIN' "$(bridge_as_nobody)"
+    chmod 4755 "$bridge"
+
+    # As uid 65534, with no VMPRIV_HELPER and no systemd here: no socket, and the session helper is not
+    # setuid, so the client finds no helper that can serve it.
     local whoami status=0
     whoami=$(env -u VMPRIV_HELPER setpriv --reuid=65534 --regid=65534 --clear-groups \
         /usr/bin/vmpriv whoami 2>&1) || status=$?
+    check "without systemd's socket, whoami fails with exit 3 (the session helper is not setuid)" \
+        test "$status" = 3
+    # The supported step on a host without systemd: the session helper setuid, kept across upgrades.
+    dpkg-statoverride --update --add root root 4755 "$helper"
+    out=$(dpkg --log=/dev/null --no-triggers -i "$deb" 2>&1) || echo "$out"
+    check "with a 4755 statoverride, a reinstall leaves the session helper setuid" \
+        test "$(stat -c '%a %U:%G' "$helper")" = "4755 root:root"
+    status=0
+    whoami=$(env -u VMPRIV_HELPER setpriv --reuid=65534 --regid=65534 --clear-groups \
+        /usr/bin/vmpriv whoami 2>&1) || status=$?
     echo "$whoami" | sed 's/^/    whoami: /'
-    check "vmpriv whoami as uid 65534 exits 0 through the installed helper" test "$status" = 0
+    check "vmpriv whoami as uid 65534 exits 0 through the setuid session helper" test "$status" = 0
     check "whoami names uid 65534" has '^uid 65534 ' "$whoami"
     check "whoami: no quota under the installed policy" has '^taps: 0 live of 0 allowed$' "$whoami"
     check "whoami: no rule names the caller" has '^no policy rule names you' "$whoami"
-
-    # Without its setuid bit the same call must fail: whoami above used the packaged helper.
-    chmod 0755 "$helper"
-    status=0
-    whoami=$(env -u VMPRIV_HELPER setpriv --reuid=65534 --regid=65534 --clear-groups \
-        /usr/bin/vmpriv whoami 2>&1) || status=$?
-    check "without the setuid bit, whoami fails with exit 3 (the packaged helper was the one used)" \
-        test "$status" = 3
-    chmod 4755 "$helper"
-
-    # The administrator's alternative: mode 0755 kept by dpkg-statoverride, cap_net_admin given back
-    # by the postinst on every install.
-    dpkg-statoverride --update --add root root 0755 "$helper"
-    out=$(dpkg --log=/dev/null --no-triggers -i "$deb" 2>&1) || echo "$out"
-    check "with a 0755 statoverride, a reinstall leaves the helper mode 0755" \
-        test "$(stat -c '%a %U:%G' "$helper")" = "755 root:root"
-    check "and the postinst gives it cap_net_admin+ep" \
-        has 'cap_net_admin[=+]ep' "$(getcap "$helper")"
-    status=0
-    whoami=$(env -u VMPRIV_HELPER setpriv --reuid=65534 --regid=65534 --clear-groups \
-        /usr/bin/vmpriv whoami 2>&1) || status=$?
-    check "vmpriv whoami as uid 65534 works through the file capability too" \
-        test "$status" = 0 -a "$(head -1 <<<"$whoami")" = "uid 65534 (nobody)"
     dpkg-statoverride --remove "$helper"
 
+    # The administrator's alternative for the bridge helper: mode 0755 kept by dpkg-statoverride,
+    # cap_net_admin given back by the postinst on every install.
+    dpkg-statoverride --update --add root root 0755 "$bridge"
+    out=$(dpkg --log=/dev/null --no-triggers -i "$deb" 2>&1) || echo "$out"
+    check "with a 0755 statoverride, a reinstall leaves the bridge helper mode 0755" \
+        test "$(stat -c '%a %U:%G' "$bridge")" = "755 root:root"
+    check "and the postinst gives it cap_net_admin+ep" \
+        has 'cap_net_admin[=+]ep' "$(getcap "$bridge")"
+    check "the bridge helper as uid 65534 works through the file capability too" \
+        has '^1 vmpriv-bridge-helper: cannot give a tap on bridge br0: denied' "$(bridge_as_nobody)"
+    dpkg-statoverride --remove "$bridge"
+
+    out=$(dpkg --log=/dev/null --no-triggers -r vmpriv 2>&1) || echo "$out"
+    check "dpkg -r removes both helpers and keeps the policy" \
+        test ! -e "$helper" -a ! -e "$bridge" -a -e /etc/vmpriv/policy.conf
     out=$(dpkg --log=/dev/null --no-triggers --purge vmpriv 2>&1) || echo "$out"
-    check "dpkg --purge removes the helper and the policy" \
-        test ! -e "$helper" -a ! -e /etc/vmpriv/policy.conf -a ! -e /usr/bin/vmpriv
+    check "dpkg --purge removes the policy and the socket's enable link" \
+        test ! -e /etc/vmpriv/policy.conf -a ! -e /usr/bin/vmpriv -a ! -L "$wants"
 }
 
 # Inside a second throwaway namespace: a writable copy of the host's root (an overlay of / with its
-# upper directory on a tmpfs), the package installed there with dpkg -i, vmpriv.socket enabled, the
-# helper's setuid bit taken away (so only the socket can serve), and systemd booted in it with
+# upper directory on a tmpfs), the package installed there with dpkg -i (which enables vmpriv.socket;
+# the session helper is not setuid, so only the socket can serve), and systemd booted in it with
 # systemd-nspawn (a network namespace of its own). A oneshot unit runs the checks as the container's
 # root, writes what it saw to /mnt (the host's $out) and powers the container off; the host reads it.
 under_systemd() {
@@ -121,9 +161,9 @@ under_systemd() {
     # A failure here shows as failed checks on the host, with this step's output printed.
     chroot "$r" dpkg --log=/dev/null --no-triggers -i /tmp/vmpriv.deb >"$out/dpkg" 2>&1 &&
         touch "$out/dpkg-ok" || return 0
-    chmod 0755 "$r$helper"
     echo 'allow user nobody switch br0' >"$r/etc/vmpriv/policy.conf"
-    chroot "$r" systemctl enable vmpriv.socket >"$out/enable" 2>&1 || return 0
+    stat -c '%a' "$r$helper" >"$out/mode"
+    readlink "$r$wants" >"$out/enabled" 2>&1 || true
     cat >"$r/etc/systemd/system/vmpriv-check.service" <<'UNIT'
 [Unit]
 Description=vmpriv package test: the checks under systemd
@@ -185,8 +225,9 @@ CHECK
 fingerprint() {
     md5sum /var/lib/dpkg/status
     dpkg-query -W -f='${Status}\n' vmpriv 2>&1 || true
-    for p in /usr/bin/vmpriv "$helper" /usr/libexec/vmpriv /etc/vmpriv /etc/vmpriv/policy.conf \
-        /usr/share/man/man8/vmpriv-helper.8.gz /usr/share/bash-completion/completions/vmpriv; do
+    for p in /usr/bin/vmpriv "$helper" "$bridge" /usr/libexec/vmpriv /etc/vmpriv /etc/vmpriv/policy.conf \
+        /usr/share/man/man8/vmpriv-helper.8.gz /usr/share/bash-completion/completions/vmpriv "$wants" \
+        /var/lib/systemd/deb-systemd-helper-enabled/vmpriv.socket.dsh-also; do
         stat -c '%n %a %U:%G %s %Y' "$p" 2>&1 || true
     done
 }
@@ -230,17 +271,20 @@ echo "$deb"
 echo "== dpkg-deb -c"
 contents=$(dpkg-deb -c "$deb")
 echo "$contents"
-check "the helper is -rwsr-xr-x root:root in /usr/libexec/vmpriv/" \
-    has "^-rwsr-xr-x $ROOT .* \./usr/libexec/vmpriv/vmpriv-helper\$" "$contents"
+check "the bridge helper is -rwsr-xr-x root:root in /usr/libexec/vmpriv/" \
+    has "^-rwsr-xr-x $ROOT .* \./usr/libexec/vmpriv/vmpriv-bridge-helper\$" "$contents"
+check "the session helper is -rwxr-xr-x root:root in /usr/libexec/vmpriv/ (not setuid)" \
+    has "^-rwxr-xr-x $ROOT .* \./usr/libexec/vmpriv/vmpriv-helper\$" "$contents"
 check "vmpriv is -rwxr-xr-x root:root in /usr/bin/" \
     has "^-rwxr-xr-x $ROOT .* \./usr/bin/vmpriv\$" "$contents"
 check "the policy is -rw-r--r-- root:root at /etc/vmpriv/policy.conf" \
     has "^-rw-r--r-- $ROOT .* \./etc/vmpriv/policy.conf\$" "$contents"
 check "every entry is owned by root:root" \
     test "$(awk '{ print $2 }' <<<"$contents" | grep -Evc "^$ROOT\$")" = 0
-check "the helper is the only setuid or setgid file" \
-    test "$(awk '$1 ~ /[sS]/' <<<"$contents" | wc -l)" = 1
-for page in man1/vmpriv.1 man5/vmpriv.conf.5 man8/vmpriv-helper.8; do
+check "the bridge helper is the only setuid or setgid file" \
+    test "$(awk '$1 ~ /[sS]/' <<<"$contents" | grep -c 'vmpriv-bridge-helper$')" = 1 -a \
+    "$(awk '$1 ~ /[sS]/' <<<"$contents" | wc -l)" = 1
+for page in man1/vmpriv.1 man5/vmpriv.conf.5 man8/vmpriv-helper.8 man8/vmpriv-bridge-helper.8; do
     check "man page $page" has "^-rw-r--r-- $ROOT .* \./usr/share/man/$page\.gz\$" "$contents"
 done
 for completion in bash-completion/completions/vmpriv zsh/vendor-completions/_vmpriv \
@@ -248,7 +292,7 @@ for completion in bash-completion/completions/vmpriv zsh/vendor-completions/_vmp
     check "completion $completion" has "^-rw-r--r-- $ROOT .* \./usr/share/$completion\$" "$contents"
 done
 for unit in vmpriv.socket vmpriv@.service; do
-    check "systemd unit $unit (socket activation, not enabled)" \
+    check "systemd unit $unit (socket activation)" \
         has "^-rw-r--r-- $ROOT .* \./usr/lib/systemd/system/$unit\$" "$contents"
 done
 
@@ -261,6 +305,12 @@ check "its conffiles list holds /etc/vmpriv/policy.conf" \
     test "$(dpkg-deb -I "$deb" conffiles)" = /etc/vmpriv/policy.conf
 check "it has the postinst (file capability on a 0755 statoverride)" \
     has 'setcap cap_net_admin\+ep' "$(dpkg-deb -I "$deb" postinst)"
+check "the postinst enables vmpriv.socket" \
+    has 'deb-systemd-helper enable vmpriv.socket' "$(dpkg-deb -I "$deb" postinst)"
+check "the prerm stops vmpriv.socket on removal" \
+    has 'deb-systemd-invoke stop vmpriv.socket' "$(dpkg-deb -I "$deb" prerm)"
+check "the postrm purges its enable link" \
+    has 'deb-systemd-helper purge vmpriv.socket' "$(dpkg-deb -I "$deb" postrm)"
 
 echo "== dpkg -i in a throwaway mount and network namespace"
 before=$(fingerprint)
@@ -271,12 +321,14 @@ mkdir "$scratch/systemd" "$scratch/systemd-out"
 unshare --mount --net -- "$self" --under-systemd "$PWD/$deb" "$scratch/systemd" "$scratch/systemd-out" ||
     echo "under_systemd exited $?"
 sd=$scratch/systemd-out
-for f in dpkg enable check.log socket whoami tap tap.json taps-after refused status typo journal; do
+for f in dpkg mode enabled check.log socket whoami tap tap.json taps-after refused status typo journal; do
     [ -e "$sd/$f" ] && sed "s/^/    $f: /" "$sd/$f"
 done
 # The container's console only when it did not get through the checks.
 [ -e "$sd/done" ] || sed 's/^/    console: /' "$sd/console"
 check "dpkg -i installed the package into the copy of the root" test -e "$sd/dpkg-ok"
+check "the session helper there is mode 755 and the package enabled vmpriv.socket" \
+    test "$(cat "$sd/mode")" = 755 -a -n "$(grep -E '^(/usr)?/lib/systemd/system/vmpriv\.socket$' "$sd/enabled")"
 check "systemd booted in the container and ran every check" test -e "$sd/done"
 check "vmpriv.socket listens on /run/vmpriv/vmpriv.sock, a socket of mode 666 owned by root" \
     test "$(cat "$sd/socket")" = "socket 666 root"
