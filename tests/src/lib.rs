@@ -425,6 +425,39 @@ pub fn tun_device_mode(mode: u32) {
     sh(&["mount", "--bind", &node, "/dev/net/tun"]);
 }
 
+/// As root, in a scenario: helpers started from now on log into the returned socket instead of the
+/// host's log: a tmpfs on `/run` (this mount namespace's only) holds the journal's socket, also bound
+/// over `/dev/log` where that exists. Read the lines with [`log_lines`].
+pub fn capture_helper_log() -> std::os::unix::net::UnixDatagram {
+    // Room for every line between two reads, so that no helper blocks on a full queue (the limit is
+    // this network namespace's, and sockets take it when they are made).
+    std::fs::write("/proc/sys/net/unix/max_dgram_qlen", "4096").unwrap();
+    sh(&["mount", "-t", "tmpfs", "-o", "mode=0755", "tmpfs", "/run"]);
+    std::fs::create_dir_all("/run/systemd/journal").unwrap();
+    let path = "/run/systemd/journal/socket";
+    let sock = std::os::unix::net::UnixDatagram::bind(path).unwrap();
+    chmod(Path::new(path), 0o666);
+    if Path::new("/dev/log").exists() {
+        sh(&["mount", "--bind", path, "/dev/log"]);
+    }
+    sock.set_nonblocking(true).unwrap();
+    sock
+}
+
+/// The records logged into `sock` ([`capture_helper_log`]) since the last call, one string each (a
+/// journal entry's fields, or a syslog record).
+pub fn log_lines(sock: &std::os::unix::net::UnixDatagram) -> Vec<String> {
+    let mut lines = Vec::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        match sock.recv(&mut buf) {
+            Ok(n) => lines.push(String::from_utf8_lossy(&buf[..n]).into_owned()),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return lines,
+            Err(e) => panic!("cannot read the helper's log: {e}"),
+        }
+    }
+}
+
 /// What a tap's holder can do through its fd without any privilege (`drivers/net/tun.c` checks
 /// nothing for these): `TUNSETOWNER` to any uid.
 pub fn tun_set_owner(fd: &impl std::os::fd::AsRawFd, uid: u32) -> std::io::Result<()> {
