@@ -17,14 +17,18 @@
 #[path = "../../helper/bridge/src/args.rs"]
 mod args;
 #[allow(dead_code)]
+#[path = "../../helper/shared/argv.rs"]
+mod argv;
+#[allow(dead_code)]
 #[path = "../../helper/src/lookup.rs"]
 mod lookup;
 #[allow(dead_code)]
 #[path = "../../helper/shared/netlink.rs"]
 mod netlink;
-#[allow(dead_code)]
-#[path = "../../helper/src/args.rs"]
-mod session_args;
+// Each parser needs its own copy of the shared argv helpers (they return its binary's `ArgError`).
+#[allow(clippy::duplicate_mod)]
+mod session;
+use session::args as session_args;
 #[allow(dead_code)]
 #[path = "../../helper/shared/sys.rs"]
 mod sys;

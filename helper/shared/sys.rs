@@ -380,8 +380,7 @@ const AUDIT_ARCH: Option<u32> = None;
 /// (beneath what Landlock left), fstatat/statx for the checks, fcntl for fd clones, memory, exit
 /// (`ioctl` and `socket` only with some arguments: [`SERVING_IOCTLS`], [`SOCKET_DOMAINS`]). Added
 /// without being seen there: the allocator's growth (mmap, mremap, brk, madvise), futex (std's
-/// locks), getrandom (the keys of a
-/// batch group's hash), and what syslog may need (getpid, clock_gettime without a vDSO, and
+/// locks), getrandom (std's hash keys, should a map be made after start-up), and what syslog may need (getpid, clock_gettime without a vDSO, and
 /// `connect` with an `AF_UNIX` socket when it reconnects after journald restarts).
 const SERVING_SYSCALLS: &[libc::c_long] = &[
     libc::SYS_read,

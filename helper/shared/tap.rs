@@ -294,8 +294,9 @@ pub(crate) const IFF_TAP: u16 = 0x0002;
 
 /// Creates the tap under the mark of `slot` (or of the next free slots, if another session of the
 /// caller took it meanwhile: `IFF_TUN_EXCL` makes `TUNSETIFF` fail with `EBUSY` when any link has
-/// the name, so two sessions racing for the last slot cannot both win), owned by the caller. Returns
-/// its name; the caller reads its link and deletes it if anything later fails.
+/// the name, so two sessions racing for the last slot cannot both win). Returns its name; `first` is
+/// attached from then on, and the caller makes the tap the caller's ([`own`]), reads its link and
+/// deletes it if anything later fails.
 pub(crate) fn create_marked(
     ctx: &mut Ctx,
     first: TunFd<'_>,
@@ -309,8 +310,6 @@ pub(crate) fn create_marked(
         match sys::tun_set_iff_named(first, &want, flags) {
             Ok(_) => {
                 ctx.next_slot = slot.wrapping_add(1);
-                // Owner first: from here on only the caller (and CAP_NET_ADMIN) may attach queues.
-                sys::tun_set_owner(first, ctx.caller.uid).map_err(|e| kernel_io(&e))?;
                 return Ok(want);
             }
             Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
@@ -321,6 +320,12 @@ pub(crate) fn create_marked(
     }
     log::info!("uid={} lost the race for its last quota slot", ctx.caller.uid);
     Err(Refusal::Quota { limit: quota })
+}
+
+/// `TUNSETOWNER`, right after the create: from here on only the caller (and CAP_NET_ADMIN) may attach
+/// queues to it.
+pub(crate) fn own(ctx: &Ctx, first: TunFd<'_>) -> Result<(), Refusal> {
+    sys::tun_set_owner(first, ctx.caller.uid).map_err(|e| kernel_io(&e))
 }
 
 /// The last steps of every new tap: IPv6 autoconfiguration off, then a 0xFE MAC (setting it makes

@@ -3,6 +3,8 @@
 
 use std::ffi::OsString;
 
+use super::argv::{is_info_flag, parse_fd, set_policy, unknown};
+
 /// What the helper was asked to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Mode {
@@ -69,11 +71,6 @@ Exit:     0 done; 1 refused: bad usage, not privileged, or a request refused (on
           details in the system log); 6 policy file missing, not trusted or unparsable."
 );
 
-/// `--help`, `-h`, `--version`, `-V`: what argv may hold, alone, for [`Mode::Help`] or [`Mode::Version`].
-fn is_info_flag(arg: &str) -> bool {
-    matches!(arg, "--help" | "-h" | "--version" | "-V")
-}
-
 /// Parses argv (without `argv[0]`).
 pub(crate) fn parse(args: &[OsString]) -> Result<Mode, ArgError> {
     let mut session = false;
@@ -110,7 +107,7 @@ pub(crate) fn parse(args: &[OsString]) -> Result<Mode, ArgError> {
                 } else if let Some(v) = arg.strip_prefix("--policy=") {
                     set_policy(&mut policy, v)?;
                 } else {
-                    return Err(ArgError::Unknown(arg.chars().take(UNKNOWN_SHOWN).collect()));
+                    return Err(unknown(arg));
                 }
             }
         }
@@ -120,31 +117,6 @@ pub(crate) fn parse(args: &[OsString]) -> Result<Mode, ArgError> {
         Ok(Mode::Session { fd, policy })
     } else {
         Err(ArgError::NoMode)
-    }
-}
-
-/// Characters of an unknown argument repeated in the refusal: enough to recognise it, never a flood.
-const UNKNOWN_SHOWN: usize = 64;
-
-fn set_policy(policy: &mut Option<String>, p: &str) -> Result<(), ArgError> {
-    // Absolute only: `--policy --br=x` must not read `--br=x` as a path (found by fuzzing).
-    if !p.starts_with('/') {
-        return Err(ArgError::BadPolicy);
-    }
-    if policy.replace(p.to_owned()).is_some() {
-        return Err(ArgError::Repeated("--policy"));
-    }
-    Ok(())
-}
-
-fn parse_fd(v: &str) -> Result<i32, ArgError> {
-    // Plain decimal only ("+3", " 3", "0x3" are refused); 0–2 are stdio, never the socket.
-    if v.is_empty() || v.len() > 9 || !v.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(ArgError::BadFd);
-    }
-    match v.parse::<i32>() {
-        Ok(n) if n >= 3 => Ok(n),
-        _ => Err(ArgError::BadFd),
     }
 }
 

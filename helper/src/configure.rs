@@ -290,10 +290,10 @@ fn claim_msg(ty: u16, seq: u32, index: u32, name: &str) -> Msg {
 /// Claims (vm, nic)'s local addresses for this tap before any is added: an alternative name, which the
 /// kernel keeps unique among all the namespace's names, so a second tap's claim fails (`EEXIST`) and
 /// two helpers racing for one slot cannot both add its addresses, even if one is killed mid-request.
-/// Stale claims of the tap (`plan`) go first, so the tap holds one at most, whenever the helper dies.
-/// On a tap another session may be configuring too, the claim is read back: a second claim that
-/// came meanwhile refuses this request (its rollback takes ours). The claim lasts as long as the tap,
-/// or until `reset`.
+/// Stale claims of the tap (`plan`) go first, so that a request killed after its claim leaves one
+/// claim, which the tap's next local request replaces. The claim lasts as long as the tap, or until
+/// `reset`; on a tap another session may be configuring too, [`apply`] reads it back once the
+/// addresses are there.
 fn claim_slot(
     nl: &mut Netlink,
     link: &Link,
@@ -318,12 +318,20 @@ fn claim_slot(
         }
         Err(e) => return Err(kernel(e)),
     }
-    if plan.existing {
-        let now = lookup::get_link(nl, link.index, None).map_err(kernel)?;
-        if now.altnames.iter().any(|n| is_claim(n) && *n != name) {
-            log::info!("ifindex {} got another claim while taking {name}", link.index);
-            return Err(Error::Invalid(Invalid::AddressAssigned));
-        }
+    Ok(())
+}
+
+/// On a tap that existed before the request (another session of the caller may hold its fd and be
+/// configuring it too), the tap's claims once its addresses are there must be this request's alone:
+/// another session may have taken its own claim meanwhile, or removed ours as stale. Anything else
+/// refuses the request, and its rollback takes its addresses and claim back.
+fn claim_still_ours(nl: &mut Netlink, link: &Link, slot: (u32, u32)) -> Result<(), Error> {
+    let name = claim_name(slot);
+    let now = lookup::get_link(nl, link.index, None).map_err(kernel)?;
+    let claims: Vec<&String> = now.altnames.iter().filter(|n| is_claim(n)).collect();
+    if claims != [&name] {
+        log::info!("ifindex {} holds {claims:?} after taking {name}", link.index);
+        return Err(Error::Invalid(Invalid::AddressAssigned));
     }
     Ok(())
 }
@@ -437,6 +445,9 @@ fn apply(
             })?;
         }
         info.inet6 = Some(p);
+    }
+    if let Some(slot) = config.slot().filter(|_| plan.existing) {
+        claim_still_ours(nl, link, slot)?;
     }
     Ok(info)
 }

@@ -29,6 +29,8 @@
 )]
 
 // Shared with vmpriv-bridge-helper.
+#[path = "../shared/argv.rs"]
+mod argv;
 #[path = "../shared/audit.rs"]
 mod audit;
 #[path = "../shared/netlink.rs"]

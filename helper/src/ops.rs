@@ -20,7 +20,7 @@ use crate::lookup::{self, IFLA_GROUP, Link, Lookups};
 use crate::netlink::{Msg, NLM_F_ACK, RTM_DELLINK};
 use crate::tap::{
     IFF_TAP, SLOTS_MAX, create_marked, delete_link, find_bridge, free_slot, kernel_io, link_name, mark,
-    opened_tun, quiet_and_mac, set_u32, take_tun_fds, tap_flags,
+    opened_tun, own, quiet_and_mac, set_u32, take_tun_fds, tap_flags,
 };
 use crate::{sys, sys_session};
 
@@ -384,6 +384,7 @@ fn make_tap(
     }
     let name = create_marked(ctx, first, flags, (quota, slot))?;
     *attached = 1;
+    own(ctx, first)?;
     let link = lookup::get_link(&mut ctx.nl, 0, Some(&name)).map_err(kernel)?;
     *created = Some(link.index);
     if queues > 1 {

@@ -185,3 +185,45 @@ fn a_tap_is_refused_on_a_bridge_whose_mac_is_not_fixed() {
         },
     );
 }
+
+/// The setuid bridge helper (QEMU's and libvirt's `helper=`) makes the same check: on a bridge whose
+/// MAC is not fixed it sends nothing, makes nothing and says why in one line; once the admin fixes the
+/// MAC, it gives the tap.
+#[test]
+fn the_bridge_helper_refuses_a_bridge_whose_mac_is_not_fixed() {
+    use std::os::fd::AsRawFd;
+    scenario(
+        "the_bridge_helper_refuses_a_bridge_whose_mac_is_not_fixed",
+        bins!(),
+        POLICY,
+        |s| {
+            bridge_with_nic("br0", "3c:ec:ef:12:34:56");
+            let run = || {
+                let (ours, theirs) = vmpriv_tests::qemu_socketpair();
+                let fd = theirs.as_raw_fd();
+                let mut cmd = vmpriv_tests::nobody_command(&s.bridge);
+                cmd.args(["--br=br0", &format!("--fd={fd}")]);
+                vmpriv_client::keep_fd_across_exec(&mut cmd, fd);
+                let out = cmd.output().unwrap();
+                drop(theirs);
+                (out, vmpriv_tests::recv_with_fds(&ours, 16))
+            };
+            let (out, got) = run();
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(1), "{err}");
+            assert_eq!(err.lines().count(), 1, "{err}");
+            assert!(err.contains("no fixed MAC address"), "{err}");
+            assert!(got.bytes.is_empty() && got.fds.is_empty(), "nothing sent");
+            assert!(taps().is_empty(), "{:?}", taps());
+            let before = mac("br0");
+            sh(&["ip", "link", "set", "br0", "address", &before]);
+            assert_eq!(assign_type("br0"), "3");
+            let (out, got) = run();
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            assert_eq!((got.bytes.len(), got.fds.len()), (1, 1));
+            assert_eq!(taps().len(), 1);
+            drop(got);
+            assert!(taps().is_empty());
+        },
+    );
+}

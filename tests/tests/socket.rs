@@ -623,7 +623,8 @@ fn cli_tap_once(s: &Scenario, socket: &Path, mut cmd: Command) -> std::process::
 
 /// Asserts that `out` is a refusal at start-up (exit 9, no tap handed over) and that the helper
 /// logged why.
-fn refused_for_its_user_namespace(act: &Activator, out: &std::process::Output, what: &str) {
+/// `nth`: how many such refusals the activator's log must hold now (each call adds one line).
+fn refused_for_its_user_namespace(act: &Activator, out: &std::process::Output, what: &str, nth: usize) {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(9), "{what}: {stderr}");
     assert!(
@@ -633,9 +634,10 @@ fn refused_for_its_user_namespace(act: &Activator, out: &std::process::Output, w
     );
     assert!(taps().is_empty(), "{what}: {:?}", taps());
     let log = std::fs::read_to_string(&act.log).unwrap();
-    assert!(
-        log.contains("connected from a user namespace of its own"),
-        "{what}: the helper's log says why: {log}"
+    assert_eq!(
+        log.matches("connected from a user namespace of its own").count(),
+        nth,
+        "{what}: the helper's log says why, once per refusal: {log}"
     );
 }
 
@@ -673,7 +675,7 @@ fn a_peer_in_a_user_namespace_of_its_own_is_refused() {
             let mut cmd = nobody_command("unshare");
             cmd.args(["--user", "--map-root-user", "--"]);
             let out = cli_tap_once(s, &act.socket, cmd);
-            refused_for_its_user_namespace(&act, &out, "nobody in its own user namespace");
+            refused_for_its_user_namespace(&act, &out, "nobody in its own user namespace", 1);
             // The same user from the host's user namespace.
             let out = cli_tap_once(s, &act.socket, nobody_command("env"));
             let report: serde_json::Value = serde_json::from_slice(&out.stdout)
@@ -717,15 +719,16 @@ fn a_user_namespace_cannot_drop_groups_or_use_subordinate_uids() {
                 "{}",
                 String::from_utf8_lossy(&out.stderr)
             );
-            for (inner, what) in [
-                (&["--clear-groups"][..], "vmtest without its groups"),
+            for (nth, inner, what) in [
+                (1, &["--clear-groups"][..], "vmtest without its groups"),
                 (
+                    2,
                     &["--reuid=1", "--regid=1", "--clear-groups"][..],
                     "subordinate uid 100000",
                 ),
             ] {
                 let out = in_mapped_user_namespace(s, &act.socket, as_member(), inner);
-                refused_for_its_user_namespace(&act, &out, what);
+                refused_for_its_user_namespace(&act, &out, what, nth);
             }
             let out = cli_tap_once(s, &act.socket, nobody_command("env"));
             assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -820,7 +823,7 @@ fn without_so_peerpidfd_a_user_namespace_is_refused_too() {
             let mut cmd = nobody_command("unshare");
             cmd.args(["--user", "--map-root-user", "--"]);
             let out = cli_tap_once(s, &act.socket, cmd);
-            refused_for_its_user_namespace(&act, &out, "nobody in its own user namespace");
+            refused_for_its_user_namespace(&act, &out, "nobody in its own user namespace", 1);
             let out = cli_tap_once(s, &act.socket, nobody_command("env"));
             assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
             drop(act);

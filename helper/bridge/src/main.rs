@@ -1,7 +1,9 @@
 //! vmpriv-bridge-helper: QEMU's and libvirt's `helper=` contract (qemu-bridge-helper's), with vmpriv's
 //! policy, quota, hygiene, privilege drop, Landlock, seccomp and audit. The one binary any local user
 //! can exec setuid root, so it compiles nothing it does not run: no session protocol, batches,
-//! leftovers, local addresses, VRFs or groups (those are the session helper's, `helper/src/`). This
+//! leftovers, local addresses, VRFs or groups (those are the session helper's, `helper/src/`). (Its
+//! seccomp filter is the shared one: it allows the session helper's tun ioctls too, though this
+//! binary issues only five of them.) This
 //! file reads as the start-up sequence; `qemu.rs` makes the tap; the modules in `helper/shared/` are
 //! the session helper's too (`docs/reading-the-trusted-code.md`).
 //!
@@ -26,6 +28,8 @@
 )]
 
 // Shared with vmpriv-helper.
+#[path = "../../shared/argv.rs"]
+mod argv;
 #[path = "../../shared/audit.rs"]
 mod audit;
 #[path = "../../shared/netlink.rs"]

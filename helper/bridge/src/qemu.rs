@@ -13,7 +13,7 @@ use crate::startup::StartError;
 use crate::sys;
 use crate::tap::{
     Ctx, Refusal, check_bridge_mac, create_marked, delete_link, find_bridge, free_slot, kernel, link_name,
-    opened_tun, quiet_and_mac, quiet_ipv6, set_u32, setlink, take_tun_fds, tap_flags,
+    opened_tun, own, quiet_and_mac, quiet_ipv6, set_u32, setlink, take_tun_fds, tap_flags,
 };
 
 /// Creates the tap for `bridge` and hands its fd to QEMU on `sock`.
@@ -63,18 +63,26 @@ fn create(ctx: &mut Ctx, bridge: &IfName, vnet_hdr: bool) -> Result<(String, Own
     let bridge_link = find_bridge(ctx, bridge)?;
     check_bridge_mac(ctx, bridge, &bridge_link)?;
     let fd = take_tun_fds(ctx, 1)?.pop().ok_or(Refusal::TunFds)?;
-    let mut created = None;
-    match make(ctx, &fd, vnet_hdr, (quota, slot), &bridge_link, &mut created) {
+    let (mut attached, mut created) = (false, None);
+    match make(
+        ctx,
+        &fd,
+        vnet_hdr,
+        (quota, slot),
+        &bridge_link,
+        (&mut attached, &mut created),
+    ) {
         Ok(name) => Ok((name, fd)),
         Err(e) => {
-            match created {
+            if let Some(index) = created {
                 // Delete it outright, as the session helper does with a failed create.
-                Some(index) => match delete_link(&mut ctx.nl, index) {
+                match delete_link(&mut ctx.nl, index) {
                     Ok(()) | Err(Errno::ENODEV) => {}
                     Err(d) => log::error!("cannot delete the failed tap ifindex {index}: {d}"),
-                },
-                // Never attached: as good as new.
-                None => ctx.tun_pool.push(fd),
+                }
+            }
+            if !attached {
+                ctx.tun_pool.push(fd); // never attached: as good as new
             }
             Err(e)
         }
@@ -87,11 +95,13 @@ fn make(
     vnet_hdr: bool,
     (quota, slot): (u32, u32),
     bridge: &Link,
-    created: &mut Option<u32>,
+    (attached, created): (&mut bool, &mut Option<u32>),
 ) -> Result<String, Refusal> {
     let first = opened_tun(fd)?;
     let (flags, _) = tap_flags(ctx, first, vnet_hdr)?;
     let name = create_marked(ctx, first, flags, (quota, slot))?;
+    *attached = true;
+    own(ctx, first)?;
     let link = ctx.nl.get_link(0, Some(&name)).map_err(kernel)?;
     *created = Some(link.index);
     quiet_and_mac(ctx, first, &name)?;
