@@ -84,7 +84,7 @@ pub fn scenario(test: &str, bins: (&str, &str, &str), policy: &str, body: impl F
         return;
     }
     let exe = std::env::current_exe().unwrap();
-    let out = Command::new("unshare")
+    let child = Command::new("unshare")
         .args(["--net", "--mount", "--"])
         .arg(&exe)
         // --include-ignored: the outer run chose to run this test, ignored or not.
@@ -96,8 +96,17 @@ pub fn scenario(test: &str, bins: (&str, &str, &str), policy: &str, body: impl F
             "--include-ignored",
         ])
         .env("VMPRIV_SCENARIO", test)
-        .output()
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .expect("unshare (util-linux) runs");
+    // unshare execs the test binary in its own process: the scenario's directory is named after it.
+    let dir = format!("/var/tmp/vmpriv-test.{}.{test}", child.id());
+    let out = child.wait_with_output().expect("the scenario's output");
+    // A body that failed left its directory (setuid copies, the /etc overlay's upper): gone now that
+    // its namespaces are, so that a failing run leaves the host as it found it too.
+    let _ = std::fs::remove_dir_all(&dir);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(

@@ -877,9 +877,10 @@ fn slot_inet(vm: u32) -> IfConfig {
 /// address kept the claim, and its next `Configure` of the same tap passed the address check again
 /// (the tap still held no address) and claimed another slot: 26 claims on one tap within seconds,
 /// each a VM slot the other user granted the same range could no longer have. Here strace delays
-/// every `sendto` of the attacker's helper by 0.4 s on entry, the test waits until the claim shows in
-/// the kernel's listing and kills the helper before its address add runs, for vm 1 and then vm 2 on
-/// the same tap. The tap may hold one claim at most, the other user gets vm 1, and the attacker's
+/// every `sendto` of the attacker's helper from its claim on (found by a dry run) by 3 s on entry,
+/// the test waits until the claim shows in the kernel's listing and kills the helper before its
+/// address add runs, for vm 1 and then vm 2 on the same tap. (3 s, and the long deadline, leave room
+/// for the stock-kernel matrix's guest under TCG, where 0.4 s was not always enough.) The tap may hold one claim at most, the other user gets vm 1, and the attacker's
 /// next request for vm 2 succeeds (the stale claim is its own, replaced).
 #[test]
 fn a_tap_never_keeps_the_claims_of_killed_requests() {
@@ -894,26 +895,34 @@ fn a_tap_never_keeps_the_claims_of_killed_requests() {
                 "apt-get install strace",
             ));
             let tap = as_nobody(|| helper(s).create_tap(&TapOptions::new()).unwrap());
+            let strace = |extra: &[String]| {
+                let mut cmd = Command::new("strace");
+                cmd.args(["-u", "nobody", "-f", "-qq", "-e", "trace=sendto"])
+                    .args(extra)
+                    .arg(&s.helper);
+                Helper::spawn_command(cmd, &s.helper).unwrap()
+            };
+            // Which sendto is the claim: a dry run, then put back.
+            let trace = s.dir.join("trace");
+            let mut dry = strace(&["-o".into(), trace.to_str().unwrap().into()]);
+            dry.configure(&tap, &slot_inet(1)).unwrap();
+            dry.close().unwrap();
+            let text = std::fs::read_to_string(&trace).unwrap();
+            let sends: Vec<&str> = text.lines().filter(|l| l.contains("sendto(")).collect();
+            let k = 1 + sends.iter().position(|l| l.contains("RTM_NEWLINKPROP")).unwrap();
+            as_nobody(|| helper(s).reset(&tap).unwrap());
+            assert!(claims(tap.name()).is_empty() && addrs(tap.name()).is_empty());
             for vm in [1u32, 2] {
                 let claim = format!("vl-{vm:06x}-00");
-                let mut cmd = Command::new("strace");
-                cmd.args([
-                    "-u",
-                    "nobody",
-                    "-f",
-                    "-qq",
-                    "-o",
-                    "/dev/null",
-                    "-e",
-                    "trace=sendto",
-                ])
-                .arg("-einject=sendto:delay_enter=400000")
-                .arg(&s.helper);
-                let mut h = Helper::spawn_command(cmd, &s.helper).unwrap();
+                let mut h = strace(&[
+                    "-o".into(),
+                    "/dev/null".into(),
+                    format!("-einject=sendto:delay_enter=3000000:when={k}+"),
+                ]);
                 let strace_pid = h.pid();
                 std::thread::scope(|scope| {
                     let request = scope.spawn(|| h.configure(&tap, &slot_inet(vm)));
-                    let deadline = Instant::now() + Duration::from_secs(20);
+                    let deadline = Instant::now() + Duration::from_secs(60);
                     while !claims(tap.name()).contains(&claim) {
                         assert!(Instant::now() < deadline, "vm {vm}: the claim never came");
                         std::thread::sleep(Duration::from_millis(10));
