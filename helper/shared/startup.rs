@@ -204,10 +204,10 @@ fn check_stat(
     check(what, st).map_err(|e| e.to_string())
 }
 
-/// Step 7, the last: the seccomp allow-list ([`sys::seccomp_program`]). Built before it is installed:
-/// once it is, a syscall outside the list kills the process.
-pub(crate) fn allow_only_serving_syscalls() -> Result<(), StartError> {
-    let Some(prog) = sys::seccomp_program() else {
+/// Step 7, the last: the seccomp allow-list ([`sys::seccomp_program`]), with the binary's own ioctl
+/// requests. Built before it is installed: once it is, a syscall outside the list kills the process.
+pub(crate) fn allow_only_serving_syscalls(ioctls: &[u32]) -> Result<(), StartError> {
+    let Some(prog) = sys::seccomp_program(ioctls) else {
         log::warn!("no seccomp filter for this architecture; relying on the privilege drop alone");
         return Ok(());
     };

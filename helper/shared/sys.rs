@@ -378,7 +378,7 @@ const AUDIT_ARCH: Option<u32> = None;
 /// sysctl writes, logging), reading each helper's calls after `landlock_restrict_self`: the session
 /// and netlink sockets, tun ioctls, `/dev/net/tun`, the sysctl files and a bridge's sysfs files
 /// (beneath what Landlock left), fstatat/statx for the checks, fcntl for fd clones, memory, exit
-/// (`ioctl` and `socket` only with some arguments: [`SERVING_IOCTLS`], [`SOCKET_DOMAINS`]). Added
+/// (`ioctl` and `socket` only with some arguments: [`TAP_IOCTLS`], [`SOCKET_DOMAINS`]). Added
 /// without being seen there: the allocator's growth (mmap, mremap, brk, madvise), futex (std's
 /// locks), getrandom (std's hash keys, should a map be made after start-up), and what syslog may need (getpid, clock_gettime without a vDSO, and
 /// `connect` with an `AF_UNIX` socket when it reconnects after journald restarts).
@@ -415,26 +415,21 @@ const SOCKET_DOMAINS: &[u32] = &[1]; // AF_UNIX
 /// The kernel's `cmd` of an ioctl request: `ioctl(2)` is `SYSCALL_DEFINE3(ioctl, unsigned int fd,
 /// unsigned int cmd, unsigned long arg)`, so every driver sees only the low 32 bits of the register.
 #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-const fn cmd(request: libc::Ioctl) -> u32 {
+pub(crate) const fn cmd(request: libc::Ioctl) -> u32 {
     request as u32
 }
 
-/// `ioctl(2)` only with the requests serving issues, all of them on a [`TunFd`] (here and in the
-/// session helper's `sys_session.rs`; one list for both binaries, the bridge helper issuing the first
-/// five only): found
-/// with `strace -f -ff` over the scenario tests like [`SERVING_SYSCALLS`] (nothing std, nix or glibc's
+/// `ioctl(2)` only with the requests serving issues, all on a [`TunFd`]: these, the ones making a
+/// tap, for both helpers; the session helper adds its own (`sys_session::SESSION_IOCTLS`). Found with
+/// `strace -f -ff` over the scenario tests like [`SERVING_SYSCALLS`] (nothing std, nix or glibc's
 /// syslog does while serving is an ioctl: no `FIONBIO`, no `FIOCLEX`, no `TCGETS`). Anything else, a
 /// `SIOCSIFNAME` or a `TUNSETGROUP` included, kills the process.
-#[rustfmt::skip] // grouped by caller, a few to a line
-const SERVING_IOCTLS: &[u32] = &[
-    // a new tap (both helpers), then resolve_tap (the session helper's)
-    cmd(libc::TUNSETIFF), cmd(libc::TUNSETOWNER), cmd(libc::TUNGETFEATURES), cmd(SIOCGIFHWADDR),
-    cmd(SIOCSIFHWADDR), cmd(libc::TUNGETIFF), cmd(libc::TUNGETDEVNETNS),
-    // tun_reset_shared_state, in its order
-    cmd(libc::TUNSETPERSIST), cmd(libc::TUNSETDEBUG), cmd(libc::TUNSETLINK), cmd(libc::TUNSETOFFLOAD),
-    cmd(libc::TUNSETSNDBUF), cmd(libc::TUNSETVNETHDRSZ), cmd(libc::TUNSETVNETLE), cmd(libc::TUNSETVNETBE),
-    cmd(libc::TUNSETTXFILTER), cmd(libc::TUNDETACHFILTER), cmd(libc::TUNSETFILTEREBPF),
-    cmd(libc::TUNSETSTEERINGEBPF), cmd(libc::TUNSETCARRIER),
+pub(crate) const TAP_IOCTLS: &[u32] = &[
+    cmd(libc::TUNSETIFF),
+    cmd(libc::TUNSETOWNER),
+    cmd(libc::TUNGETFEATURES),
+    cmd(SIOCGIFHWADDR),
+    cmd(SIOCSIFHWADDR),
 ];
 
 // `struct seccomp_data`: nr at 0, arch at 4, args from 16, 8 bytes each (the low half of each first
@@ -472,10 +467,10 @@ fn allow_if_arg_in(nr: libc::c_long, offset: u32, values: &[u32]) -> Option<Vec<
 }
 
 /// The seccomp program: another architecture is killed; each syscall of [`SERVING_SYSCALLS`] is
-/// allowed, `socket` for `AF_UNIX` only, `ioctl` for [`SERVING_IOCTLS`] only; everything else kills
+/// allowed, `socket` for `AF_UNIX` only, `ioctl` for `ioctls` only; everything else kills
 /// the whole process (`SECCOMP_RET_KILL_PROCESS`: SIGSYS, no handler can catch it). `None` where this
 /// architecture has no entry in [`AUDIT_ARCH`].
-pub(crate) fn seccomp_program() -> Option<Vec<libc::sock_filter>> {
+pub(crate) fn seccomp_program(ioctls: &[u32]) -> Option<Vec<libc::sock_filter>> {
     let mut prog = vec![
         bpf(LD_W_ABS, 0, 0, DATA_ARCH),
         bpf(JEQ_K, 1, 0, AUDIT_ARCH?),
@@ -486,7 +481,7 @@ pub(crate) fn seccomp_program() -> Option<Vec<libc::sock_filter>> {
         // Equal: fall through to ALLOW; not equal: skip it.
         prog.extend([bpf(JEQ_K, 0, 1, u32::try_from(nr).ok()?), ALLOW]);
     }
-    prog.extend(allow_if_arg_in(libc::SYS_ioctl, DATA_ARG1_LOW, SERVING_IOCTLS)?);
+    prog.extend(allow_if_arg_in(libc::SYS_ioctl, DATA_ARG1_LOW, ioctls)?);
     prog.extend(allow_if_arg_in(libc::SYS_socket, DATA_ARG0_LOW, SOCKET_DOMAINS)?);
     prog.push(KILL);
     Some(prog)
@@ -521,7 +516,7 @@ mod tests {
     /// exits 0; returns its wait status. The child makes raw syscalls only (the test process has
     /// other threads, so nothing that could wait for their locks).
     fn in_filtered_child(then: impl FnOnce()) -> libc::c_int {
-        let prog = seccomp_program().expect("a filter for this architecture");
+        let prog = seccomp_program(TAP_IOCTLS).expect("a filter for this architecture");
         // SAFETY: the child below only makes raw syscalls and leaves with _exit.
         let pid = unsafe { libc::fork() };
         assert!(pid >= 0, "fork: {}", io::Error::last_os_error());
@@ -600,6 +595,9 @@ mod tests {
             u64::from(cmd(libc::FIONREAD)),
             u64::from(cmd(libc::TIOCGWINSZ)),
             u64::from(cmd(libc::FIONBIO)),
+            // The session helper's, not the bridge helper's.
+            u64::from(cmd(libc::TUNGETIFF)),
+            u64::from(cmd(libc::TUNSETCARRIER)),
             // Ours in the high half, another in the low half: the kernel runs the low half.
             (u64::from(cmd(libc::TUNSETIFF)) << 32) | SIOCSIFNAME,
         ];
@@ -617,7 +615,7 @@ mod tests {
     #[test]
     fn every_listed_ioctl_passes_the_filter_whatever_its_high_half() {
         let status = in_filtered_child(|| {
-            for &request in SERVING_IOCTLS {
+            for &request in TAP_IOCTLS {
                 // The kernel's `cmd` is the low half (musl passes a request with bit 31 set
                 // sign-extended): the high half is not ours to judge.
                 for high in [0u64, 0xffff_ffff] {

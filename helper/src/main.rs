@@ -130,7 +130,7 @@ fn run(
     startup::drop_to_caller(&caller)?;
     let held = startup::confine_filesystem(held)?;
     // 7. From here on only the syscalls serving needs: anything else kills the process (SIGSYS).
-    startup::allow_only_serving_syscalls()?;
+    startup::allow_only_serving_syscalls(&[sys::TAP_IOCTLS, sys_session::SESSION_IOCTLS].concat())?;
     let mut ctx = Ctx {
         base: tap::Ctx {
             caller,

@@ -11,7 +11,19 @@ use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use nix::errno::Errno;
 use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
 
-use crate::sys::{TunFd, cvt, ifr_name, ifreq, tun_ioctl_value};
+use crate::sys::{TunFd, cmd, cvt, ifr_name, ifreq, tun_ioctl_value};
+
+/// The ioctl requests the session helper issues besides a new tap's (`sys::TAP_IOCTLS`), for its
+/// seccomp filter: `resolve_tap`'s two, then [`tun_reset_shared_state`]'s, in its order. Dropping one
+/// makes every multi-queue create (or every passed tap) die with SIGSYS in the scenario tests.
+#[rustfmt::skip] // grouped by caller, a few to a line
+pub(crate) const SESSION_IOCTLS: &[u32] = &[
+    cmd(libc::TUNGETIFF), cmd(libc::TUNGETDEVNETNS),
+    cmd(libc::TUNSETPERSIST), cmd(libc::TUNSETDEBUG), cmd(libc::TUNSETLINK), cmd(libc::TUNSETOFFLOAD),
+    cmd(libc::TUNSETSNDBUF), cmd(libc::TUNSETVNETHDRSZ), cmd(libc::TUNSETVNETLE), cmd(libc::TUNSETVNETBE),
+    cmd(libc::TUNSETTXFILTER), cmd(libc::TUNDETACHFILTER), cmd(libc::TUNSETFILTEREBPF),
+    cmd(libc::TUNSETSTEERINGEBPF), cmd(libc::TUNSETCARRIER),
+];
 
 /// `NGROUPS_MAX`: the most supplementary groups a Linux process can have.
 const NGROUPS_MAX: usize = 65536;

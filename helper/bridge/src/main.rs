@@ -1,9 +1,8 @@
 //! vmpriv-bridge-helper: QEMU's and libvirt's `helper=` contract (qemu-bridge-helper's), with vmpriv's
 //! policy, quota, hygiene, privilege drop, Landlock, seccomp and audit. The one binary any local user
 //! can exec setuid root, so it compiles nothing it does not run: no session protocol, batches,
-//! leftovers, local addresses, VRFs or groups (those are the session helper's, `helper/src/`). (Its
-//! seccomp filter is the shared one: it allows the session helper's tun ioctls too, though this
-//! binary issues only five of them.) This
+//! leftovers, local addresses, VRFs or groups (those are the session helper's, `helper/src/`), and its
+//! seccomp filter allows only the five ioctls that make a tap. This
 //! file reads as the start-up sequence; `qemu.rs` makes the tap; the modules in `helper/shared/` are
 //! the session helper's too (`docs/reading-the-trusted-code.md`).
 //!
@@ -109,7 +108,7 @@ fn run(
     startup::drop_to_caller(&caller)?;
     let held = startup::confine_filesystem(held)?;
     // 7. From here on only the syscalls serving needs: anything else kills the process (SIGSYS).
-    startup::allow_only_serving_syscalls()?;
+    startup::allow_only_serving_syscalls(sys::TAP_IOCTLS)?;
     let mut ctx = tap::Ctx {
         caller,
         policy,
