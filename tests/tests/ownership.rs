@@ -772,6 +772,45 @@ fn claims(tap: &str) -> Vec<String> {
         .collect()
 }
 
+/// The helper as uid 65534 under strace, tracing `calls` (`-e trace=…`), with `extra` strace options.
+fn traced_helper(s: &Scenario, calls: &str, extra: &[String]) -> Helper {
+    let mut cmd = Command::new("strace");
+    cmd.args(["-u", "nobody", "-f", "-qq", "-e"])
+        .arg(format!("trace={calls}"))
+        .args(extra)
+        .arg(&s.helper);
+    Helper::spawn_command(cmd, &s.helper).unwrap()
+}
+
+/// What strace saw of `calls` while a helper applied `config` to `tap` (a dry run: the caller puts the
+/// tap back).
+fn dry_run(s: &Scenario, calls: &str, tap: &vmpriv_client::Tap, config: &IfConfig) -> String {
+    let trace = s.dir.join("trace");
+    let mut dry = traced_helper(s, calls, &["-o".into(), trace.to_str().unwrap().into()]);
+    dry.configure(tap, config).unwrap();
+    dry.close().unwrap();
+    std::fs::read_to_string(&trace).unwrap()
+}
+
+/// The number (from 1, strace's `when=`) of the first `sendto` in `trace` whose line has `marker`.
+fn sendto_number(trace: &str, marker: &str) -> usize {
+    let sends: Vec<&str> = trace.lines().filter(|l| l.contains("sendto(")).collect();
+    1 + sends
+        .iter()
+        .position(|l| l.contains(marker))
+        .unwrap_or_else(|| panic!("no sendto with {marker}: {trace}"))
+}
+
+/// SIGKILL to the helper that strace (`strace_pid`) runs as its child.
+fn kill_traced_helper(strace_pid: u32) {
+    let out = Command::new("pgrep")
+        .args(["-P", &strace_pid.to_string()])
+        .output()
+        .unwrap();
+    let pid: i32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).unwrap();
+}
+
 /// Found by this session's review: a caller may kill its own helper (it runs as the caller) in the
 /// middle of a request, after the add and before any later check, and keep a duplicate of a slot
 /// another user holds.
@@ -800,41 +839,26 @@ fn a_killed_helper_cannot_leave_a_slot_held_twice() {
             let mut victim_helper = helper(s);
             let tap_a = victim_helper.create_tap(&TapOptions::new()).unwrap();
             become_root();
-            let strace = |extra: &[String]| {
-                let mut cmd = Command::new("strace");
-                cmd.args(["-u", "nobody", "-f", "-qq", "-e", "trace=sendto"])
-                    .args(extra)
-                    .arg(&s.helper);
-                Helper::spawn_command(cmd, &s.helper).unwrap()
-            };
             // Which sendto is the address add: a dry run, then put back.
-            let trace = s.dir.join("trace");
-            let mut dry = strace(&["-o".into(), trace.to_str().unwrap().into()]);
-            dry.configure(&tap_b, &local).unwrap();
-            dry.close().unwrap();
-            let text = std::fs::read_to_string(&trace).unwrap();
-            let sends: Vec<&str> = text.lines().filter(|l| l.contains("sendto(")).collect();
-            let k = 1 + sends.iter().position(|l| l.contains("RTM_NEWADDR")).unwrap();
+            let k = sendto_number(&dry_run(s, "sendto", &tap_b, &local), "RTM_NEWADDR");
             as_nobody(|| helper(s).reset(&tap_b).unwrap());
             assert!(claims(tap_b.name()).is_empty() && addrs(tap_b.name()).is_empty());
-            let mut attacker_helper = strace(&[
-                "-o".into(),
-                "/dev/null".into(),
-                format!("-einject=sendto:delay_enter=1000000:delay_exit=3000000:when={k}"),
-            ]);
+            let mut attacker_helper = traced_helper(
+                s,
+                "sendto",
+                &[
+                    "-o".into(),
+                    "/dev/null".into(),
+                    format!("-einject=sendto:delay_enter=1000000:delay_exit=3000000:when={k}"),
+                ],
+            );
             let strace_pid = attacker_helper.pid();
             let victim = std::thread::scope(|scope| {
                 let attacker = scope.spawn(|| attacker_helper.configure(&tap_b, &local));
                 std::thread::sleep(Duration::from_millis(300));
                 let r = victim_helper.configure(&tap_a, &local);
                 std::thread::sleep(Duration::from_millis(1500));
-                let out = Command::new("pgrep")
-                    .args(["-P", &strace_pid.to_string()])
-                    .output()
-                    .unwrap();
-                let pid: i32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
-                nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL)
-                    .unwrap();
+                kill_traced_helper(strace_pid);
                 assert!(
                     attacker.join().unwrap().is_err(),
                     "the attacker's helper was killed"
@@ -895,30 +919,21 @@ fn a_tap_never_keeps_the_claims_of_killed_requests() {
                 "apt-get install strace",
             ));
             let tap = as_nobody(|| helper(s).create_tap(&TapOptions::new()).unwrap());
-            let strace = |extra: &[String]| {
-                let mut cmd = Command::new("strace");
-                cmd.args(["-u", "nobody", "-f", "-qq", "-e", "trace=sendto"])
-                    .args(extra)
-                    .arg(&s.helper);
-                Helper::spawn_command(cmd, &s.helper).unwrap()
-            };
             // Which sendto is the claim: a dry run, then put back.
-            let trace = s.dir.join("trace");
-            let mut dry = strace(&["-o".into(), trace.to_str().unwrap().into()]);
-            dry.configure(&tap, &slot_inet(1)).unwrap();
-            dry.close().unwrap();
-            let text = std::fs::read_to_string(&trace).unwrap();
-            let sends: Vec<&str> = text.lines().filter(|l| l.contains("sendto(")).collect();
-            let k = 1 + sends.iter().position(|l| l.contains("RTM_NEWLINKPROP")).unwrap();
+            let k = sendto_number(&dry_run(s, "sendto", &tap, &slot_inet(1)), "RTM_NEWLINKPROP");
             as_nobody(|| helper(s).reset(&tap).unwrap());
             assert!(claims(tap.name()).is_empty() && addrs(tap.name()).is_empty());
             for vm in [1u32, 2] {
                 let claim = format!("vl-{vm:06x}-00");
-                let mut h = strace(&[
-                    "-o".into(),
-                    "/dev/null".into(),
-                    format!("-einject=sendto:delay_enter=3000000:when={k}+"),
-                ]);
+                let mut h = traced_helper(
+                    s,
+                    "sendto",
+                    &[
+                        "-o".into(),
+                        "/dev/null".into(),
+                        format!("-einject=sendto:delay_enter=3000000:when={k}+"),
+                    ],
+                );
                 let strace_pid = h.pid();
                 std::thread::scope(|scope| {
                     let request = scope.spawn(|| h.configure(&tap, &slot_inet(vm)));
@@ -927,16 +942,7 @@ fn a_tap_never_keeps_the_claims_of_killed_requests() {
                         assert!(Instant::now() < deadline, "vm {vm}: the claim never came");
                         std::thread::sleep(Duration::from_millis(10));
                     }
-                    let out = Command::new("pgrep")
-                        .args(["-P", &strace_pid.to_string()])
-                        .output()
-                        .unwrap();
-                    let pid: i32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
-                    nix::sys::signal::kill(
-                        nix::unistd::Pid::from_raw(pid),
-                        nix::sys::signal::Signal::SIGKILL,
-                    )
-                    .unwrap();
+                    kill_traced_helper(strace_pid);
                     assert!(request.join().unwrap().is_err(), "vm {vm}: the helper was killed");
                 });
                 assert!(addrs(tap.name()).is_empty(), "vm {vm}: {:?}", addrs(tap.name()));
@@ -986,18 +992,7 @@ fn a_failed_sysctl_write_after_an_mtu_change_rolls_back() {
             });
             let name = tap.name().to_owned();
             let attach = TapOptions::new().switch("brsmall").up(true);
-            let strace = |extra: &[String]| {
-                let mut cmd = Command::new("strace");
-                cmd.args(["-u", "nobody", "-f", "-qq", "-e", "trace=write,sendto"])
-                    .args(extra)
-                    .arg(&s.helper);
-                Helper::spawn_command(cmd, &s.helper).unwrap()
-            };
-            let trace = s.dir.join("trace");
-            let mut dry = strace(&["-o".into(), trace.to_str().unwrap().into()]);
-            dry.configure(&tap, attach.config()).unwrap();
-            dry.close().unwrap();
-            let text = std::fs::read_to_string(&trace).unwrap();
+            let text = dry_run(s, "write,sendto", &tap, attach.config());
             let mut calls = text
                 .lines()
                 .filter(|l| l.contains("write(") || l.contains("sendto("));
@@ -1007,11 +1002,15 @@ fn a_failed_sysctl_write_after_an_mtu_change_rolls_back() {
             as_nobody(|| helper(s).reset(&tap).unwrap());
             sh(&["ip", "link", "set", &name, "mtu", "1500"]);
             assert_eq!(link(&name).unwrap()["mtu"], 1500);
-            let mut h = strace(&[
-                "-o".into(),
-                "/dev/null".into(),
-                "-einject=write:delay_enter=1500000:when=1".into(),
-            ]);
+            let mut h = traced_helper(
+                s,
+                "write,sendto",
+                &[
+                    "-o".into(),
+                    "/dev/null".into(),
+                    "-einject=write:delay_enter=1500000:when=1".into(),
+                ],
+            );
             let r = std::thread::scope(|scope| {
                 let request = scope.spawn(|| h.configure(&tap, attach.config()));
                 std::thread::sleep(Duration::from_millis(700));
