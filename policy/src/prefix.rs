@@ -175,5 +175,31 @@ mod tests {
         assert_eq!("fd00::1/64".parse::<Inet6Prefix>(), Err(AddrError::HostBits));
         assert!(Inet4Prefix::DEFAULT.contains(Ipv4Addr::new(100, 127, 255, 255)));
         assert!(!Inet4Prefix::DEFAULT.contains(Ipv4Addr::new(100, 128, 0, 0)));
+        // A length is at most three digits; leading zeros count.
+        assert_eq!("100.64.0.0/010".parse::<Inet4Prefix>(), Ok(Inet4Prefix::DEFAULT));
+        assert_eq!("100.64.0.0/0010".parse::<Inet4Prefix>(), Err(AddrError::Syntax));
+        assert_eq!("100.64.0.0/".parse::<Inet4Prefix>(), Err(AddrError::Syntax));
+    }
+
+    /// `Reset` deletes the tap's addresses inside the policy's /96 prefix and no others: `contains`
+    /// decides which.
+    #[test]
+    fn inet6_prefixes_contain_exactly_their_addresses() {
+        let ula = Inet6Prefix::DEFAULT; // fd00::/8
+        assert!(ula.contains("fd00::1".parse().unwrap()));
+        assert!(ula.contains("fdff:ffff::2".parse().unwrap()));
+        assert!(!ula.contains("fe80::1".parse().unwrap()));
+        assert!(!ula.contains("fc00::1".parse().unwrap()));
+        let p: Inet6Prefix = "fd12:3456:789a:1::/64".parse().unwrap();
+        assert!(p.contains("fd12:3456:789a:1:ffff:ffff:ffff:ffff".parse().unwrap()));
+        assert!(!p.contains("fd12:3456:789a:2::".parse().unwrap()));
+        assert!(!p.contains("fd12:3456:789a::1".parse().unwrap()));
+    }
+
+    #[test]
+    fn prefixes_print_as_written() {
+        assert_eq!(format!("{:?}", Inet4Prefix::DEFAULT), "100.64.0.0/10");
+        assert_eq!(format!("{:?}", Inet6Prefix::DEFAULT), "fd00::/8");
+        assert_eq!(Inet6Prefix::DEFAULT.to_string(), "fd00::/8");
     }
 }
