@@ -61,19 +61,22 @@ pub fn check_callers() -> Vec<Caller> {
         Caller {
             uid: 1000,
             user: Some("alice".into()),
-            gids: vec![1000],
+            gid: 1000,
+            supplementary: vec![],
             groups: vec!["alice".into()],
         },
         Caller {
             uid: 1001,
             user: Some("mallory".into()),
-            gids: vec![36],
+            gid: 36,
+            supplementary: vec![],
             groups: vec!["kvm".into()],
         },
         Caller {
             uid: 4242,
             user: None,
-            gids: vec![],
+            gid: 4242,
+            supplementary: vec![],
             groups: vec![],
         },
     ]

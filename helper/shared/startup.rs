@@ -107,24 +107,26 @@ pub(crate) fn identify_caller() -> Result<Caller, StartError> {
     ))
 }
 
-/// A caller from its ids (primary gid first, groups deduplicated), with names for policy matching.
+/// A caller from its ids (the supplementary groups deduplicated, without the primary gid), with names
+/// for policy matching.
 pub(crate) fn caller_of(uid: u32, gid: u32, groups: impl IntoIterator<Item = u32>) -> Caller {
-    let mut gids = vec![gid];
+    let mut supplementary = Vec::new();
     for g in groups {
-        if !gids.contains(&g) {
-            gids.push(g);
+        if g != gid && !supplementary.contains(&g) {
+            supplementary.push(g);
         }
     }
     let user = User::from_uid(Uid::from_raw(uid)).ok().flatten().map(|u| u.name);
-    let groups = gids
-        .iter()
+    let groups = std::iter::once(&gid)
+        .chain(&supplementary)
         .filter_map(|&g| Group::from_gid(Gid::from_raw(g)).ok().flatten())
         .map(|g| g.name)
         .collect();
     Caller {
         uid,
         user,
-        gids,
+        gid,
+        supplementary,
         groups,
     }
 }
@@ -322,11 +324,11 @@ pub(crate) fn drop_to_caller(caller: &Caller) -> Result<(), StartError> {
     let d = StartError::Drop;
     let c = |e: caps::errors::CapsError| StartError::Drop(io::Error::other(e.to_string()));
     let uid = Uid::from_raw(caller.uid);
-    let gid = Gid::from_raw(caller.gids.first().copied().unwrap_or(u32::MAX));
+    let gid = Gid::from_raw(caller.gid);
     let res = getresuid().map_err(|e| d(e.into()))?;
     if res.effective != uid || res.saved != uid || getresgid().map_err(|e| d(e.into()))?.effective != gid {
         nix::sys::prctl::set_keepcaps(true).map_err(|e| d(e.into()))?;
-        let groups: Vec<Gid> = caller.gids.iter().skip(1).map(|&g| Gid::from_raw(g)).collect();
+        let groups: Vec<Gid> = caller.supplementary.iter().map(|&g| Gid::from_raw(g)).collect();
         setgroups(&groups).map_err(|e| d(e.into()))?;
         setresgid(gid, gid, gid).map_err(|e| d(e.into()))?;
         setresuid(uid, uid, uid).map_err(|e| d(e.into()))?;
@@ -352,8 +354,13 @@ pub(crate) fn drop_to_caller(caller: &Caller) -> Result<(), StartError> {
     nix::sys::prctl::set_no_new_privs().map_err(|e| d(e.into()))?;
     // Setting uids resets the dumpable flag: set it again.
     nix::sys::prctl::set_dumpable(false).map_err(|e| d(e.into()))?;
-    if getresuid().map_err(|e| d(e.into()))?.effective != uid {
-        return Err(d(io::Error::other("still not the caller's uid")));
+    // Every id is the caller's now, or we stop: a drop that half-failed must not serve.
+    let (u, g) = (
+        getresuid().map_err(|e| d(e.into()))?,
+        getresgid().map_err(|e| d(e.into()))?,
+    );
+    if [u.real, u.effective, u.saved] != [uid; 3] || [g.real, g.effective, g.saved] != [gid; 3] {
+        return Err(d(io::Error::other("still not the caller's uid and gid")));
     }
     Ok(())
 }

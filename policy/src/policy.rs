@@ -35,8 +35,10 @@ pub struct Caller {
     pub uid: u32,
     /// The user name of `uid`, if it has one; a nameless uid matches only `user *`.
     pub user: Option<String>,
-    /// Real gid followed by the supplementary gids.
-    pub gids: Vec<u32>,
+    /// Real (primary) gid: the helper takes it on its privilege drop and checks it after.
+    pub gid: u32,
+    /// The supplementary gids, without `gid`.
+    pub supplementary: Vec<u32>,
     /// Names of the gids that have one.
     pub groups: Vec<String>,
 }
@@ -626,7 +628,8 @@ mod tests {
         Caller {
             uid: 1000,
             user: Some(user.to_owned()),
-            gids: vec![1000],
+            gid: 1000,
+            supplementary: vec![],
             groups: groups.iter().map(|g| (*g).to_owned()).collect(),
         }
     }

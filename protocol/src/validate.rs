@@ -360,7 +360,8 @@ quota user alice 2
         Caller {
             uid: 1000,
             user: Some("alice".into()),
-            gids: vec![1000],
+            gid: 1000,
+            supplementary: vec![],
             groups: vec!["alice".into()],
         }
     }
@@ -369,7 +370,8 @@ quota user alice 2
         Caller {
             uid: 1001,
             user: Some("mallory".into()),
-            gids: vec![1001, 36],
+            gid: 1001,
+            supplementary: vec![36],
             groups: vec!["kvm".into()],
         }
     }
@@ -578,7 +580,8 @@ quota user alice 2
         let stranger = Caller {
             uid: 4242,
             user: Some("stranger".into()),
-            gids: vec![4242],
+            gid: 4242,
+            supplementary: vec![],
             groups: vec![],
         };
         // Nothing names the stranger: no local tap, no addresses, no switch, quota 0.

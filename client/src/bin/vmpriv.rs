@@ -764,22 +764,24 @@ fn import_bridge_conf(path: &str) -> ExitCode {
 fn me() -> policy::Caller {
     use nix::unistd::{Gid, Group, User, getgid, getgroups, getuid};
     let uid = getuid().as_raw();
-    let mut gids = vec![getgid().as_raw()];
+    let gid = getgid().as_raw();
+    let mut supplementary = Vec::new();
     for g in getgroups().unwrap_or_default() {
-        if !gids.contains(&g.as_raw()) {
-            gids.push(g.as_raw());
+        if g.as_raw() != gid && !supplementary.contains(&g.as_raw()) {
+            supplementary.push(g.as_raw());
         }
     }
     let user = User::from_uid(getuid()).ok().flatten().map(|u| u.name);
-    let groups = gids
-        .iter()
+    let groups = std::iter::once(&gid)
+        .chain(&supplementary)
         .filter_map(|&g| Group::from_gid(Gid::from_raw(g)).ok().flatten())
         .map(|g| g.name)
         .collect();
     policy::Caller {
         uid,
         user,
-        gids,
+        gid,
+        supplementary,
         groups,
     }
 }
