@@ -68,9 +68,9 @@ pub(crate) enum StartError {
 /// not dumpable, rlimits the caller cannot have shrunk to make us fail half-way. Fds 0–2 are open
 /// already: Rust's runtime reopens a closed one on /dev/null before `main` (and aborts if it cannot),
 /// so no fd we open later can become stderr.
-pub(crate) fn sanitize_process(keep: Option<i32>) -> Result<(), StartError> {
-    sys::close_fds_except(keep).map_err(StartError::CloseFds)?;
-    sys::clear_environment();
+pub(crate) fn sanitize_process(fresh: &sys::Fresh, keep: Option<i32>) -> Result<(), StartError> {
+    sys::close_fds_except(fresh, keep).map_err(StartError::CloseFds)?;
+    sys::clear_environment(fresh);
     sys::reset_signals().map_err(StartError::Signals)?;
     umask(Mode::from_bits_truncate(UMASK));
     // Not dumpable: the caller (same real uid) can neither ptrace us nor read /proc/PID/mem.

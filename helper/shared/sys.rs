@@ -7,6 +7,7 @@
 use std::ffi::CStr;
 use std::io::{self, IoSlice};
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use nix::errno::Errno;
 use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, SigmaskHow, Signal, sigaction, sigprocmask};
@@ -27,14 +28,28 @@ pub(crate) fn cvt<T: Default + PartialOrd>(r: T) -> io::Result<T> {
 const SIOCSIFHWADDR: libc::Ioctl = 0x8924;
 const SIOCGIFHWADDR: libc::Ioctl = 0x8927;
 
+/// Proof that the process is as `exec` left it: single-threaded, no Rust object owns an fd above 2 and
+/// nothing holds a pointer into the environment (std's readers copy). The three steps that are sound
+/// only then take it; [`Fresh::take`] gives it once.
+pub(crate) struct Fresh(());
+
+static FRESH_TAKEN: AtomicBool = AtomicBool::new(false);
+
+impl Fresh {
+    /// The first call in `main`, before anything opens an fd; `None` from the second call on.
+    pub(crate) fn take() -> Option<Fresh> {
+        (!FRESH_TAKEN.swap(true, Ordering::SeqCst)).then_some(Fresh(()))
+    }
+}
+
 /// Closes every fd above 2 except `keep`.
-pub(crate) fn close_fds_except(keep: Option<RawFd>) -> io::Result<()> {
+pub(crate) fn close_fds_except(_: &Fresh, keep: Option<RawFd>) -> io::Result<()> {
     let close = |first: u32, last: u32| -> io::Result<()> {
         if first > last {
             return Ok(());
         }
         // SAFETY: close_range takes plain integers and only closes fds; no Rust object owns fds above 2
-        // yet (this runs before anything is opened), so nothing is left dangling.
+        // yet (`Fresh`), so nothing is left dangling.
         let r = unsafe { libc::syscall(libc::SYS_close_range, first, last, 0u32) };
         cvt(r).map(drop)
     };
@@ -49,8 +64,8 @@ pub(crate) fn close_fds_except(keep: Option<RawFd>) -> io::Result<()> {
 
 /// Empties the environment: nothing the caller set (`RUST_LOG`, `RUST_BACKTRACE`, `LD_*`, locale) is
 /// ever read.
-pub(crate) fn clear_environment() {
-    // SAFETY: called while the process is single-threaded, before anything reads the environment.
+pub(crate) fn clear_environment(_: &Fresh) {
+    // SAFETY: the process is single-threaded and nothing holds a pointer into the environment (`Fresh`).
     unsafe { libc::clearenv() };
 }
 
@@ -85,8 +100,8 @@ pub(crate) fn reset_signals() -> io::Result<()> {
 }
 
 /// Takes ownership of the socket fd that argv named, if it is open and an AF_UNIX socket of `ty`.
-/// Call once, right after [`close_fds_except`] kept it: nothing else in the process owns it then.
-pub(crate) fn take_argv_socket(fd: RawFd, ty: SockType) -> Option<OwnedFd> {
+/// It takes [`Fresh`] for good: nothing else in the process owns the fd, and nothing can take it twice.
+pub(crate) fn take_argv_socket(_: Fresh, fd: RawFd, ty: SockType) -> Option<OwnedFd> {
     // SAFETY: F_GETFD only reads the fd table entry.
     if fd < 0 || unsafe { libc::fcntl(fd, libc::F_GETFD) } == -1 {
         return None;
@@ -98,8 +113,8 @@ pub(crate) fn take_argv_socket(fd: RawFd, ty: SockType) -> Option<OwnedFd> {
     if !unix || getsockopt(&sock, sockopt::SockType).ok() != Some(ty) {
         return None;
     }
-    // SAFETY: the fd is open (checked) and no Rust object owns it: every other inherited fd was closed
-    // and this function is called once, for the fd argv named.
+    // SAFETY: the fd is open (checked) and no Rust object owns it: the process is fresh and this is the
+    // one call that consumes `Fresh`.
     Some(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 

@@ -94,9 +94,10 @@ fn run(
         activated::check_listen_env()?;
     }
     // 1. Hygiene: inherited fds closed, environment empty, signals reset, not dumpable.
-    startup::sanitize_process(Some(fd))?;
+    let fresh = sys::Fresh::take().ok_or(StartError::Refused("start-up ran twice".to_owned()))?;
+    startup::sanitize_process(&fresh, Some(fd))?;
     // The socket: open, AF_UNIX, SOCK_SEQPACKET.
-    let sock = sys::take_argv_socket(fd, SockType::SeqPacket).ok_or(StartError::Socket {
+    let sock = sys::take_argv_socket(fresh, fd, SockType::SeqPacket).ok_or(StartError::Socket {
         fd,
         kind: "SOCK_SEQPACKET",
     })?;
