@@ -7,6 +7,7 @@
 //! every link in that group, and `RTM_NEWLINK` could create one.
 
 use std::io;
+use std::num::NonZeroU32;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
 use nix::errno::Errno;
@@ -44,6 +45,8 @@ pub(crate) enum ParseError {
     Short,
     #[error("netlink attribute length out of bounds")]
     BadAttr,
+    #[error("a link with ifindex 0")]
+    NoIndex,
 }
 
 pub(crate) fn align4(n: usize) -> usize {
@@ -184,14 +187,31 @@ pub(crate) fn string(data: &[u8]) -> Option<String> {
     String::from_utf8(data.get(..end)?.to_vec()).ok()
 }
 
+/// An interface index the kernel reported: never 0 (which a request reads as "no link" or "any"), and
+/// minted only by the link parser, so every link write names a link the kernel told us of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) struct IfIndex(NonZeroU32);
+
+impl IfIndex {
+    pub(crate) fn get(self) -> u32 {
+        self.0.get()
+    }
+}
+
+impl std::fmt::Display for IfIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
 /// What both helpers read of a link: enough to find a bridge and attach a new tap to it. The session
 /// helper reads more of the same reply (`helper/src/lookup.rs`).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Link {
-    pub(crate) index: u32,
+    pub(crate) index: IfIndex,
     pub(crate) name: Option<String>,
     pub(crate) mtu: Option<u32>,
-    pub(crate) master: Option<u32>,
+    pub(crate) master: Option<IfIndex>,
     pub(crate) mac: Option<[u8; 6]>,
     pub(crate) kind: Option<String>,
 }
@@ -206,16 +226,21 @@ pub(crate) type MoreAttrs<'a> = dyn FnMut(u16, &[u8]) -> Result<(), ParseError> 
 
 /// [`parse_link`], handing every top-level attribute to `more` as well.
 pub(crate) fn parse_link_with(payload: &[u8], more: &mut MoreAttrs<'_>) -> Result<Link, ParseError> {
+    let index = u32_at(payload, 4).ok_or(ParseError::Short)?;
     let mut link = Link {
-        index: u32_at(payload, 4).ok_or(ParseError::Short)?,
-        ..Link::default()
+        index: IfIndex(NonZeroU32::new(index).ok_or(ParseError::NoIndex)?),
+        name: None,
+        mtu: None,
+        master: None,
+        mac: None,
+        kind: None,
     };
     for a in attrs(payload.get(IFINFOMSG_LEN..).ok_or(ParseError::Short)?) {
         let (ty, data) = a?;
         match ty {
             IFLA_IFNAME => link.name = string(data),
             IFLA_MTU => link.mtu = u32_at(data, 0),
-            IFLA_MASTER => link.master = u32_at(data, 0).filter(|&m| m != 0),
+            IFLA_MASTER => link.master = u32_at(data, 0).and_then(NonZeroU32::new).map(IfIndex),
             IFLA_ADDRESS => link.mac = data.try_into().ok(),
             IFLA_LINKINFO => {
                 for b in attrs(data) {
@@ -334,20 +359,20 @@ impl Netlink {
     }
 
     /// `RTM_GETLINK` by index or by name; `ENODEV` if there is none.
-    pub(crate) fn get_link(&mut self, index: u32, name: Option<&str>) -> NlResult<Link> {
+    pub(crate) fn get_link(&mut self, index: Option<IfIndex>, name: Option<&str>) -> NlResult<Link> {
         self.get(index, name, parse_link)
     }
 
     /// `RTM_GETLINK` by index or by name, the reply read by `parse`; `ENODEV` if there is none.
     pub(crate) fn get<T>(
         &mut self,
-        index: u32,
+        index: Option<IfIndex>,
         name: Option<&str>,
         parse: fn(&[u8]) -> Result<T, ParseError>,
     ) -> NlResult<T> {
         let build = |seq| {
             let msg = Msg::new(RTM_GETLINK, 0, seq)
-                .ifinfomsg(index, 0, 0)
+                .ifinfomsg(index.map_or(0, IfIndex::get), 0, 0)
                 .attr_u32(IFLA_EXT_MASK, RTEXT_FILTER_SKIP_STATS);
             match name {
                 Some(name) => msg.attr_str(IFLA_IFNAME, name),
@@ -424,11 +449,21 @@ mod tests {
     #[test]
     fn parses_a_link() {
         let link = parse_link(payload(&link_msg(|m| m))).unwrap();
-        assert_eq!(link.index, 9);
+        assert_eq!(link.index.get(), 9);
         assert_eq!(link.name.as_deref(), Some("tap0"));
-        assert_eq!((link.mtu, link.master), (Some(1500), Some(4)));
+        assert_eq!((link.mtu, link.master.map(IfIndex::get)), (Some(1500), Some(4)));
         assert_eq!(link.mac, Some([0xfe, 1, 2, 3, 4, 5]));
         assert_eq!(link.kind.as_deref(), Some("tun"));
+    }
+
+    /// Ifindex 0 names no link (a request reads it as "by name" or "any"): a reply with it is refused,
+    /// and a master of 0 is no master.
+    #[test]
+    fn ifindex_zero_is_no_link() {
+        let mut msg = link_msg(|m| m.attr_u32(IFLA_MASTER, 0));
+        assert_eq!(parse_link(payload(&msg)).unwrap().master, None);
+        msg[20..24].copy_from_slice(&0u32.to_ne_bytes());
+        assert_eq!(parse_link(payload(&msg)), Err(ParseError::NoIndex));
     }
 
     #[test]

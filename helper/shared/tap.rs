@@ -9,7 +9,7 @@ use libc::{IFF_NO_PI, IFF_TUN_EXCL, IFF_VNET_HDR};
 use nix::errno::Errno;
 use vmpriv_policy::{Caller, IfName, Policy};
 
-use crate::netlink::{Link, Msg, NLM_F_ACK, Netlink, RTM_DELLINK, RTM_SETLINK};
+use crate::netlink::{IfIndex, Link, Msg, NLM_F_ACK, Netlink, RTM_DELLINK, RTM_SETLINK};
 use crate::sys::{self, TunFd};
 
 /// What a helper works with: who asks, what the policy says, the kernel's sockets and fds.
@@ -87,7 +87,7 @@ pub(crate) const SLOTS_MAX: u32 = 0x1_0000;
 /// A switch is a granted name (checked before) that is a bridge. Absent or not a bridge: `Denied`, the
 /// same answer as "not granted".
 pub(crate) fn find_bridge(ctx: &mut Ctx, name: &IfName) -> Result<Link, Refusal> {
-    match ctx.nl.get_link(0, Some(name.as_str())) {
+    match ctx.nl.get_link(None, Some(name.as_str())) {
         Ok(l) if l.kind.as_deref() == Some("bridge") => Ok(l),
         Ok(l) => {
             log::info!(
@@ -171,13 +171,13 @@ pub(crate) fn quiet_ipv6(conf: Option<&OwnedFd>, name: &str) -> Result<(), Refus
 /// `RTM_SETLINK` of `index`: `flags` under the `change` mask, and one attribute if given.
 pub(crate) fn setlink(
     nl: &mut Netlink,
-    index: u32,
+    index: IfIndex,
     flags: u32,
     change: u32,
     attr: Option<(u16, &[u8])>,
 ) -> Result<(), Errno> {
     nl.request(|seq| {
-        let m = Msg::new(RTM_SETLINK, NLM_F_ACK, seq).ifinfomsg(index, flags, change);
+        let m = Msg::new(RTM_SETLINK, NLM_F_ACK, seq).ifinfomsg(index.get(), flags, change);
         match attr {
             Some((ty, data)) => m.attr(ty, data),
             None => m,
@@ -186,13 +186,13 @@ pub(crate) fn setlink(
 }
 
 /// `RTM_SETLINK` of one u32 attribute (MTU, master, group).
-pub(crate) fn set_u32(nl: &mut Netlink, index: u32, ty: u16, value: u32) -> Result<(), Errno> {
+pub(crate) fn set_u32(nl: &mut Netlink, index: IfIndex, ty: u16, value: u32) -> Result<(), Errno> {
     setlink(nl, index, 0, 0, Some((ty, &value.to_ne_bytes())))
 }
 
 /// `RTM_DELLINK` of one link, by the ifindex the kernel gave.
-pub(crate) fn delete_link(nl: &mut Netlink, index: u32) -> Result<(), Errno> {
-    nl.request(|seq| Msg::new(RTM_DELLINK, NLM_F_ACK, seq).ifinfomsg(index, 0, 0))
+pub(crate) fn delete_link(nl: &mut Netlink, index: IfIndex) -> Result<(), Errno> {
+    nl.request(|seq| Msg::new(RTM_DELLINK, NLM_F_ACK, seq).ifinfomsg(index.get(), 0, 0))
 }
 
 /// qemu-bridge-helper's convention: a tap MAC starting 0xFE is above any host MAC, so the bridge
@@ -207,7 +207,7 @@ const MAC_FIRST_OCTET: u8 = 0xfe;
 pub(crate) fn free_slot(ctx: &mut Ctx, quota: u32) -> Result<u32, Refusal> {
     let space = quota.min(SLOTS_MAX); // 0..quota, or 65,536 for `unlimited`
     let uid = ctx.caller.uid;
-    let mut taken = |slot: u32| match ctx.nl.get_link(0, Some(&mark(uid, slot))) {
+    let mut taken = |slot: u32| match ctx.nl.get_link(None, Some(&mark(uid, slot))) {
         Err(Errno::ENODEV) => Ok(false),
         Ok(_) => Ok(true),
         Err(e) => Err(kernel(e)),

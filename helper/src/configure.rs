@@ -13,7 +13,7 @@ use crate::lookup::{
     IFLA_PROP_LIST, Inet6View, Link, Lookups, MsgExt, NLM_F_CREATE, NLM_F_EXCL, RTM_DELADDR, RTM_DELLINKPROP,
     RTM_NEWADDR, RTM_NEWLINKPROP,
 };
-use crate::netlink::{IFF_UP, IFLA_MASTER, IFLA_MTU, Msg, NLM_F_ACK, Netlink};
+use crate::netlink::{IFF_UP, IFLA_MASTER, IFLA_MTU, IfIndex, Msg, NLM_F_ACK, Netlink};
 use crate::tap::{self, Refusal, check_bridge_mac, find_bridge, link_name, quiet_ipv6, set_u32, setlink};
 
 /// What a session works with: what both helpers work with (`base`, also through `Deref`), its
@@ -60,8 +60,14 @@ impl From<Refusal> for Error {
 pub(crate) struct Batch {
     /// The batch's interface group.
     pub(crate) group: u32,
-    /// (ifindex, the group it had before), to put back if the batch is abandoned.
-    pub(crate) taps: Vec<(u32, u32)>,
+    pub(crate) taps: Vec<SetAside>,
+}
+
+/// A tap moved into a batch's group, with the group to put it back in if the batch is abandoned.
+#[derive(Clone, Copy)]
+pub(crate) struct SetAside {
+    pub(crate) index: IfIndex,
+    pub(crate) group: u32,
 }
 
 pub(crate) fn kernel(e: Errno) -> Error {
@@ -71,7 +77,7 @@ pub(crate) fn kernel(e: Errno) -> Error {
 pub(crate) fn tap_info(link: &Link) -> TapInfo {
     TapInfo {
         ifname: link_name(link),
-        ifindex: link.index,
+        ifindex: link.index.get(),
         mac: link.mac.unwrap_or_default(),
         mtu: link.mtu.unwrap_or(0),
         switch: None,
@@ -110,7 +116,7 @@ pub(crate) fn check_config(ctx: &mut Ctx, link: Option<&Link>, config: &ValidCon
     let vrf = match config.vrf() {
         None => None,
         Some(v) => {
-            let dev = match lookup::get_link(&mut ctx.nl, 0, Some(v.device().as_str())) {
+            let dev = match lookup::get_link(&mut ctx.nl, None, Some(v.device().as_str())) {
                 Ok(d) if d.kind.as_deref() == Some("vrf") => d,
                 Ok(_) | Err(Errno::ENODEV) => {
                     log::warn!(
@@ -131,7 +137,7 @@ pub(crate) fn check_config(ctx: &mut Ctx, link: Option<&Link>, config: &ValidCon
             Some(dev)
         }
     };
-    let index = link.map_or(0, |l| l.index);
+    let index = link.map_or(0, |l| l.index.get());
     // What the tap holds already (a new tap holds nothing): one local address per family, as in vmd,
     // and one slot's claim.
     let mut held = Vec::new();
@@ -139,7 +145,7 @@ pub(crate) fn check_config(ctx: &mut Ctx, link: Option<&Link>, config: &ValidCon
     if let (Some(l), Some(slot)) = (link, config.slot()) {
         for family in [AF_INET, AF_INET6] {
             ctx.nl
-                .dump_addrs(family, l.index, &mut |a| held.push(*a))
+                .dump_addrs(family, l.index.get(), &mut |a| held.push(*a))
                 .map_err(kernel)?;
         }
         let asked = [
@@ -281,9 +287,9 @@ fn is_claim(altname: &str) -> bool {
     altname.starts_with(CLAIM_PREFIX)
 }
 
-fn claim_msg(ty: u16, seq: u32, index: u32, name: &str) -> Msg {
+fn claim_msg(ty: u16, seq: u32, index: IfIndex, name: &str) -> Msg {
     Msg::new(ty, NLM_F_ACK, seq)
-        .ifinfomsg(index, 0, 0)
+        .ifinfomsg(index.get(), 0, 0)
         .attr_nested_str(IFLA_PROP_LIST, IFLA_ALT_IFNAME, name)
 }
 
@@ -327,7 +333,7 @@ fn claim_slot(
 /// refuses the request, and its rollback takes its addresses and claim back.
 fn claim_still_ours(nl: &mut Netlink, link: &Link, slot: (u32, u32)) -> Result<(), Error> {
     let name = claim_name(slot);
-    let now = lookup::get_link(nl, link.index, None).map_err(kernel)?;
+    let now = lookup::get_link(nl, Some(link.index), None).map_err(kernel)?;
     let claims: Vec<&String> = now.altnames.iter().filter(|n| is_claim(n)).collect();
     if claims != [&name] {
         log::info!("ifindex {} holds {claims:?} after taking {name}", link.index);
@@ -336,9 +342,9 @@ fn claim_still_ours(nl: &mut Netlink, link: &Link, slot: (u32, u32)) -> Result<(
     Ok(())
 }
 
-fn addr_msg(ty: u16, flags: u16, seq: u32, index: u32, ip: IpAddr, prefixlen: u8) -> Msg {
+fn addr_msg(ty: u16, flags: u16, seq: u32, index: IfIndex, ip: IpAddr, prefixlen: u8) -> Msg {
     let family = if ip.is_ipv4() { AF_INET } else { AF_INET6 };
-    let m = Msg::new(ty, NLM_F_ACK | flags, seq).ifaddrmsg(family, prefixlen, index);
+    let m = Msg::new(ty, NLM_F_ACK | flags, seq).ifaddrmsg(family, prefixlen, index.get());
     // IPv4 wants IFA_LOCAL (the interface's address) and IFA_ADDRESS; IPv6 only IFA_ADDRESS.
     if ip.is_ipv4() {
         m.attr_ip(IFA_LOCAL, ip).attr_ip(IFA_ADDRESS, ip)
@@ -408,7 +414,7 @@ fn apply(
             quiet_ipv6(ctx.base.ipv6_conf.as_ref(), &info.ifname)?;
         }
         if link.master != Some(bridge.index) {
-            set_u32(nl, index, IFLA_MASTER, bridge.index).map_err(kernel)?;
+            set_u32(nl, index, IFLA_MASTER, bridge.index.get()).map_err(kernel)?;
             undo.push(Undo::Master);
         }
         info.switch = Some(name.to_string());
@@ -416,7 +422,7 @@ fn apply(
     if let Some(vrf) = &plan.vrf
         && link.master != Some(vrf.index)
     {
-        set_u32(nl, index, IFLA_MASTER, vrf.index).map_err(kernel)?;
+        set_u32(nl, index, IFLA_MASTER, vrf.index.get()).map_err(kernel)?;
         undo.push(Undo::Master);
     }
     if let Some(g) = config.group() {
@@ -453,13 +459,19 @@ fn apply(
 }
 
 /// Adds `ip/len` to the tap, only if it is not there (`NLM_F_EXCL`), and records its removal.
-fn add_addr(nl: &mut Netlink, index: u32, ip: IpAddr, len: u8, undo: &mut Vec<Undo>) -> Result<(), Errno> {
+fn add_addr(
+    nl: &mut Netlink,
+    index: IfIndex,
+    ip: IpAddr,
+    len: u8,
+    undo: &mut Vec<Undo>,
+) -> Result<(), Errno> {
     nl.request(|seq| addr_msg(RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL, seq, index, ip, len))?;
     undo.push(Undo::Addr(ip, len));
     Ok(())
 }
 
-fn rollback(nl: &mut Netlink, index: u32, undo: Vec<Undo>) {
+fn rollback(nl: &mut Netlink, index: IfIndex, undo: Vec<Undo>) {
     for u in undo.into_iter().rev() {
         let r = match u {
             Undo::Alias(a) => setlink(nl, index, 0, 0, Some((IFLA_IFALIAS, a.as_bytes()))),
@@ -493,7 +505,7 @@ pub(crate) fn reset(
     set_u32(nl, index, IFLA_GROUP, 0).map_err(kernel)?;
     let mut ours = Vec::new();
     for family in [AF_INET, AF_INET6] {
-        nl.dump_addrs(family, index, &mut |a| {
+        nl.dump_addrs(family, index.get(), &mut |a| {
             let local = match a.address {
                 IpAddr::V4(v) => inet.contains(v),
                 IpAddr::V6(v) => inet6.contains(v),

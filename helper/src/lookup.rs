@@ -18,7 +18,7 @@ pub(crate) use libc::{
 pub(crate) use libc::IFLA_INFO_DATA;
 
 use crate::netlink::{
-    self, Header, IFLA_EXT_MASK, IFLA_INFO_KIND, IFLA_LINKINFO, Msg, Netlink, NlResult, ParseError,
+    self, Header, IFLA_EXT_MASK, IFLA_INFO_KIND, IFLA_LINKINFO, IfIndex, Msg, Netlink, NlResult, ParseError,
     RECV_BUF_LEN, RTEXT_FILTER_SKIP_STATS, RTM_GETLINK, RTM_NEWLINK, attrs, messages, route_socket, string,
     u32_at,
 };
@@ -108,7 +108,7 @@ pub(crate) struct TunInfo {
 
 /// What the session helper reads of a link: what both helpers read (`base`, also through `Deref`)
 /// and what a tap's ownership, claims, groups and rollback need.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Link {
     pub(crate) base: netlink::Link,
     pub(crate) flags: u32,
@@ -275,7 +275,7 @@ pub(crate) fn parse_route(payload: &[u8]) -> Result<Route, ParseError> {
 const RTMSG_LEN: usize = 12;
 
 /// `RTM_GETLINK` by index or by name, read as the session reads a link; `ENODEV` if there is none.
-pub(crate) fn get_link(nl: &mut Netlink, index: u32, name: Option<&str>) -> NlResult<Link> {
+pub(crate) fn get_link(nl: &mut Netlink, index: Option<IfIndex>, name: Option<&str>) -> NlResult<Link> {
     nl.get(index, name, parse_link)
 }
 
@@ -531,9 +531,12 @@ mod tests {
     #[test]
     fn parses_a_tap_link() {
         let link = parse_link(payload(&link_msg())).unwrap();
-        assert_eq!(link.index, 9);
+        assert_eq!(link.index.get(), 9);
         assert_eq!(link.name.as_deref(), Some("tap0"));
-        assert_eq!((link.mtu, link.master, link.group), (Some(1500), Some(4), 42));
+        assert_eq!(
+            (link.mtu, link.master.map(IfIndex::get), link.group),
+            (Some(1500), Some(4), 42)
+        );
         assert_eq!(link.flags, IFF_UP);
         assert_eq!(link.mac, Some([0xfe, 1, 2, 3, 4, 5]));
         assert_eq!(link.altnames, ["vl-000001-00"]);

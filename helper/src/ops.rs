@@ -14,10 +14,10 @@ use vmpriv_protocol::wire::{Status, Unsupported};
 use vmpriv_protocol::{Error, Invalid, Response, TapInfo, ValidRequest};
 
 use crate::configure::{
-    Batch, Ctx, Plan, check_config, configure, configure_checked, kernel, reset, tap_info,
+    Batch, Ctx, Plan, SetAside, check_config, configure, configure_checked, kernel, reset, tap_info,
 };
 use crate::lookup::{self, IFLA_GROUP, Link, Lookups};
-use crate::netlink::{Msg, NLM_F_ACK, RTM_DELLINK};
+use crate::netlink::{IfIndex, Msg, NLM_F_ACK, RTM_DELLINK};
 use crate::tap::{
     IFF_TAP, SLOTS_MAX, create_marked, delete_link, find_bridge, free_slot, kernel_io, link_name, mark,
     opened_tun, own, quiet_and_mac, set_u32, take_tun_fds, tap_flags,
@@ -70,7 +70,7 @@ pub(crate) fn execute(ctx: &mut Ctx, valid: &ValidRequest, fds: &[OwnedFd]) -> R
             let bridge = find_bridge(ctx, switch)?;
             let response = Response::Switch {
                 name: switch.to_string(),
-                ifindex: bridge.index,
+                ifindex: bridge.index.get(),
                 mtu: bridge.mtu.unwrap_or(0),
             };
             Ok(plain(response, switch.as_str()))
@@ -144,7 +144,7 @@ fn remove_leftovers(ctx: &mut Ctx) -> Result<u32, Error> {
     {
         // Checked again right before the delete, by the index the dump gave (indices are allocated
         // cyclically, not reused at once): still this caller's mark, still held by no fd.
-        match lookup::get_link(&mut ctx.nl, index, None) {
+        match lookup::get_link(&mut ctx.nl, Some(index), None) {
             Ok(l) if marked_uid(&l) == Some(uid) && !l.held_by_fds() => {}
             Ok(_) | Err(Errno::ENODEV) => continue,
             Err(e) => return Err(kernel(e)),
@@ -176,7 +176,7 @@ fn destroy_taps(
         let staged = ctx
             .batch
             .as_ref()
-            .is_some_and(|b| b.taps.iter().any(|&(i, _)| i == link.index));
+            .is_some_and(|b| b.taps.iter().any(|t| t.index == link.index));
         if !staged && !taps.iter().any(|l: &Link| l.index == link.index) {
             taps.push(link);
         }
@@ -185,14 +185,17 @@ fn destroy_taps(
         Some(b) => b.group,
         None => batch_group(groups_in_use)?,
     };
-    let mut moved: Vec<(u32, u32)> = Vec::with_capacity(taps.len());
+    let mut moved: Vec<SetAside> = Vec::with_capacity(taps.len());
     for link in &taps {
         if let Err(e) = set_u32(&mut ctx.nl, link.index, IFLA_GROUP, group) {
             // Put back the groups this request changed: it changes nothing when it fails.
             put_back(ctx, &moved);
             return Err(kernel(e));
         }
-        moved.push((link.index, link.group));
+        moved.push(SetAside {
+            index: link.index,
+            group: link.group,
+        });
     }
     let batch = ctx.batch.get_or_insert(Batch {
         group,
@@ -203,7 +206,7 @@ fn destroy_taps(
     if more {
         return Ok(Response::Staged { count });
     }
-    let mut ours: Vec<u32> = batch.taps.iter().map(|&(i, _)| i).collect();
+    let mut ours: Vec<IfIndex> = batch.taps.iter().map(|t| t.index).collect();
     ours.sort_unstable();
     let r = delete_batch(ctx, group, &ours);
     if let Err(e) = r {
@@ -218,7 +221,7 @@ fn destroy_taps(
 /// else there, else one by one. Only a process with CAP_NET_ADMIN can put a link in a group, and no
 /// vmpriv helper uses another live helper's group; what can be there is root's doing, or the taps a
 /// killed helper of the same pid set aside, which are not this caller's to delete.
-fn delete_batch(ctx: &mut Ctx, group: u32, ours: &[u32]) -> Result<(), Errno> {
+fn delete_batch(ctx: &mut Ctx, group: u32, ours: &[IfIndex]) -> Result<(), Errno> {
     let mut foreign = Vec::new();
     ctx.nl.dump_links(None, &mut |l| {
         if l.group == group && ours.binary_search(&l.index).is_err() {
@@ -245,9 +248,9 @@ fn delete_batch(ctx: &mut Ctx, group: u32, ours: &[u32]) -> Result<(), Errno> {
     Ok(())
 }
 
-fn put_back(ctx: &mut Ctx, taps: &[(u32, u32)]) {
-    for &(index, group) in taps {
-        let _ = set_u32(&mut ctx.nl, index, IFLA_GROUP, group);
+fn put_back(ctx: &mut Ctx, taps: &[SetAside]) {
+    for t in taps {
+        let _ = set_u32(&mut ctx.nl, t.index, IFLA_GROUP, t.group);
     }
 }
 
@@ -298,7 +301,7 @@ fn resolve_tap(ctx: &mut Ctx, fd: BorrowedFd<'_>) -> Result<Link, Error> {
         );
         return Err(Error::Denied);
     }
-    let link = match lookup::get_link(&mut ctx.nl, 0, Some(&name)) {
+    let link = match lookup::get_link(&mut ctx.nl, None, Some(&name)) {
         Ok(l) => l,
         Err(Errno::ENODEV) => return Err(Error::Denied),
         Err(e) => return Err(kernel(e)),
@@ -367,7 +370,7 @@ fn make_tap(
     ctx: &mut Ctx,
     fds: &mut [OwnedFd],
     attached: &mut usize,
-    created: &mut Option<u32>,
+    created: &mut Option<IfIndex>,
     (vnet_hdr, quota, slot): (bool, u32, u32),
     config: &ValidConfig,
     plan: &Plan,
@@ -385,7 +388,7 @@ fn make_tap(
     let name = create_marked(ctx, first, flags, (quota, slot))?;
     *attached = 1;
     own(ctx, first)?;
-    let link = lookup::get_link(&mut ctx.nl, 0, Some(&name)).map_err(kernel)?;
+    let link = lookup::get_link(&mut ctx.nl, None, Some(&name)).map_err(kernel)?;
     *created = Some(link.index);
     if queues > 1 {
         // Until TUNSETOWNER a multi-queue tap with no owner takes a queue from anyone who can open

@@ -8,7 +8,7 @@ use std::os::fd::OwnedFd;
 use nix::errno::Errno;
 use vmpriv_policy::IfName;
 
-use crate::netlink::{IFF_UP, IFLA_MASTER, IFLA_MTU, Link};
+use crate::netlink::{IFF_UP, IFLA_MASTER, IFLA_MTU, IfIndex, Link};
 use crate::startup::StartError;
 use crate::sys;
 use crate::tap::{
@@ -95,14 +95,14 @@ fn make(
     vnet_hdr: bool,
     (quota, slot): (u32, u32),
     bridge: &Link,
-    (attached, created): (&mut bool, &mut Option<u32>),
+    (attached, created): (&mut bool, &mut Option<IfIndex>),
 ) -> Result<String, Refusal> {
     let first = opened_tun(fd)?;
     let (flags, _) = tap_flags(ctx, first, vnet_hdr)?;
     let name = create_marked(ctx, first, flags, (quota, slot))?;
     *attached = true;
     own(ctx, first)?;
-    let link = ctx.nl.get_link(0, Some(&name)).map_err(kernel)?;
+    let link = ctx.nl.get_link(None, Some(&name)).map_err(kernel)?;
     *created = Some(link.index);
     quiet_and_mac(ctx, first, &name)?;
     attach_new(ctx, &link, bridge)?;
@@ -116,6 +116,6 @@ fn attach_new(ctx: &mut Ctx, link: &Link, bridge: &Link) -> Result<(), Refusal> 
         set_u32(&mut ctx.nl, link.index, IFLA_MTU, mtu).map_err(kernel)?;
         quiet_ipv6(ctx.ipv6_conf.as_ref(), &link_name(link))?;
     }
-    set_u32(&mut ctx.nl, link.index, IFLA_MASTER, bridge.index).map_err(kernel)?;
+    set_u32(&mut ctx.nl, link.index, IFLA_MASTER, bridge.index.get()).map_err(kernel)?;
     setlink(&mut ctx.nl, link.index, IFF_UP, IFF_UP, None).map_err(kernel)
 }
