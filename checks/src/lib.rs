@@ -114,7 +114,7 @@ pub fn check_request(data: &[u8]) {
     let again = wire::encode(&req).expect("a decoded request re-encodes");
     assert_eq!(wire::decode::<Request>(&again).as_ref(), Ok(&req));
     let nfds = usize::from(nfds % 4);
-    let Ok(valid) = validate(&req, nfds, caller, &policy) else {
+    let Ok(valid) = validate(&req, vec![(); nfds], caller, &policy) else {
         return;
     };
     assert_eq!(nfds, req.fds_expected());
@@ -170,10 +170,10 @@ fn check_config(config: &vmpriv_protocol::ValidConfig, asked: &IfConfig, caller:
         .map(|l| local_inet6(policy.inet, policy.inet6, l.vm, l.nic));
     assert_eq!(config.inet6().map(Ok), want_inet6);
     if let Some(p) = config.inet() {
-        assert!(policy.inet.contains(p.host) && policy.inet.contains(p.vm));
+        assert!(policy.inet.contains(p.host()) && policy.inet.contains(p.vm()));
     }
     if let Some(p) = config.inet6() {
-        assert!(policy.inet6.contains(p.host));
+        assert!(policy.inet6.contains(p.host()));
     }
 }
 
@@ -199,7 +199,7 @@ pub fn check_roundtrip(req: &Request) {
     let policy = policy::parse_str("fuzz", CHECK_POLICY).unwrap();
     for caller in check_callers() {
         for nfds in 0..3 {
-            let _ = validate(req, nfds, &caller, &policy);
+            let _ = validate(req, vec![(); nfds], &caller, &policy);
         }
     }
 }

@@ -2,11 +2,12 @@
 //! use), then the changes, each recorded so that a failure part-way undoes what this request changed.
 
 use std::net::IpAddr;
+use std::os::unix::fs::MetadataExt;
 
 use nix::errno::Errno;
 use vmpriv_protocol::validate::ValidConfig;
 use vmpriv_protocol::wire::Unsupported;
-use vmpriv_protocol::{Error, Inet4Pair, Inet6Pair, Invalid, TapInfo};
+use vmpriv_protocol::{Error, Inet4Pair, Inet6Pair, Invalid, Slot, TapInfo};
 
 use crate::lookup::{
     self, AF_INET, AF_INET6, IFA_ADDRESS, IFA_LOCAL, IFLA_ALT_IFNAME, IFLA_GROUP, IFLA_IFALIAS,
@@ -21,8 +22,8 @@ use crate::tap::{self, Refusal, check_bridge_mac, find_bridge, link_name, quiet_
 pub(crate) struct Ctx {
     /// The caller, the policy, the netlink socket, the tun fds and sysctl and sysfs directories.
     pub(crate) base: tap::Ctx,
-    /// (st_dev, st_ino) of the helper's own network namespace.
-    pub(crate) netns: (u64, u64),
+    /// The helper's own network namespace.
+    pub(crate) netns: NetNs,
     /// The namespace's IPv6 addresses, for the /96 in-use check.
     pub(crate) inet6: Inet6View,
     /// The `DestroyTaps` batch set aside so far (messages with `more`), if any.
@@ -51,6 +52,22 @@ impl From<Refusal> for Error {
             Refusal::TunFds => Error::Unsupported(Unsupported::TunFds),
             Refusal::BridgeMac => Error::Unsupported(Unsupported::BridgeMac),
             Refusal::Kernel { errno } => Error::Kernel { errno },
+        }
+    }
+}
+
+/// A network namespace, by its nsfs inode: (st_dev, st_ino).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) struct NetNs {
+    dev: u64,
+    ino: u64,
+}
+
+impl NetNs {
+    pub(crate) fn of(m: &std::fs::Metadata) -> NetNs {
+        NetNs {
+            dev: m.dev(),
+            ino: m.ino(),
         }
     }
 }
@@ -86,8 +103,10 @@ pub(crate) fn tap_info(link: &Link) -> TapInfo {
     }
 }
 
-/// What phase 1 found: the objects phase 2 will act on.
-pub(crate) struct Plan {
+/// What phase 1 found for one config: the objects phase 2 will act on. Only [`check_config`] makes
+/// one, and phase 2 takes the config from it, so it cannot be applied to another.
+pub(crate) struct Plan<'c> {
+    config: &'c ValidConfig,
     bridge: Option<crate::netlink::Link>,
     vrf: Option<Link>,
     /// Addresses the tap already has: those are left alone, and never removed by a rollback.
@@ -100,7 +119,11 @@ pub(crate) struct Plan {
 }
 
 /// Phase 1: every check, no change. `link` is `None` for a tap not created yet.
-pub(crate) fn check_config(ctx: &mut Ctx, link: Option<&Link>, config: &ValidConfig) -> Result<Plan, Error> {
+pub(crate) fn check_config<'c>(
+    ctx: &mut Ctx,
+    link: Option<&Link>,
+    config: &'c ValidConfig,
+) -> Result<Plan<'c>, Error> {
     let master = link.and_then(|l| l.master);
     let bridge = match config.switch() {
         None => None,
@@ -149,8 +172,8 @@ pub(crate) fn check_config(ctx: &mut Ctx, link: Option<&Link>, config: &ValidCon
                 .map_err(kernel)?;
         }
         let asked = [
-            config.inet().map(|p| IpAddr::V4(p.host)),
-            config.inet6().map(|p| IpAddr::V6(p.host)),
+            config.inet().map(|p| IpAddr::V4(p.host())),
+            config.inet6().map(|p| IpAddr::V6(p.host())),
         ];
         let other = held.iter().find(|a| {
             !link_local(a.address)
@@ -186,6 +209,7 @@ pub(crate) fn check_config(ctx: &mut Ctx, link: Option<&Link>, config: &ValidCon
     check_addresses_free(ctx, index, config)?;
     let present = held.iter().map(|a| a.address).collect();
     Ok(Plan {
+        config,
         bridge,
         vrf,
         present,
@@ -233,12 +257,12 @@ fn check_not_routed(ctx: &mut Ctx, index: u32, ip: IpAddr) -> Result<(), Error> 
 /// kept apart by the slot's claim, taken before any address is added ([`claim_slot`]).
 fn check_addresses_free(ctx: &mut Ctx, index: u32, config: &ValidConfig) -> Result<(), Error> {
     if let Some(p) = config.inet() {
-        for ip in [p.host, p.vm] {
+        for ip in [p.host(), p.vm()] {
             check_not_routed(ctx, index, IpAddr::V4(ip))?;
         }
     }
     if let Some(p) = config.inet6() {
-        for ip in [p.host, p.vm] {
+        for ip in [p.host(), p.vm()] {
             check_not_routed(ctx, index, IpAddr::V6(ip))?;
         }
         check_no_inet6_inside(ctx, index, p)?;
@@ -251,11 +275,11 @@ fn check_addresses_free(ctx: &mut Ctx, index: u32, config: &ValidConfig) -> Resu
 /// namespace's IPv6 addresses: one dump, then the kernel's notifications.
 fn check_no_inet6_inside(ctx: &mut Ctx, index: u32, p: Inet6Pair) -> Result<(), Error> {
     let Ctx { base, inet6, .. } = ctx;
-    if let Some((v, holder)) = inet6.inside(&mut base.nl, p.host, index).map_err(kernel)? {
+    if let Some((v, holder)) = inet6.inside(&mut base.nl, p.host(), index).map_err(kernel)? {
         log::info!(
             "uid={} {v} inside {}/96 is held by ifindex {holder}",
             ctx.caller.uid,
-            p.host
+            p.host()
         );
         return Err(Error::Invalid(Invalid::AddressInUse));
     }
@@ -279,8 +303,8 @@ enum Undo {
 const CLAIM_PREFIX: &str = "vl-";
 
 /// The claim of (vm, nic): `vl-VVVVVV-NN`.
-fn claim_name((vm, nic): (u32, u32)) -> String {
-    format!("{CLAIM_PREFIX}{vm:06x}-{nic:02x}")
+fn claim_name(slot: Slot) -> String {
+    format!("{CLAIM_PREFIX}{:06x}-{:02x}", slot.vm, slot.nic)
 }
 
 fn is_claim(altname: &str) -> bool {
@@ -303,8 +327,8 @@ fn claim_msg(ty: u16, seq: u32, index: IfIndex, name: &str) -> Msg {
 fn claim_slot(
     nl: &mut Netlink,
     link: &Link,
-    plan: &Plan,
-    slot: (u32, u32),
+    plan: &Plan<'_>,
+    slot: Slot,
     undo: &mut Vec<Undo>,
 ) -> Result<(), Error> {
     let name = claim_name(slot);
@@ -331,7 +355,7 @@ fn claim_slot(
 /// configuring it too), the tap's claims once its addresses are there must be this request's alone:
 /// another session may have taken its own claim meanwhile, or removed ours as stale. Anything else
 /// refuses the request, and its rollback takes its addresses and claim back.
-fn claim_still_ours(nl: &mut Netlink, link: &Link, slot: (u32, u32)) -> Result<(), Error> {
+fn claim_still_ours(nl: &mut Netlink, link: &Link, slot: Slot) -> Result<(), Error> {
     let name = claim_name(slot);
     let now = lookup::get_link(nl, Some(link.index), None).map_err(kernel)?;
     let claims: Vec<&String> = now.altnames.iter().filter(|n| is_claim(n)).collect();
@@ -357,18 +381,13 @@ fn addr_msg(ty: u16, flags: u16, seq: u32, index: IfIndex, ip: IpAddr, prefixlen
 /// all or nothing.
 pub(crate) fn configure(ctx: &mut Ctx, link: &Link, config: &ValidConfig) -> Result<TapInfo, Error> {
     let plan = check_config(ctx, Some(link), config)?;
-    configure_checked(ctx, link, config, &plan)
+    configure_checked(ctx, link, &plan)
 }
 
 /// Phase 2 of [`configure`], once `plan` holds everything phase 1 found.
-pub(crate) fn configure_checked(
-    ctx: &mut Ctx,
-    link: &Link,
-    config: &ValidConfig,
-    plan: &Plan,
-) -> Result<TapInfo, Error> {
+pub(crate) fn configure_checked(ctx: &mut Ctx, link: &Link, plan: &Plan<'_>) -> Result<TapInfo, Error> {
     let mut undo = Vec::new();
-    let result = apply(ctx, link, config, plan, &mut undo);
+    let result = apply(ctx, link, plan, &mut undo);
     if let Err(e) = &result {
         log::warn!(
             "uid={} configure {} failed ({e}); rolling back {} change(s)",
@@ -387,13 +406,8 @@ pub(crate) fn configure_checked(
     result
 }
 
-fn apply(
-    ctx: &mut Ctx,
-    link: &Link,
-    config: &ValidConfig,
-    plan: &Plan,
-    undo: &mut Vec<Undo>,
-) -> Result<TapInfo, Error> {
+fn apply(ctx: &mut Ctx, link: &Link, plan: &Plan<'_>, undo: &mut Vec<Undo>) -> Result<TapInfo, Error> {
+    let config = plan.config;
     let nl = &mut ctx.base.nl;
     let index = link.index;
     let mut info = tap_info(link);
@@ -434,14 +448,14 @@ fn apply(
         undo.push(Undo::Up(link.flags & IFF_UP != 0));
     }
     if let Some(p) = config.inet() {
-        let ip = IpAddr::V4(p.host);
+        let ip = IpAddr::V4(p.host());
         if !plan.present.contains(&ip) {
             add_addr(nl, index, ip, Inet4Pair::PREFIX_LEN, undo).map_err(kernel)?;
         }
         info.inet = Some(p);
     }
     if let Some(p) = config.inet6() {
-        let ip = IpAddr::V6(p.host);
+        let ip = IpAddr::V6(p.host());
         if !plan.present.contains(&ip) {
             // IPv6 disabled on the interface answers EACCES: reported as such, never by flipping
             // the sysctl.

@@ -52,11 +52,10 @@ mod session;
 mod sys_session;
 
 use std::os::fd::OwnedFd;
-use std::os::unix::fs::MetadataExt;
 use std::process::ExitCode;
 
 use crate::args::Mode;
-use crate::configure::Ctx;
+use crate::configure::{Ctx, NetNs};
 use crate::startup::{StartError, exit_code, fail, say};
 use nix::sys::socket::SockType;
 
@@ -124,7 +123,7 @@ fn run(
     //    the IPv6 address notifications of the in-use checks.
     let held = startup::open_what_needs_root(policy.quota_for(&caller), false, !activated)?;
     let netns = std::fs::metadata("/proc/self/ns/net")
-        .map(|m| (m.dev(), m.ino()))
+        .map(|m| NetNs::of(&m))
         .map_err(|e| StartError::Refused(format!("cannot identify our network namespace: {e}")))?;
     let inet6 = lookup::Inet6View::open().map_err(StartError::Netlink)?;
     // 6. Become the caller with CAP_NET_ADMIN only, no_new_privs, then no more filesystem.

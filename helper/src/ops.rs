@@ -5,7 +5,6 @@
 //! `configure`'s, which never calls back here.
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::os::unix::fs::MetadataExt;
 
 use libc::{IFF_MULTI_QUEUE, IFF_TUN_EXCL};
 use nix::errno::Errno;
@@ -14,7 +13,7 @@ use vmpriv_protocol::wire::{Status, Unsupported};
 use vmpriv_protocol::{Error, Invalid, Response, TapInfo, ValidRequest};
 
 use crate::configure::{
-    Batch, Ctx, Plan, SetAside, check_config, configure, configure_checked, kernel, reset, tap_info,
+    Batch, Ctx, NetNs, Plan, SetAside, check_config, configure, configure_checked, kernel, reset, tap_info,
 };
 use crate::lookup::{self, IFLA_GROUP, Link, Lookups};
 use crate::netlink::{IfIndex, Msg, NLM_F_ACK, RTM_DELLINK};
@@ -45,10 +44,9 @@ pub(crate) struct Outcome {
     pub(crate) target: String,
 }
 
-/// Runs a validated request. `fds` are the fds its datagram carried (already counted by the validator).
-pub(crate) fn execute(ctx: &mut Ctx, valid: &ValidRequest, fds: &[OwnedFd]) -> Result<Outcome, Error> {
-    let tap_fd =
-        |i: vmpriv_protocol::FdIndex| fds.get(usize::from(i.0)).ok_or(Error::Invalid(Invalid::FdIndex));
+/// Runs a validated request (the caller drops it, closing its fds, before it replies).
+pub(crate) fn execute(ctx: &mut Ctx, valid: &ValidRequest<OwnedFd>) -> Result<Outcome, Error> {
+    let tap_fd = |i| valid.fd(i).ok_or(Error::Invalid(Invalid::FdIndex));
     match valid.op() {
         ValidOp::Hello => Ok(plain(
             Response::Hello {
@@ -95,7 +93,7 @@ pub(crate) fn execute(ctx: &mut Ctx, valid: &ValidRequest, fds: &[OwnedFd]) -> R
         }
         ValidOp::DestroyTaps {
             more, groups_in_use, ..
-        } => destroy_taps(ctx, fds, *more, groups_in_use).map(|response| plain(response, "-")),
+        } => destroy_taps(ctx, valid.fds(), *more, groups_in_use).map(|response| plain(response, "-")),
         ValidOp::RemoveLeftovers => {
             remove_leftovers(ctx).map(|count| plain(Response::Removed { count }, "-"))
         }
@@ -294,7 +292,7 @@ fn resolve_tap(ctx: &mut Ctx, fd: BorrowedFd<'_>) -> Result<Link, Error> {
     // TUNGETIFF gives a name, which means something only in the tap's own namespace.
     let ns = sys_session::tun_get_netns(tun).map_err(|e| kernel_io(&e))?;
     let ns = std::fs::File::from(ns).metadata().map_err(|e| kernel_io(&e))?;
-    if (ns.dev(), ns.ino()) != ctx.netns {
+    if NetNs::of(&ns) != ctx.netns {
         log::info!(
             "uid={} tap {name} lives in another network namespace",
             ctx.caller.uid
@@ -340,7 +338,6 @@ fn create_tap(
         &mut attached,
         &mut created,
         (vnet_hdr, quota, slot),
-        config,
         &plan,
     );
     match made {
@@ -365,15 +362,13 @@ fn create_tap(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 fn make_tap(
     ctx: &mut Ctx,
     fds: &mut [OwnedFd],
     attached: &mut usize,
     created: &mut Option<IfIndex>,
     (vnet_hdr, quota, slot): (bool, u32, u32),
-    config: &ValidConfig,
-    plan: &Plan,
+    plan: &Plan<'_>,
 ) -> Result<(String, TapInfo), Error> {
     let queues = fds.len();
     let (first, rest) = fds.split_first().ok_or(Error::Invalid(Invalid::Queues))?;
@@ -417,7 +412,7 @@ fn make_tap(
         }
     }
     let mac = quiet_and_mac(ctx, first, &name)?;
-    let mut info = configure_checked(ctx, &link, config, plan)?;
+    let mut info = configure_checked(ctx, &link, plan)?;
     info.mac = mac;
     Ok((name, info))
 }

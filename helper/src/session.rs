@@ -64,10 +64,10 @@ fn serve_requests(ctx: &mut Ctx, sock: &OwnedFd) -> Result<(), Errno> {
             return refuse(sock, uid, req.op(), &"no Hello first", e);
         }
         greeted = true;
-        let outcome = validate(&req, dgram.fds.len(), &ctx.caller, &ctx.policy)
-            .and_then(|valid| ops::execute(ctx, &valid, &dgram.fds));
-        // The caller's fds close before the reply goes out: once it has the reply, we hold none.
-        drop(dgram.fds);
+        // The caller's fds (the valid request's) close before the reply goes out: once it has the
+        // reply, we hold none.
+        let outcome =
+            validate(&req, dgram.fds, &ctx.caller, &ctx.policy).and_then(|valid| ops::execute(ctx, &valid));
         match outcome {
             Ok(out) => {
                 log::info!("uid={uid} op={} target={} decision=done", req.op(), out.target);

@@ -15,32 +15,53 @@ pub use vmpriv_policy::prefix::{AddrError, Inet4Prefix, Inet6Prefix};
 /// vmd accepts nic indices 0..=126 (each takes two addresses of the last octet, .0/.1 unused).
 pub const NIC_MAX: u32 = 126;
 
-/// The IPv4 /31 of (vm, nic): the host's address and the VM's.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Inet4Pair {
-    /// The host side (even), which the helper puts on the tap, prefix length 31.
-    pub host: Ipv4Addr,
-    /// The VM side (odd), for the VMM's DHCP or the guest's static configuration.
-    pub vm: Ipv4Addr,
+/// One VM's NIC, whose local addresses the plan computes and whose claim a tap holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Slot {
+    pub vm: u32,
+    pub nic: u32,
 }
 
-/// The IPv6 /96 of (vm, nic): host `…::1`, VM `…::2`.
+/// The IPv4 /31 of (vm, nic): the host's address and the VM's. Only [`local_inet`] computes one (and
+/// a reply's decoder reads one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Inet4Pair {
+    host: Ipv4Addr,
+    vm: Ipv4Addr,
+}
+
+/// The IPv6 /96 of (vm, nic): host `…::1`, VM `…::2`. Only [`local_inet6`] computes one (and a
+/// reply's decoder reads one).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Inet6Pair {
-    /// The host side, which the helper puts on the tap, prefix length 96.
-    pub host: Ipv6Addr,
-    /// The VM side.
-    pub vm: Ipv6Addr,
+    host: Ipv6Addr,
+    vm: Ipv6Addr,
 }
 
 impl Inet4Pair {
     /// Prefix length of the host address.
     pub const PREFIX_LEN: u8 = 31;
+    /// The host side (even), which the helper puts on the tap, prefix length 31.
+    pub fn host(&self) -> Ipv4Addr {
+        self.host
+    }
+    /// The VM side (odd), for the VMM's DHCP or the guest's static configuration.
+    pub fn vm(&self) -> Ipv4Addr {
+        self.vm
+    }
 }
 
 impl Inet6Pair {
     /// Prefix length of the host address.
     pub const PREFIX_LEN: u8 = 96;
+    /// The host side, which the helper puts on the tap, prefix length 96.
+    pub fn host(&self) -> Ipv6Addr {
+        self.host
+    }
+    /// The VM side.
+    pub fn vm(&self) -> Ipv6Addr {
+        self.vm
+    }
 }
 
 /// `vm_priv_addr` for both sides, strictly: no aliasing, no wrap.

@@ -25,7 +25,7 @@ pub mod addr;
 pub mod validate;
 pub mod wire;
 
-pub use addr::{Inet4Pair, Inet4Prefix, Inet6Pair, Inet6Prefix};
+pub use addr::{Inet4Pair, Inet4Prefix, Inet6Pair, Inet6Prefix, Slot};
 pub use validate::{ValidConfig, ValidOp, ValidRequest, validate};
 pub use vmpriv_policy::{Caller, Description, GroupName, IfName, POLICY_PATH, Policy, PolicyError};
 pub use vmpriv_policy::{name, policy, trust};

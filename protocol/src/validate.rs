@@ -2,7 +2,7 @@
 //! [`ValidRequest`] or the error to reply. Syntax is checked first (so a malformed name is `Invalid`
 //! whatever the policy says), then policy (`Denied`). The helper never acts on anything else.
 
-use crate::addr::{Inet4Pair, Inet6Pair, local_inet, local_inet6};
+use crate::addr::{Inet4Pair, Inet6Pair, Slot, local_inet, local_inet6};
 use crate::name::{Description, GroupName, IfName, NameError};
 use crate::policy::{Caller, Policy, RDOMAIN_MAX};
 use crate::wire::{Error, FdIndex, IfConfig, Invalid, MAX_DESTROY, MAX_QUEUES, Request};
@@ -55,7 +55,7 @@ pub struct ValidConfig {
     up: Option<bool>,
     inet: Option<Inet4Pair>,
     inet6: Option<Inet6Pair>,
-    slot: Option<(u32, u32)>,
+    slot: Option<Slot>,
 }
 
 impl ValidConfig {
@@ -88,7 +88,7 @@ impl ValidConfig {
         self.inet6
     }
     /// The (vm, nic) whose local addresses are asked for, if any.
-    pub fn slot(&self) -> Option<(u32, u32)> {
+    pub fn slot(&self) -> Option<Slot> {
         self.slot
     }
 }
@@ -146,20 +146,40 @@ pub enum ValidOp {
     },
 }
 
-/// A request that passed validation. Only [`validate`] builds one.
+/// A request that passed validation, holding the fds its message carried: as many as it needs, and
+/// the one it names among them. Only [`validate`] builds one. (`F` is the helper's `OwnedFd`; the
+/// checks, which have no fds, use `()`.)
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ValidRequest(ValidOp);
+pub struct ValidRequest<F> {
+    op: ValidOp,
+    fds: Vec<F>,
+}
 
-impl ValidRequest {
+impl<F> ValidRequest<F> {
     /// What to do.
     pub fn op(&self) -> &ValidOp {
-        &self.0
+        &self.op
+    }
+    /// Every fd of the message.
+    pub fn fds(&self) -> &[F] {
+        &self.fds
+    }
+    /// The fd `i` names (validated in range).
+    pub fn fd(&self, i: FdIndex) -> Option<&F> {
+        self.fds.get(usize::from(i.0))
     }
 }
 
-/// Checks `req`, which arrived with `nfds` fds, from `caller`, against `policy`.
-pub fn validate(req: &Request, nfds: usize, caller: &Caller, policy: &Policy) -> Result<ValidRequest, Error> {
+/// Checks `req`, which arrived with `fds`, from `caller`, against `policy`. On a refusal the fds are
+/// dropped (closed) here.
+pub fn validate<F>(
+    req: &Request,
+    fds: Vec<F>,
+    caller: &Caller,
+    policy: &Policy,
+) -> Result<ValidRequest<F>, Error> {
     let invalid = Error::Invalid;
+    let nfds = fds.len();
     let expected = req.fds_expected();
     if nfds != expected {
         let got = u8::try_from(nfds).unwrap_or(u8::MAX);
@@ -228,7 +248,7 @@ pub fn validate(req: &Request, nfds: usize, caller: &Caller, policy: &Policy) ->
             }
         }
     };
-    Ok(ValidRequest(op))
+    Ok(ValidRequest { op, fds })
 }
 
 /// Syntax of every field first, then the grants, so that the error a caller sees for a malformed name
@@ -301,7 +321,10 @@ fn config_of(config: &IfConfig, caller: &Caller, policy: &Policy) -> Result<Vali
         up: config.up,
         inet,
         inet6,
-        slot: config.local.filter(|l| l.inet || l.inet6).map(|l| (l.vm, l.nic)),
+        slot: config
+            .local
+            .filter(|l| l.inet || l.inet6)
+            .map(|l| Slot { vm: l.vm, nic: l.nic }),
     })
 }
 
@@ -377,7 +400,7 @@ quota user alice 2
     }
 
     fn check(req: &Request, caller: &Caller) -> Result<ValidOp, Error> {
-        validate(req, req.fds_expected(), caller, &policy()).map(|v| v.op().clone())
+        validate(req, vec![(); req.fds_expected()], caller, &policy()).map(|v| v.op().clone())
     }
 
     fn create(config: IfConfig) -> Request {
@@ -543,8 +566,8 @@ quota user alice 2
         let ValidOp::CreateTap { config, .. } = check(&create(local(2, 1, true)), &mallory()).unwrap() else {
             panic!()
         };
-        assert_eq!(config.inet.unwrap().host.to_string(), "100.64.2.4");
-        assert_eq!(config.inet6.unwrap().host.to_string(), "fd00::6440:205:0:1");
+        assert_eq!(config.inet.unwrap().host().to_string(), "100.64.2.4");
+        assert_eq!(config.inet6.unwrap().host().to_string(), "fd00::6440:205:0:1");
         let ValidOp::CreateTap { config, .. } = check(&create(local(2, 1, false)), &mallory()).unwrap()
         else {
             panic!()
@@ -565,13 +588,24 @@ quota user alice 2
         let ValidOp::Configure { config, .. } = check(&single, &alice()).unwrap() else {
             panic!()
         };
-        assert_eq!(config.inet.unwrap().host.to_string(), "100.64.1.2");
+        assert_eq!(config.inet.unwrap().host().to_string(), "100.64.1.2");
         assert!(config.inet6.is_none());
         let single = on_tap(super::tests::local(1, 0, false, true));
         let ValidOp::Configure { config, .. } = check(&single, &alice()).unwrap() else {
             panic!()
         };
         assert!(config.inet.is_none() && config.inet6.is_some());
+    }
+
+    #[test]
+    fn a_valid_request_holds_the_fds_it_was_checked_against() {
+        let req = Request::Configure {
+            tap: FdIndex(0),
+            config: IfConfig::default(),
+        };
+        let v = validate(&req, vec!["tap"], &alice(), &policy()).unwrap();
+        assert_eq!(v.fds(), ["tap"]);
+        assert_eq!((v.fd(FdIndex(0)), v.fd(FdIndex(1))), (Some(&"tap"), None));
     }
 
     #[test]
@@ -651,12 +685,12 @@ quota user alice 2
         for n in [0, 2, 250] {
             let got = u8::try_from(n).unwrap();
             assert_eq!(
-                validate(&tap_req, n, &alice(), &p),
+                validate(&tap_req, vec![(); n], &alice(), &p),
                 Err(Error::Invalid(Invalid::FdCount { expected: 1, got }))
             );
         }
         assert_eq!(
-            validate(&Request::Status, 1, &alice(), &p),
+            validate(&Request::Status, vec![()], &alice(), &p),
             Err(Error::Invalid(Invalid::FdCount { expected: 0, got: 1 }))
         );
         assert_eq!(
@@ -665,14 +699,14 @@ quota user alice 2
                     tap: FdIndex(1),
                     config: IfConfig::default()
                 },
-                1,
+                vec![()],
                 &alice(),
                 &p
             ),
             Err(Error::Invalid(Invalid::FdIndex))
         );
         assert_eq!(
-            validate(&create(IfConfig::default()), 1000, &alice(), &p),
+            validate(&create(IfConfig::default()), vec![(); 1000], &alice(), &p),
             Err(Error::Invalid(Invalid::FdCount {
                 expected: 0,
                 got: 255

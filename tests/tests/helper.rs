@@ -66,7 +66,7 @@ fn create_tap_on_a_granted_switch() {
         let mut a = addrs(tap.name());
         a.sort();
         assert_eq!(a, ["100.64.1.2/31", "fd00::6440:103:0:1/96"]);
-        assert_eq!(tap.inet().unwrap().vm.to_string(), "100.64.1.3");
+        assert_eq!(tap.inet().unwrap().vm().to_string(), "100.64.1.3");
         let name = tap.name().to_owned();
         drop(h); // the helper's own copy of the fd is closed by then
         drop(tap);
@@ -191,9 +191,9 @@ fn every_single_operation_on_a_passed_tap() {
                 .any(|f| f == "UP")
         );
         let info = h.add_local_inet(&tap, 7, 1).unwrap();
-        assert_eq!(info.inet.unwrap().host.to_string(), "100.64.7.4");
+        assert_eq!(info.inet.unwrap().host().to_string(), "100.64.7.4");
         let info = h.add_local_inet6(&tap, 7, 1).unwrap();
-        assert_eq!(info.inet6.unwrap().host.to_string(), "fd00::6440:705:0:1");
+        assert_eq!(info.inet6.unwrap().host().to_string(), "fd00::6440:705:0:1");
         let mut a = addrs(&name);
         a.sort();
         assert_eq!(a, ["100.64.7.4/31", "fd00::6440:705:0:1/96"]);

@@ -250,7 +250,7 @@ fn one_local_address_per_family_and_slots_belong_to_their_grantee() {
             let p6 = local_inet6(Inet4Prefix::DEFAULT, Inet6Prefix::DEFAULT, 1, 0).unwrap();
             assert_eq!(
                 addrs(tap.name()),
-                ["100.64.1.2/31".to_owned(), format!("{}/96", p6.host)]
+                ["100.64.1.2/31".to_owned(), format!("{}/96", p6.host())]
             );
             // The other user's slot is 3: slot 1 and 2 are nobody's, whether taken or not.
             become_uid(OTHER);
@@ -582,7 +582,7 @@ fn routes_and_addresses_of_other_interfaces_are_in_use() {
             bridge("vpn0", None);
             sh(&["ip", "route", "add", "100.64.0.0/16", "dev", "vpn0"]);
             let p6 = local_inet6(Inet4Prefix::DEFAULT, Inet6Prefix::DEFAULT, 2, 0).unwrap();
-            let mut inside = p6.host.octets();
+            let mut inside = p6.host().octets();
             inside[15] = 5;
             let inside = std::net::Ipv6Addr::from(inside);
             sh(&[
@@ -1051,7 +1051,7 @@ fn inet6_addresses_that_change_during_a_session_count() {
             let inside = |vm: u32| {
                 let mut a = local_inet6(Inet4Prefix::DEFAULT, Inet6Prefix::DEFAULT, vm, 0)
                     .unwrap()
-                    .host
+                    .host()
                     .octets();
                 a[15] = 9;
                 format!("{}/128", std::net::Ipv6Addr::from(a))
@@ -1101,7 +1101,7 @@ fn inet6_addresses_that_change_during_a_session_count() {
             for (tap, want) in [(&first, 3), (&second, 4), (&third, 5)] {
                 let p6 = local_inet6(Inet4Prefix::DEFAULT, Inet6Prefix::DEFAULT, want, 0).unwrap();
                 assert!(
-                    addrs(tap.name()).contains(&format!("{}/96", p6.host)),
+                    addrs(tap.name()).contains(&format!("{}/96", p6.host())),
                     "{}: {:?}",
                     tap.name(),
                     addrs(tap.name())

@@ -503,7 +503,7 @@ fn addrs(i: usize) -> (IpAddr, IpAddr) {
     let (vm, _) = plan(i);
     let v4 = local_inet(Inet4Prefix::DEFAULT, vm, 0).unwrap();
     let v6 = local_inet6(Inet4Prefix::DEFAULT, Inet6Prefix::DEFAULT, vm, 0).unwrap();
-    (IpAddr::V4(v4.host), IpAddr::V6(v6.host))
+    (IpAddr::V4(v4.host()), IpAddr::V6(v6.host()))
 }
 
 /// The same kernel work as vmpriv's warm path, from one root process with one netlink socket and no

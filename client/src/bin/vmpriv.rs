@@ -309,10 +309,10 @@ fn tun_flags(fd: &OwnedFd) -> std::io::Result<i32> {
 fn report(tap: &Tap, switch: Option<&str>) -> std::io::Result<String> {
     let mut addrs = Vec::new();
     if let Some(p) = tap.inet() {
-        addrs.push(serde_json::json!({"family": "inet", "host": p.host.to_string(), "vm": p.vm.to_string(), "prefixlen": 31}));
+        addrs.push(serde_json::json!({"family": "inet", "host": p.host().to_string(), "vm": p.vm().to_string(), "prefixlen": 31}));
     }
     if let Some(p) = tap.inet6() {
-        addrs.push(serde_json::json!({"family": "inet6", "host": p.host.to_string(), "vm": p.vm.to_string(), "prefixlen": 96}));
+        addrs.push(serde_json::json!({"family": "inet6", "host": p.host().to_string(), "vm": p.vm().to_string(), "prefixlen": 96}));
     }
     let first = tap
         .fds()

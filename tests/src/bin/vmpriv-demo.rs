@@ -161,20 +161,21 @@ fn vm_side() -> ExitCode {
     let plan = local_inet(Inet4Prefix::DEFAULT, 1, 0).unwrap();
     println!(
         "VM: I hold tap {name} as fd {fd}; I am {} (mac 52:54:00:12:34:56), the host side is {}",
-        plan.vm, plan.host
+        plan.vm(),
+        plan.host()
     );
-    let (arp, rtts) = match ping::arp_and_ping(&tap, plan.vm, plan.host, 5) {
+    let (arp, rtts) = match ping::arp_and_ping(&tap, plan.vm(), plan.host(), 5) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("VM: {e}");
             return ExitCode::from(1);
         }
     };
-    println!("VM: ARP reply from {} in {}", plan.host, us(arp));
+    println!("VM: ARP reply from {} in {}", plan.host(), us(arp));
     for (i, r) in rtts.iter().enumerate() {
         println!(
             "VM: echo reply from {}: icmp_seq={} time={}",
-            plan.host,
+            plan.host(),
             i + 1,
             us(*r)
         );
