@@ -406,6 +406,18 @@ pub(crate) fn exit_code(result: Result<(), StartError>) -> ExitCode {
     }
 }
 
+/// A state the code rules out (a validated index out of range, the kernel answering outside its
+/// contract): its own audit line, the caller's one stderr line, and the process ends as if killed,
+/// which every request survives (docs/design.md), instead of posing as a kernel error.
+pub(crate) fn impossible(what: &str) -> ! {
+    log::error!("impossible: {what}; ending the session");
+    fail("internal error: ending the session (the system log says more)");
+    std::process::exit(EXIT_IMPOSSIBLE)
+}
+
+/// `EX_SOFTWARE`: the helper's own fault.
+const EXIT_IMPOSSIBLE: i32 = 70;
+
 /// `--help` or `--version`: the text on stdout.
 pub(crate) fn say(text: &str) -> ExitCode {
     let _ = writeln!(io::stdout(), "{text}");

@@ -54,14 +54,31 @@ pub(crate) enum Refusal {
     Kernel { errno: i32 },
 }
 
+/// The kernel refused a step. The reply says only that; the log says which step (our source line).
+#[track_caller]
 pub(crate) fn kernel(e: Errno) -> Refusal {
+    log::warn!("kernel error {e} at {}", std::panic::Location::caller());
     Refusal::Kernel { errno: e as i32 }
 }
 
-/// The kernel's errno in an `io::Error` (EIO if it carries none).
+/// The kernel's errno in an `io::Error` (EIO if it carries none), logged like [`kernel`].
+#[track_caller]
 pub(crate) fn kernel_io(e: &std::io::Error) -> Refusal {
-    Refusal::Kernel {
-        errno: e.raw_os_error().unwrap_or(libc::EIO),
+    kernel(Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))
+}
+
+/// `.map_err(kernel)` that keeps the step's source line for the log (a fn pointer loses it).
+pub(crate) trait OrKernel<T> {
+    fn or_kernel(self) -> Result<T, Refusal>;
+}
+
+impl<T> OrKernel<T> for Result<T, Errno> {
+    #[track_caller]
+    fn or_kernel(self) -> Result<T, Refusal> {
+        match self {
+            Ok(t) => Ok(t),
+            Err(e) => Err(kernel(e)),
+        }
     }
 }
 
@@ -163,7 +180,7 @@ pub(crate) fn quiet_ipv6(conf: Option<&OwnedFd>, name: &str) -> Result<(), Refus
             Err(Errno::ENOENT) if key == "accept_ra" => return Ok(()),
             Err(e) => return Err(kernel(e)),
         };
-        nix::unistd::write(&fd, b"0").map_err(kernel)?;
+        nix::unistd::write(&fd, b"0").or_kernel()?;
     }
     Ok(())
 }

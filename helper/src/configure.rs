@@ -15,7 +15,9 @@ use crate::lookup::{
     RTM_NEWADDR, RTM_NEWLINKPROP,
 };
 use crate::netlink::{IFF_UP, IFLA_MASTER, IFLA_MTU, IfIndex, Msg, NLM_F_ACK, Netlink};
-use crate::tap::{self, Refusal, check_bridge_mac, find_bridge, link_name, quiet_ipv6, set_u32, setlink};
+use crate::tap::{
+    self, OrKernel, Refusal, check_bridge_mac, find_bridge, link_name, quiet_ipv6, set_u32, setlink,
+};
 
 /// What a session works with: what both helpers work with (`base`, also through `Deref`), its
 /// network namespace, the IPv6 view of its in-use checks, and a `DestroyTaps` batch set aside.
@@ -87,8 +89,9 @@ pub(crate) struct SetAside {
     pub(crate) group: u32,
 }
 
+#[track_caller]
 pub(crate) fn kernel(e: Errno) -> Error {
-    Error::Kernel { errno: e as i32 }
+    tap::kernel(e).into()
 }
 
 pub(crate) fn tap_info(link: &Link) -> TapInfo {
@@ -169,7 +172,7 @@ pub(crate) fn check_config<'c>(
         for family in [AF_INET, AF_INET6] {
             ctx.nl
                 .dump_addrs(family, l.index.get(), &mut |a| held.push(*a))
-                .map_err(kernel)?;
+                .or_kernel()?;
         }
         let asked = [
             config.inet().map(|p| IpAddr::V4(p.host())),
@@ -231,7 +234,7 @@ fn link_local(ip: IpAddr) -> bool {
 /// (blackhole, unreachable, prohibit, throw: an admin reserving the range) do not count. One FIB
 /// lookup, so the check costs the same with ten interfaces or ten thousand.
 fn check_not_routed(ctx: &mut Ctx, index: u32, ip: IpAddr) -> Result<(), Error> {
-    let Some(route) = ctx.nl.route_lookup(ip).map_err(kernel)? else {
+    let Some(route) = ctx.nl.route_lookup(ip).or_kernel()? else {
         return Ok(());
     };
     let delivers_nowhere = matches!(
@@ -275,7 +278,7 @@ fn check_addresses_free(ctx: &mut Ctx, index: u32, config: &ValidConfig) -> Resu
 /// namespace's IPv6 addresses: one dump, then the kernel's notifications.
 fn check_no_inet6_inside(ctx: &mut Ctx, index: u32, p: Inet6Pair) -> Result<(), Error> {
     let Ctx { base, inet6, .. } = ctx;
-    if let Some((v, holder)) = inet6.inside(&mut base.nl, p.host(), index).map_err(kernel)? {
+    if let Some((v, holder)) = inet6.inside(&mut base.nl, p.host(), index).or_kernel()? {
         log::info!(
             "uid={} {v} inside {}/96 is held by ifindex {holder}",
             ctx.caller.uid,
@@ -334,7 +337,7 @@ fn claim_slot(
     let name = claim_name(slot);
     for stale in &plan.stale_claims {
         nl.request(|seq| claim_msg(RTM_DELLINKPROP, seq, link.index, stale))
-            .map_err(kernel)?;
+            .or_kernel()?;
         undo.push(Undo::Unclaim(stale.clone()));
     }
     if link.altnames.contains(&name) {
@@ -357,7 +360,7 @@ fn claim_slot(
 /// refuses the request, and its rollback takes its addresses and claim back.
 fn claim_still_ours(nl: &mut Netlink, link: &Link, slot: Slot) -> Result<(), Error> {
     let name = claim_name(slot);
-    let now = lookup::get_link(nl, Some(link.index), None).map_err(kernel)?;
+    let now = lookup::get_link(nl, Some(link.index), None).or_kernel()?;
     let claims: Vec<&String> = now.altnames.iter().filter(|n| is_claim(n)).collect();
     if claims != [&name] {
         log::info!("ifindex {} holds {claims:?} after taking {name}", link.index);
@@ -415,12 +418,12 @@ fn apply(ctx: &mut Ctx, link: &Link, plan: &Plan<'_>, undo: &mut Vec<Undo>) -> R
         claim_slot(nl, link, plan, slot, undo)?;
     }
     if let Some(d) = config.description() {
-        setlink(nl, index, 0, 0, Some((IFLA_IFALIAS, d.as_str().as_bytes()))).map_err(kernel)?;
+        setlink(nl, index, 0, 0, Some((IFLA_IFALIAS, d.as_str().as_bytes()))).or_kernel()?;
         undo.push(Undo::Alias(link.alias.clone().unwrap_or_default()));
     }
     if let (Some(bridge), Some(name)) = (&plan.bridge, config.switch()) {
         if let Some(mtu) = bridge.mtu.filter(|&m| Some(m) != link.mtu) {
-            set_u32(nl, index, IFLA_MTU, mtu).map_err(kernel)?;
+            set_u32(nl, index, IFLA_MTU, mtu).or_kernel()?;
             undo.push(Undo::Mtu(link.mtu.unwrap_or(mtu)));
             info.mtu = mtu;
             // Below 1280 the link lost its IPv6 state, which comes back with the defaults: quiet it
@@ -428,7 +431,7 @@ fn apply(ctx: &mut Ctx, link: &Link, plan: &Plan<'_>, undo: &mut Vec<Undo>) -> R
             quiet_ipv6(ctx.base.ipv6_conf.as_ref(), &info.ifname)?;
         }
         if link.master != Some(bridge.index) {
-            set_u32(nl, index, IFLA_MASTER, bridge.index.get()).map_err(kernel)?;
+            set_u32(nl, index, IFLA_MASTER, bridge.index.get()).or_kernel()?;
             undo.push(Undo::Master);
         }
         info.switch = Some(name.to_string());
@@ -436,21 +439,21 @@ fn apply(ctx: &mut Ctx, link: &Link, plan: &Plan<'_>, undo: &mut Vec<Undo>) -> R
     if let Some(vrf) = &plan.vrf
         && link.master != Some(vrf.index)
     {
-        set_u32(nl, index, IFLA_MASTER, vrf.index.get()).map_err(kernel)?;
+        set_u32(nl, index, IFLA_MASTER, vrf.index.get()).or_kernel()?;
         undo.push(Undo::Master);
     }
     if let Some(g) = config.group() {
-        set_u32(nl, index, IFLA_GROUP, g.number()).map_err(kernel)?;
+        set_u32(nl, index, IFLA_GROUP, g.number()).or_kernel()?;
         undo.push(Undo::Group(link.group));
     }
     if let Some(up) = config.up() {
-        setlink(nl, index, if up { IFF_UP } else { 0 }, IFF_UP, None).map_err(kernel)?;
+        setlink(nl, index, if up { IFF_UP } else { 0 }, IFF_UP, None).or_kernel()?;
         undo.push(Undo::Up(link.flags & IFF_UP != 0));
     }
     if let Some(p) = config.inet() {
         let ip = IpAddr::V4(p.host());
         if !plan.present.contains(&ip) {
-            add_addr(nl, index, ip, Inet4Pair::PREFIX_LEN, undo).map_err(kernel)?;
+            add_addr(nl, index, ip, Inet4Pair::PREFIX_LEN, undo).or_kernel()?;
         }
         info.inet = Some(p);
     }
@@ -513,10 +516,10 @@ pub(crate) fn reset(
     let nl = &mut ctx.nl;
     let index = link.index;
     if link.master.is_some() {
-        set_u32(nl, index, IFLA_MASTER, 0).map_err(kernel)?;
+        set_u32(nl, index, IFLA_MASTER, 0).or_kernel()?;
     }
-    setlink(nl, index, 0, IFF_UP, Some((IFLA_IFALIAS, &[]))).map_err(kernel)?;
-    set_u32(nl, index, IFLA_GROUP, 0).map_err(kernel)?;
+    setlink(nl, index, 0, IFF_UP, Some((IFLA_IFALIAS, &[]))).or_kernel()?;
+    set_u32(nl, index, IFLA_GROUP, 0).or_kernel()?;
     let mut ours = Vec::new();
     for family in [AF_INET, AF_INET6] {
         nl.dump_addrs(family, index.get(), &mut |a| {
@@ -528,7 +531,7 @@ pub(crate) fn reset(
                 ours.push(*a);
             }
         })
-        .map_err(kernel)?;
+        .or_kernel()?;
     }
     for a in ours {
         match nl.request(|seq| addr_msg(RTM_DELADDR, 0, seq, index, a.address, a.prefixlen)) {
@@ -539,7 +542,7 @@ pub(crate) fn reset(
     // The slot's claim goes after its addresses, so no other tap can claim it while they are here.
     for name in link.altnames.iter().filter(|n| is_claim(n)) {
         nl.request(|seq| claim_msg(RTM_DELLINKPROP, seq, index, name))
-            .map_err(kernel)?;
+            .or_kernel()?;
     }
     Ok(())
 }

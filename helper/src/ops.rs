@@ -17,9 +17,10 @@ use crate::configure::{
 };
 use crate::lookup::{self, IFLA_GROUP, Link, Lookups};
 use crate::netlink::{IfIndex, Msg, NLM_F_ACK, RTM_DELLINK};
+use crate::startup::impossible;
 use crate::tap::{
-    IFF_TAP, SLOTS_MAX, create_marked, delete_link, find_bridge, free_slot, kernel_io, link_name, mark,
-    opened_tun, own, quiet_and_mac, set_u32, take_tun_fds, tap_flags,
+    IFF_TAP, OrKernel, SLOTS_MAX, create_marked, delete_link, find_bridge, free_slot, kernel_io, link_name,
+    mark, opened_tun, own, quiet_and_mac, set_u32, take_tun_fds, tap_flags,
 };
 use crate::{sys, sys_session};
 
@@ -46,7 +47,11 @@ pub(crate) struct Outcome {
 
 /// Runs a validated request (the caller drops it, closing its fds, before it replies).
 pub(crate) fn execute(ctx: &mut Ctx, valid: &ValidRequest<OwnedFd>) -> Result<Outcome, Error> {
-    let tap_fd = |i| valid.fd(i).ok_or(Error::Invalid(Invalid::FdIndex));
+    let tap_fd = |i| {
+        valid
+            .fd(i)
+            .unwrap_or_else(|| impossible("a validated fd index out of range"))
+    };
     match valid.op() {
         ValidOp::Hello => Ok(plain(
             Response::Hello {
@@ -80,7 +85,7 @@ pub(crate) fn execute(ctx: &mut Ctx, valid: &ValidRequest<OwnedFd>) -> Result<Ou
             config,
         } => create_tap(ctx, *queues, *vnet_hdr, *quota, config),
         ValidOp::Configure { tap, config } => {
-            let link = resolve_tap(ctx, tap_fd(*tap)?.as_fd())?;
+            let link = resolve_tap(ctx, tap_fd(*tap).as_fd())?;
             // A tap on no switch that comes up is a local tap: that needs the local grant, also when
             // it got there by a Reset that detached it from its switch.
             let local = link.master.is_none() && config.switch().is_none() && config.vrf().is_none();
@@ -98,7 +103,7 @@ pub(crate) fn execute(ctx: &mut Ctx, valid: &ValidRequest<OwnedFd>) -> Result<Ou
             remove_leftovers(ctx).map(|count| plain(Response::Removed { count }, "-"))
         }
         ValidOp::Reset { tap, policy_prefixes } => {
-            let link = resolve_tap(ctx, tap_fd(*tap)?.as_fd())?;
+            let link = resolve_tap(ctx, tap_fd(*tap).as_fd())?;
             reset(ctx, &link, *policy_prefixes)?;
             Ok(plain(Response::Tap(tap_info(&link)), &link_name(&link)))
         }
@@ -124,7 +129,7 @@ fn caller_taps(ctx: &mut Ctx) -> Result<Vec<Link>, Error> {
                 taps.push(l.clone());
             }
         })
-        .map_err(kernel)?;
+        .or_kernel()?;
     Ok(taps)
 }
 
@@ -371,7 +376,9 @@ fn make_tap(
     plan: &Plan<'_>,
 ) -> Result<(String, TapInfo), Error> {
     let queues = fds.len();
-    let (first, rest) = fds.split_first().ok_or(Error::Invalid(Invalid::Queues))?;
+    let Some((first, rest)) = fds.split_first() else {
+        impossible("a tap with no queue")
+    };
     let first = opened_tun(first)?;
     let (mut flags, features) = tap_flags(ctx, first, vnet_hdr)?;
     if queues > 1 {
@@ -383,7 +390,7 @@ fn make_tap(
     let name = create_marked(ctx, first, flags, (quota, slot))?;
     *attached = 1;
     own(ctx, first)?;
-    let link = lookup::get_link(&mut ctx.nl, None, Some(&name)).map_err(kernel)?;
+    let link = lookup::get_link(&mut ctx.nl, None, Some(&name)).or_kernel()?;
     *created = Some(link.index);
     if queues > 1 {
         // Until TUNSETOWNER a multi-queue tap with no owner takes a queue from anyone who can open
@@ -408,7 +415,7 @@ fn make_tap(
             .map_err(|e| kernel_io(&e))?;
         *attached = attached.saturating_add(1);
         if got != name {
-            return Err(Error::Kernel { errno: libc::EIO });
+            impossible(&format!("a queue of {name} attached to {got}"));
         }
     }
     let mac = quiet_and_mac(ctx, first, &name)?;

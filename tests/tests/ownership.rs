@@ -646,6 +646,7 @@ fn a_lookup_that_fails_for_loopback_too_fails_closed() {
         "allow user * local\n",
         |s| {
             let before = vmpriv_tests::all_addrs();
+            let log = vmpriv_tests::capture_helper_log();
             become_nobody();
             let mut h = helper(s);
             become_root();
@@ -657,6 +658,14 @@ fn a_lookup_that_fails_for_loopback_too_fails_closed() {
             // IPv4 (the /31 is checked first) at create: nothing is made.
             let e = h.create_tap(&TapOptions::new().local(1, 0, false)).unwrap_err();
             assert!(matches!(e, ClientError::Kernel { errno: libc::EINVAL }), "{e:?}");
+            // The reply says "the kernel refused"; the log says which step (our source line).
+            let lines = vmpriv_tests::log_lines(&log);
+            assert!(
+                lines
+                    .iter()
+                    .any(|l| l.contains("kernel error EINVAL") && l.contains("configure.rs:")),
+                "{lines:?}"
+            );
             // IPv6 alone (vmd's IFADDR6) on a tap without addresses: nothing is added.
             let tap = h.create_tap(&TapOptions::new()).unwrap();
             let inet6_only = slot_1_0(false, true);

@@ -9,10 +9,10 @@ use nix::errno::Errno;
 use vmpriv_policy::IfName;
 
 use crate::netlink::{IFF_UP, IFLA_MASTER, IFLA_MTU, IfIndex, Link};
-use crate::startup::StartError;
+use crate::startup::{StartError, impossible};
 use crate::sys;
 use crate::tap::{
-    Ctx, Refusal, check_bridge_mac, create_marked, delete_link, find_bridge, free_slot, kernel, link_name,
+    Ctx, OrKernel, Refusal, check_bridge_mac, create_marked, delete_link, find_bridge, free_slot, link_name,
     opened_tun, own, quiet_and_mac, quiet_ipv6, set_u32, setlink, take_tun_fds, tap_flags,
 };
 
@@ -62,7 +62,9 @@ fn create(ctx: &mut Ctx, bridge: &IfName, vnet_hdr: bool) -> Result<(String, Own
     let slot = free_slot(ctx, quota)?;
     let bridge_link = find_bridge(ctx, bridge)?;
     check_bridge_mac(ctx, bridge, &bridge_link)?;
-    let fd = take_tun_fds(ctx, 1)?.pop().ok_or(Refusal::TunFds)?;
+    let fd = take_tun_fds(ctx, 1)?
+        .pop()
+        .unwrap_or_else(|| impossible("one tun fd asked, none given"));
     let (mut attached, mut created) = (false, None);
     match make(
         ctx,
@@ -102,7 +104,7 @@ fn make(
     let name = create_marked(ctx, first, flags, (quota, slot))?;
     *attached = true;
     own(ctx, first)?;
-    let link = ctx.nl.get_link(None, Some(&name)).map_err(kernel)?;
+    let link = ctx.nl.get_link(None, Some(&name)).or_kernel()?;
     *created = Some(link.index);
     quiet_and_mac(ctx, first, &name)?;
     attach_new(ctx, &link, bridge)?;
@@ -113,9 +115,9 @@ fn make(
 /// can reset), then the attach, then up.
 fn attach_new(ctx: &mut Ctx, link: &Link, bridge: &Link) -> Result<(), Refusal> {
     if let Some(mtu) = bridge.mtu.filter(|&m| Some(m) != link.mtu) {
-        set_u32(&mut ctx.nl, link.index, IFLA_MTU, mtu).map_err(kernel)?;
+        set_u32(&mut ctx.nl, link.index, IFLA_MTU, mtu).or_kernel()?;
         quiet_ipv6(ctx.ipv6_conf.as_ref(), &link_name(link))?;
     }
-    set_u32(&mut ctx.nl, link.index, IFLA_MASTER, bridge.index.get()).map_err(kernel)?;
-    setlink(&mut ctx.nl, link.index, IFF_UP, IFF_UP, None).map_err(kernel)
+    set_u32(&mut ctx.nl, link.index, IFLA_MASTER, bridge.index.get()).or_kernel()?;
+    setlink(&mut ctx.nl, link.index, IFF_UP, IFF_UP, None).or_kernel()
 }
