@@ -321,6 +321,10 @@ fn report(
     println!("warm_vs_floor={:.3}", warm / floor);
     println!("warm_quota_vs_floor={:.3}", med("vmpriv-warm-quota") / floor);
     println!("teardown_{n}_s={:.3}", s("teardown_batched_s"));
+    println!(
+        "teardown_vs_root_batch={:.3}",
+        s("teardown_batched_s") / s("teardown_root_group_s")
+    );
     print_startup_ratios(startup);
     if n >= 200 {
         // vmpriv warm's last 100 NICs against the best non-vmpriv contender's last 100.
@@ -761,6 +765,25 @@ fn worker(kind: &str, n: usize, helper: &Path) {
                 let h = Helper::spawn_at(helper).unwrap();
                 println!("startup helper {:.1}", t.elapsed().as_secs_f64() * 1e6);
                 drop(h);
+                // The bridge helper's start-up: every step its contract needs, then its refusal of a
+                // bridge no policy grants (no tap made), read as EOF on QEMU's socket.
+                let t = Instant::now();
+                let (ours, theirs) = vmpriv_tests::qemu_socketpair();
+                let fd = theirs.as_raw_fd();
+                let mut cmd = Command::new(helper.with_file_name("vmpriv-bridge-helper"));
+                cmd.args(["--use-vnet", "--br=nosuch0", &format!("--fd={fd}")])
+                    .stderr(Stdio::null());
+                vmpriv_client::keep_fd_across_exec(&mut cmd, fd);
+                let mut child = cmd.spawn().unwrap();
+                drop(theirs);
+                let mut byte = [0u8; 1];
+                assert_eq!(
+                    nix::unistd::read(&ours, &mut byte).unwrap(),
+                    0,
+                    "the bridge helper refused"
+                );
+                println!("startup bridge {:.1}", t.elapsed().as_secs_f64() * 1e6);
+                assert!(!child.wait().unwrap().success(), "the bridge helper refused");
             }
         }
         other => panic!("unknown worker {other}"),
@@ -796,6 +819,7 @@ fn hello_world(out: &Path, static_: bool) {
 /// Rust one.
 struct Startup {
     helper: Vec<f64>,
+    bridge: Vec<f64>,
     hello: Vec<f64>,
     hello_dynamic: Vec<f64>,
     hello_rust: Vec<f64>,
@@ -813,6 +837,7 @@ fn startup_in_namespace(n: usize) -> Startup {
     assert!(out.status.success(), "the start-up run failed");
     let mut s = Startup {
         helper: Vec::new(),
+        bridge: Vec::new(),
         hello: Vec::new(),
         hello_dynamic: Vec::new(),
         hello_rust: Vec::new(),
@@ -820,6 +845,7 @@ fn startup_in_namespace(n: usize) -> Startup {
     for line in String::from_utf8_lossy(&out.stdout).lines() {
         match line.split_whitespace().collect::<Vec<_>>()[..] {
             ["startup", "helper", us] => s.helper.push(us.parse().unwrap()),
+            ["startup", "bridge", us] => s.bridge.push(us.parse().unwrap()),
             ["startup", "hello", us] => s.hello.push(us.parse().unwrap()),
             ["startup", "hello-dynamic", us] => s.hello_dynamic.push(us.parse().unwrap()),
             ["startup", "hello-rust", us] => s.hello_rust.push(us.parse().unwrap()),
@@ -828,11 +854,12 @@ fn startup_in_namespace(n: usize) -> Startup {
     }
     let counts = [
         s.helper.len(),
+        s.bridge.len(),
         s.hello.len(),
         s.hello_dynamic.len(),
         s.hello_rust.len(),
     ];
-    assert_eq!(counts, [n; 4], "start-up samples");
+    assert_eq!(counts, [n; 5], "start-up samples");
     s
 }
 
@@ -846,6 +873,10 @@ fn print_startup_ratios(s: &Startup) {
         median(&s.hello_dynamic) / spawn
     );
     println!("rust_setuid_hello_vs_spawn={:.3}", median(&s.hello_rust) / spawn);
+    // Issue 23's start-up targets: each helper against the Rust setuid hello, same run.
+    let rust = median(&s.hello_rust);
+    println!("startup_vs_rust_hello={:.3}", median(&s.helper) / rust);
+    println!("bridge_startup_vs_rust_hello={:.3}", median(&s.bridge) / rust);
 }
 
 /// The start-up line: medians of all samples.
@@ -853,12 +884,14 @@ fn print_startup(s: &Startup) {
     println!(
         "helper: start-up {:.0} us (median of {}, spawn to Hello reply, setuid, as uid 65534); \
          a static hello world {:.0} us (spawned the same way, to its first byte); the same dynamically \
-         linked and setuid root {:.0} us; in Rust, built and installed as the helper is, {:.0} us",
+         linked and setuid root {:.0} us; in Rust, built and installed as the helper is, {:.0} us; \
+         the bridge helper, spawn to its refusal of an ungranted bridge, {:.0} us",
         median(&s.helper),
         s.helper.len(),
         median(&s.hello),
         median(&s.hello_dynamic),
-        median(&s.hello_rust)
+        median(&s.hello_rust),
+        median(&s.bridge)
     );
 }
 
