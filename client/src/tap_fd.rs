@@ -143,14 +143,13 @@ pub enum ByName {
     Kernel(i32),
 }
 
-fn tunsetiff(fd: BorrowedFd<'_>, name: &str, flags: libc::c_short) -> std::io::Result<libc::ifreq> {
+fn tunsetiff(fd: BorrowedFd<'_>, name: &str, flags: libc::c_short) -> std::io::Result<()> {
     let mut ifr = ifreq();
     for (d, s) in ifr.ifr_name.iter_mut().zip(name.bytes()) {
         *d = s.cast_signed();
     }
     ifr.ifr_ifru.ifru_flags = flags;
-    ioctl(fd, libc::TUNSETIFF, &mut ifr)?;
-    Ok(ifr)
+    ioctl(fd, libc::TUNSETIFF, &mut ifr)
 }
 
 /// Opens our own persistent tap `name` by name, as its owner does (`TUNSETIFF` on `/dev/net/tun`,
@@ -186,16 +185,20 @@ pub(crate) fn open_by_name(name: &str) -> Result<OwnedFd, ByName> {
         Some(libc::EINVAL) => tunsetiff(tun.as_fd(), name, single | IFF_MULTI_QUEUE),
         _ => Err(e),
     });
-    let ifr = attached.map_err(|e| match e.raw_os_error().map(Errno::from_raw) {
+    attached.map_err(|e| match e.raw_os_error().map(Errno::from_raw) {
         Some(Errno::EPERM) => ByName::OtherOwner,
         Some(Errno::EBUSY) => ByName::Held,
         Some(Errno::ENODEV) => ByName::NoSuchTap,
         n => ByName::Kernel(n.map_or(libc::EIO, |n| n as i32)),
     })?;
-    // SAFETY: TUNSETIFF wrote back the device's flags (`tun_flags`, which include IFF_PERSIST).
+    // TUNSETIFF leaves the flags we passed; TUNGETIFF gives the device's (`tun_flags`, with
+    // IFF_PERSIST). Not persistent: a tap someone holds, or one TUNSETIFF just made (a root caller,
+    // after the tap went away since the check above); closing our fd ends the latter.
+    let mut ifr = ifreq();
+    ioctl(tun.as_fd(), libc::TUNGETIFF, &mut ifr)
+        .map_err(|e| ByName::Kernel(e.raw_os_error().unwrap_or(libc::EIO)))?;
+    // SAFETY: TUNGETIFF filled `ifru_flags`.
     let flags = unsafe { ifr.ifr_ifru.ifru_flags };
-    // Not persistent: a tap someone holds, or one TUNSETIFF just made (a root caller, after the tap
-    // went away since the check above); closing our fd ends the latter.
     if flags & IFF_PERSIST == 0 {
         return Err(ByName::NotPersistent);
     }
