@@ -196,6 +196,23 @@ fn one_command_gets_several_taps_in_the_order_given() {
             assert_eq!(l(2)["addr_info"][0]["local"], "100.64.1.2");
             assert!(taps().is_empty(), "all three go with the command");
             assert!(addrs("br0").is_empty());
+            // Taps that would not fit under the fd limit are refused before any exists (exit 10,
+            // before the helper is started).
+            let o = vmpriv_tests::nobody_command("sh")
+                .args([
+                    "-c",
+                    "ulimit -n 6 && exec \"$0\" tap --net switch=br0,queues=2 -- true",
+                ])
+                .arg(&s.cli)
+                .env("VMPRIV_HELPER", &s.helper)
+                .output()
+                .unwrap();
+            assert_eq!(o.status.code(), Some(10), "{}", text(&o));
+            assert!(
+                text(&o).contains("past the fd limit (6, RLIMIT_NOFILE)"),
+                "{}",
+                text(&o)
+            );
         },
     );
 }

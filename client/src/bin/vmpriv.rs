@@ -52,10 +52,11 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Get taps, then exec COMMAND with their fds from 3 upward in the order given (skipping any fd
-    /// it inherits, e.g. an outer `vmpriv tap`'s). E.g. `vmpriv tap --switch br0 -- qemu-system-x86_64 -netdev tap,id=n0,fd=3`, or
-    /// two NICs: `vmpriv tap --net switch=br0 --net switch=br1 -- qemu-system-x86_64 -netdev
-    /// tap,id=n0,fd=3 -netdev tap,id=n1,fd=4 ...`. Sets VMPRIV_TAPS (how many), VMPRIV_TAP<i>_FDS,
-    /// _NAME and _MAC for each (i from 0), and VMPRIV_TAP_FDS, _NAME, _MAC for the first.
+    /// it inherits, e.g. an outer `vmpriv tap`'s). E.g. `vmpriv tap --switch br0 --
+    /// qemu-system-x86_64 -netdev tap,id=n0,fd=3`, or two NICs: `vmpriv tap --net switch=br0 --net
+    /// switch=br1 -- qemu-system-x86_64 -netdev tap,id=n0,fd=3 -netdev tap,id=n1,fd=4 ...`. Sets
+    /// VMPRIV_TAPS (how many), VMPRIV_TAP<i>_FDS, _NAME and _MAC for each (i from 0), and
+    /// VMPRIV_TAP_FDS, _NAME, _MAC for the first.
     #[command(after_help = FOOTER)]
     Tap {
         #[command(flatten)]
