@@ -114,7 +114,7 @@ pub(crate) fn set_persist(fd: BorrowedFd<'_>, on: bool) -> std::io::Result<()> {
     }
 }
 
-/// Why [`open_by_name`] would not give an fd on a tap.
+/// Why [`Helper::remove_persistent`](crate::Helper::remove_persistent) would not open a tap by name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum ByName {
     /// The name does not carry our mark.

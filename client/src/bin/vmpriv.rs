@@ -55,7 +55,7 @@ enum Cmd {
     /// it inherits, e.g. an outer `vmpriv tap`'s). E.g. `vmpriv tap --switch br0 --
     /// qemu-system-x86_64 -netdev tap,id=n0,fd=3`, or two NICs: `vmpriv tap --net switch=br0 --net
     /// switch=br1 -- qemu-system-x86_64 -netdev tap,id=n0,fd=3 -netdev tap,id=n1,fd=4 ...`. Sets
-    /// VMPRIV_TAPS (how many), VMPRIV_TAP<i>_FDS, _NAME and _MAC for each (i from 0), and
+    /// VMPRIV_TAPS (how many), `VMPRIV_TAP<i>_FDS`, _NAME and _MAC for each (i from 0), and
     /// VMPRIV_TAP_FDS, _NAME, _MAC for the first.
     #[command(after_help = FOOTER)]
     Tap {
@@ -150,7 +150,7 @@ enum Cmd {
 #[derive(clap::Args)]
 struct TapArgs {
     /// One tap per --net, in order (repeat it for several NICs). SPEC is comma-separated keys, the
-    /// single-tap options below: switch=NAME, queues=N, vnet-hdr, local,vm=N,nic=N[,inet6],
+    /// single-tap options below: switch=NAME, queues=N, vnet-hdr, `local,vm=N,nic=N[,inet6]`,
     /// description=TEXT (a comma doubled, as in QEMU), group=NAME, rdomain=N.
     #[arg(long = "net", value_name = "SPEC", value_parser = net_spec::parse,
           conflicts_with_all = ["switch", "vnet_hdr", "queues", "vm", "nic", "local", "inet6",
