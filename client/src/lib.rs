@@ -18,8 +18,11 @@
 #![warn(missing_docs)]
 
 pub mod bridge_conf;
+pub mod net_spec;
 pub mod policy_text;
 mod tap_fd;
+
+pub use tap_fd::ByName;
 
 use std::io::{IoSlice, IoSliceMut};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
@@ -138,6 +141,15 @@ pub enum ClientError {
     /// A socket error on our side.
     #[error("socket error: {0}")]
     Io(#[from] std::io::Error),
+    /// A tap could not be opened by its name as its owner ([`Helper::remove_persistent`]); nothing
+    /// was removed.
+    #[error("{name}: {reason}")]
+    ByName {
+        /// The name given.
+        name: String,
+        /// Why.
+        reason: ByName,
+    },
 }
 
 impl From<vmpriv_protocol::Error> for ClientError {
@@ -297,6 +309,22 @@ impl Tap {
     /// Gives up ownership of the queue fds as `OwnedFd`s.
     pub fn into_fds(self) -> Vec<OwnedFd> {
         self.fds
+    }
+    /// Makes the tap persistent (`TUNSETPERSIST` through its fd, which needs no privilege): it
+    /// outlives its fds, still counting against our quota, until [`Helper::remove_persistent`] or
+    /// [`Helper::remove_leftovers`] deletes it. For VMMs that open a tap by name (Firecracker's
+    /// `host_dev_name`).
+    ///
+    /// ```no_run
+    /// # let mut helper = vmpriv_client::Helper::spawn()?;
+    /// let tap = helper.create_tap(&vmpriv_client::TapOptions::new().switch("br0"))?;
+    /// tap.set_persistent(true)?;
+    /// println!("{}", tap.name()); // give this name to Firecracker
+    /// drop(tap); // the tap stays
+    /// # Ok::<(), vmpriv_client::ClientError>(())
+    /// ```
+    pub fn set_persistent(&self, on: bool) -> Result<(), ClientError> {
+        tap_fd::set_persist(self.as_fd(), on).map_err(ClientError::Io)
     }
 }
 
@@ -818,25 +846,54 @@ impl Helper {
     /// # Ok::<(), vmpriv_client::ClientError>(())
     /// ```
     pub fn destroy(&mut self, taps: Vec<Tap>) -> Result<u32, ClientError> {
+        let fds: Vec<BorrowedFd<'_>> = taps.iter().map(AsFd::as_fd).collect();
+        let removed = self.destroy_fds(&fds)?;
+        drop(taps); // our fds on taps that are gone
+        Ok(removed)
+    }
+
+    /// Deletes our own persistent taps by name, all or none: each is opened by name as its owner
+    /// (`TUNSETIFF` on `/dev/net/tun`, which the kernel allows only the tap's owner) and the fds prove
+    /// them ours to the helper in one `DestroyTaps` batch. A name that is not a vmpriv tap of ours, a
+    /// tap of another user, one a process holds or one that is not persistent is refused
+    /// ([`ClientError::ByName`]) before anything is deleted. Needs `/dev/net/tun` open to us (most
+    /// distributions ship it 0666); where it is not, [`Helper::remove_leftovers`] removes them all.
+    ///
+    /// ```no_run
+    /// let mut helper = vmpriv_client::Helper::spawn()?;
+    /// assert_eq!(helper.remove_persistent(&["vp3e8-0"])?, 1);
+    /// # Ok::<(), vmpriv_client::ClientError>(())
+    /// ```
+    pub fn remove_persistent(&mut self, names: &[&str]) -> Result<u32, ClientError> {
+        let fds = names
+            .iter()
+            .map(|&name| {
+                tap_fd::open_by_name(name).map_err(|reason| ClientError::ByName {
+                    name: name.to_owned(),
+                    reason,
+                })
+            })
+            .collect::<Result<Vec<OwnedFd>, _>>()?;
+        let borrowed: Vec<BorrowedFd<'_>> = fds.iter().map(AsFd::as_fd).collect();
+        self.destroy_fds(&borrowed)
+    }
+
+    /// `DestroyTaps` on one fd per tap.
+    fn destroy_fds(&mut self, all: &[BorrowedFd<'_>]) -> Result<u32, ClientError> {
         // One fd per tap proves it ours; a message carries at most MAX_DESTROY fds, so a larger batch
         // takes several messages, all but the last with `more`: the helper deletes the whole batch in
         // one kernel batch at the last.
-        let chunks: Vec<&[Tap]> = taps.chunks(usize::from(wire::MAX_DESTROY)).collect();
+        let chunks: Vec<&[BorrowedFd<'_>]> = all.chunks(usize::from(wire::MAX_DESTROY)).collect();
         let mut removed = 0u32;
-        for (i, chunk) in chunks.iter().enumerate() {
-            let fds: Vec<BorrowedFd<'_>> = chunk
-                .iter()
-                .filter_map(|t| t.fds().first().map(AsFd::as_fd))
-                .collect();
+        for (i, fds) in chunks.iter().enumerate() {
             let count = u8::try_from(fds.len()).map_err(|_| ClientError::Protocol)?;
             let more = i + 1 < chunks.len();
-            match (more, self.call(&Request::DestroyTaps { count, more }, &fds)?) {
+            match (more, self.call(&Request::DestroyTaps { count, more }, fds)?) {
                 (true, (Response::Staged { .. }, _)) => {}
                 (false, (Response::Removed { count }, _)) => removed = count,
                 _ => return Err(ClientError::Protocol),
             }
         }
-        drop(taps); // our fds on taps that are gone
         Ok(removed)
     }
 

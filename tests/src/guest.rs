@@ -111,7 +111,8 @@ fn fetch_stock_kernel() -> Kernel {
 /// The guest's `/init`. It reads `vmpriv.inet=ADDR/LEN,PEER` and `vmpriv.inet6=ADDR/LEN,PEER` from
 /// the kernel command line, configures eth0, waits for the peer to answer (ARP, and the host side's
 /// IPv6 duplicate address detection, take a moment), then pings it 5 times and prints busybox's
-/// output between `vmpriv-guest:` lines; then powers off.
+/// output between `vmpriv-guest:` lines; then powers off. `vmpriv.eth1=ADDR/LEN,PEER` does the same
+/// (IPv4) on a second NIC, eth1.
 const INIT: &str = r#"#!/bin/busybox sh
 /bin/busybox --install -s /bin
 export PATH=/bin
@@ -119,24 +120,30 @@ mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 for m in $MODULES; do insmod /lib/modules/$m.ko || echo "vmpriv-guest: insmod $m failed"; done
-inet= inet6=
+inet= inet6= eth1=
 for w in $(cat /proc/cmdline); do
     case "$w" in
         vmpriv.inet=*) inet=${w#*=} ;;
         vmpriv.inet6=*) inet6=${w#*=} ;;
+        vmpriv.eth1=*) eth1=${w#*=}@eth1 ;;
     esac
 done
-i=0
-while [ ! -e /sys/class/net/eth0 ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
-echo 0 > /proc/sys/net/ipv6/conf/eth0/accept_dad
-ip link set eth0 up
+up() {
+    i=0
+    while [ ! -e /sys/class/net/$1 ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+    echo 0 > /proc/sys/net/ipv6/conf/$1/accept_dad
+    ip link set $1 up
+}
+up eth0
 echo "vmpriv-guest: kernel $(uname -r), eth0 $(cat /sys/class/net/eth0/address), $(ls /sys/class/net/eth0/queues | grep -c rx-) rx queues"
-for spec in $inet $inet6; do
+for spec in $inet $inet6 $eth1; do
+    dev=eth0
+    case "$spec" in *@*) dev=${spec#*@} spec=${spec%@*}; up $dev ;; esac
     addr=${spec%,*} peer=${spec#*,}
-    ip addr add "$addr" dev eth0
+    ip addr add "$addr" dev $dev
     i=1
     until ping -c 1 -W 1 "$peer" >/dev/null 2>&1 || [ $i -ge 30 ]; do i=$((i + 1)); done
-    echo "vmpriv-guest: I am $addr; $peer answered after $i tries; ping -c 5 -A $peer:"
+    echo "vmpriv-guest: I am $addr on $dev ($(cat /sys/class/net/$dev/address)); $peer answered after $i tries; ping -c 5 -A $peer:"
     ping -c 5 -A "$peer"
     echo "vmpriv-guest: ping $peer exit $?"
 done

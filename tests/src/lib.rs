@@ -422,6 +422,9 @@ pub fn become_uid(uid: u32) {
 /// distributions ship it, or 0600 as this machine has it), whatever the host has.
 pub fn tun_device_mode(mode: u32) {
     let node = format!("/var/tmp/vmpriv-tun-node.{}", std::process::id());
+    // A node an earlier call bound there goes first, so that a scenario can change the mode (a bind
+    // over the deleted node fails with ENOENT); where none is bound this fails and changes nothing.
+    let _ = run(&["umount", "/dev/net/tun"]);
     let _ = std::fs::remove_file(&node);
     nix::sys::stat::mknod(
         node.as_str(),

@@ -191,3 +191,90 @@ fn guest_on_a_multi_queue_tap_pings_the_host() {
         },
     );
 }
+
+/// Two NICs through one `vmpriv tap` (issue 22): `--net switch=br0 --net local,vm=1,nic=0` gives QEMU
+/// fds 3 and 4; the guest's eth0 pings the bridge's address, its eth1 the host side of the local /31.
+#[test]
+#[ignore = "boots a real guest under TCG and downloads Debian's kernel: cargo test -p vmpriv-tests --test guest -- --ignored"]
+fn guest_with_two_nics_through_one_vmpriv_tap() {
+    stock_kernel();
+    scenario(
+        "guest_with_two_nics_through_one_vmpriv_tap",
+        bins!(),
+        POLICY,
+        |s| {
+            bridge("br0", None);
+            sh(&["ip", "addr", "add", "198.51.100.1/24", "dev", "br0"]);
+            let initrd = initramfs(s);
+            let mut args: Vec<String> = [
+                "tap",
+                "--json",
+                "--net",
+                "switch=br0",
+                "--net",
+                "local,vm=1,nic=0",
+                "--",
+            ]
+            .map(str::to_owned)
+            .to_vec();
+            // As in guest_on_a_vmpriv_tap: the kernel command line comes on stdin, once the report is read.
+            args.extend(
+                [
+                    "sh",
+                    "-c",
+                    r#"IFS= read -r cmdline && exec "$@" -append "$cmdline" </dev/null"#,
+                    "sh",
+                    QEMU,
+                ]
+                .map(str::to_owned),
+            );
+            args.extend(qemu_args(stock_kernel(), &initrd, 1));
+            for (id, fd) in [("n0", 3), ("n1", 4)] {
+                args.extend([
+                    "-netdev".to_owned(),
+                    format!("tap,id={id},fd={fd},vhost=off"),
+                    "-device".to_owned(),
+                    format!("virtio-net-pci,netdev={id}"),
+                ]);
+            }
+            let mut child = nobody_command(&s.cli)
+                .args(&args)
+                .env("VMPRIV_HELPER", &s.helper)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+            let mut line = String::new();
+            stdout.read_line(&mut line).unwrap();
+            let report: serde_json::Value =
+                serde_json::from_str(&line).unwrap_or_else(|e| panic!("no JSON report ({e}): {line:?}"));
+            println!("\nGUEST | (host) vmpriv tap --json: {}", line.trim_end());
+            let t = report["taps"].as_array().unwrap();
+            assert_eq!(
+                (&t[0]["fds"], &t[1]["fds"]),
+                (&serde_json::json!([3]), &serde_json::json!([4]))
+            );
+            let local = &t[1]["addresses"][0];
+            let (vm, host) = (local["vm"].as_str().unwrap(), local["host"].as_str().unwrap());
+            {
+                use std::io::Write;
+                let net = format!("vmpriv.inet=198.51.100.2/24,198.51.100.1 vmpriv.eth1={vm}/31,{host}");
+                writeln!(child.stdin.take().unwrap(), "{}", cmdline(&net)).unwrap();
+            }
+            let console = read_console(child, stdout, BOOT_TIMEOUT);
+            show(&console);
+            assert_no_loss(&console, "198.51.100.1");
+            assert_no_loss(&console, host);
+            assert!(
+                console
+                    .text
+                    .contains(&format!("vmpriv-guest: I am {vm}/31 on eth1")),
+                "the local /31 is eth1's:\n{}",
+                console.text
+            );
+            assert!(taps().is_empty(), "no tap remains: {:?}", taps());
+        },
+    );
+}

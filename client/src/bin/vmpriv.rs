@@ -16,7 +16,8 @@ use std::os::unix::process::CommandExt;
 use std::process::{Command, ExitCode};
 
 use clap::{CommandFactory, Parser, Subcommand};
-use vmpriv_client::{ClientError, Helper, Tap, TapOptions};
+use vmpriv_client::net_spec::{self, NetSpec};
+use vmpriv_client::{ByName, ClientError, Helper, Tap};
 use vmpriv_protocol::{policy, trust};
 
 /// The format version of every `--json` report.
@@ -50,45 +51,22 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Get a tap, then exec COMMAND with its fds from 3 upward (VMPRIV_TAP_FDS, VMPRIV_TAP_NAME and
-    /// VMPRIV_TAP_MAC set). E.g. `vmpriv tap --switch br0 -- qemu-system-x86_64 -netdev tap,id=n0,fd=3`.
+    /// Get taps, then exec COMMAND with their fds from 3 upward in the order given (skipping any fd
+    /// it inherits, e.g. an outer `vmpriv tap`'s). E.g. `vmpriv tap --switch br0 --
+    /// qemu-system-x86_64 -netdev tap,id=n0,fd=3`, or two NICs: `vmpriv tap --net switch=br0 --net
+    /// switch=br1 -- qemu-system-x86_64 -netdev tap,id=n0,fd=3 -netdev tap,id=n1,fd=4 ...`. Sets
+    /// VMPRIV_TAPS (how many), `VMPRIV_TAP<i>_FDS`, _NAME and _MAC for each (i from 0), and
+    /// VMPRIV_TAP_FDS, _NAME, _MAC for the first.
     #[command(after_help = FOOTER)]
     Tap {
-        /// Attach to this switch (a bridge the policy grants you).
-        #[arg(long)]
-        switch: Option<String>,
-        /// Open the tap with IFF_VNET_HDR (virtio-net offloads).
-        #[arg(long)]
-        vnet_hdr: bool,
-        /// Number of queues (fds), 1 to 8.
-        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=8))]
-        queues: u8,
-        /// The VM's slot, for local addresses.
-        #[arg(long, requires = "local")]
-        vm: Option<u32>,
-        /// The interface index within the VM, for local addresses.
-        #[arg(long, requires = "local")]
-        nic: Option<u32>,
-        /// Add the local IPv4 /31 of (vm, nic) on the tap.
-        #[arg(long, requires_all = ["vm", "nic"])]
-        local: bool,
-        /// Also add the local IPv6 /96.
-        #[arg(long, requires = "local")]
-        inet6: bool,
-        /// Interface description (printable ASCII, at most 63 bytes).
-        #[arg(long)]
-        description: Option<String>,
-        /// Interface group (a name the policy defines and grants you).
-        #[arg(long)]
-        group: Option<String>,
-        /// Routing domain (for a tap without a switch).
-        #[arg(long)]
-        rdomain: Option<u32>,
+        #[command(flatten)]
+        spec: TapArgs,
         /// Print a one-line JSON report on stdout before the exec.
         ///
-        /// Keys: version (1), ifname, ifindex, mac, mtu, switch (or null), fds (the command's fd
-        /// numbers), queues, vnet_hdr (from the kernel), owner (the tap's owner uid: yours),
-        /// addresses (each with family, host, vm, prefixlen).
+        /// Keys: version (1), taps (one object per tap, in order, with the keys below), and the
+        /// first tap's keys at the top: ifname, ifindex, mac, mtu, switch (or null), fds (the
+        /// command's fd numbers), queues, vnet_hdr (from the kernel), owner (the tap's owner uid:
+        /// yours), persistent (false), addresses (each with family, host, vm, prefixlen).
         #[arg(long)]
         json: bool,
         /// Write the JSON report to fd N instead (open for writing; not 0-2, not a tap fd's number),
@@ -96,9 +74,31 @@ enum Cmd {
         #[arg(long, value_name = "N", conflicts_with = "json",
               value_parser = clap::value_parser!(RawFd).range(0..))]
         json_fd: Option<RawFd>,
-        /// The command to run with the tap.
+        /// The command to run with the taps.
         #[arg(last = true, required = true)]
         command: Vec<OsString>,
+    },
+    /// Make persistent taps for VMMs that open a tap by name (Firecracker's host_dev_name): as
+    /// `tap` makes them (same options, policy and quota), configured and up, owned by you; print
+    /// their names. They count against your quota until `vmpriv remove NAME` (or `vmpriv cleanup`,
+    /// while no process holds them). Opening one by name needs /dev/net/tun open to you.
+    #[command(after_help = FOOTER)]
+    Persist {
+        #[command(flatten)]
+        spec: TapArgs,
+        /// Print a one-line JSON report instead: the keys of `tap --json`, with fds [] and
+        /// persistent true.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete your own persistent taps by name, all or none: each is opened by name as its owner
+    /// and proven yours to the helper by that fd. Another user's tap, a tap vmpriv did not make, a
+    /// tap a process holds, or one that is not persistent is refused.
+    #[command(after_help = FOOTER)]
+    Remove {
+        /// The taps' names (as `vmpriv persist` printed them).
+        #[arg(required = true, value_name = "NAME")]
+        names: Vec<String>,
     },
     /// Check a policy file as the helper does, and print what it grants.
     ///
@@ -146,6 +146,70 @@ enum Cmd {
     },
 }
 
+/// What taps to make: repeated `--net SPEC`, or the single-tap options.
+#[derive(clap::Args)]
+struct TapArgs {
+    /// One tap per --net, in order (repeat it for several NICs). SPEC is comma-separated keys, the
+    /// single-tap options below: switch=NAME, queues=N, vnet-hdr, `local,vm=N,nic=N[,inet6]`,
+    /// description=TEXT (a comma doubled, as in QEMU), group=NAME, rdomain=N.
+    #[arg(long = "net", value_name = "SPEC", value_parser = net_spec::parse,
+          conflicts_with_all = ["switch", "vnet_hdr", "queues", "vm", "nic", "local", "inet6",
+                                "description", "group", "rdomain"])]
+    net: Vec<NetSpec>,
+    /// Attach to this switch (a bridge the policy grants you).
+    #[arg(long)]
+    switch: Option<String>,
+    /// Open the tap with IFF_VNET_HDR (virtio-net offloads).
+    #[arg(long)]
+    vnet_hdr: bool,
+    /// Number of queues (fds), 1 to 8 (default 1).
+    #[arg(long, value_parser = clap::value_parser!(u8).range(1..=8))]
+    queues: Option<u8>,
+    /// The VM's slot, for local addresses.
+    #[arg(long, requires = "local")]
+    vm: Option<u32>,
+    /// The interface index within the VM, for local addresses.
+    #[arg(long, requires = "local")]
+    nic: Option<u32>,
+    /// Add the local IPv4 /31 of (vm, nic) on the tap.
+    #[arg(long, requires_all = ["vm", "nic"])]
+    local: bool,
+    /// Also add the local IPv6 /96.
+    #[arg(long, requires = "local")]
+    inet6: bool,
+    /// Interface description (printable ASCII, at most 63 bytes).
+    #[arg(long)]
+    description: Option<String>,
+    /// Interface group (a name the policy defines and grants you).
+    #[arg(long)]
+    group: Option<String>,
+    /// Routing domain (for a tap without a switch).
+    #[arg(long)]
+    rdomain: Option<u32>,
+}
+
+impl TapArgs {
+    /// The taps asked for: each `--net`, or the one the single-tap options describe.
+    fn specs(self) -> Vec<NetSpec> {
+        if !self.net.is_empty() {
+            return self.net;
+        }
+        let local = match (self.local, self.vm, self.nic) {
+            (true, Some(vm), Some(nic)) => Some((vm, nic, self.inet6)),
+            _ => None,
+        };
+        vec![NetSpec {
+            switch: self.switch,
+            queues: self.queues.unwrap_or(1),
+            vnet_hdr: self.vnet_hdr,
+            local,
+            description: self.description,
+            group: self.group,
+            rdomain: self.rdomain,
+        }]
+    }
+}
+
 fn main() -> ExitCode {
     // A reader that goes away (`vmpriv whoami | head -1`) ends us quietly, as it ends any Unix tool,
     // rather than making `println!` panic. The session socket is written with MSG_NOSIGNAL, so a
@@ -158,46 +222,29 @@ fn main() -> ExitCode {
             nix::sys::signal::SigHandler::SigDfl,
         )
     };
+    // Every fd open now was inherited (ours are all close-on-exec, and none is open yet).
+    let inherited = inherited_fds();
     let cli = Cli::parse();
     let result = match cli.cmd {
         Cmd::Tap {
-            switch,
-            vnet_hdr,
-            queues,
-            vm,
-            nic,
-            local,
-            inet6,
-            description,
-            group,
-            rdomain,
+            spec,
             json,
             json_fd,
             command,
         } => {
-            // Before anything opens an fd of ours: N must be the caller's.
-            let report_to = match json_fd.map(|n| take_json_fd(n, queues)).transpose() {
+            let specs = spec.specs();
+            let queues: i32 = specs.iter().map(|s| i32::from(s.queues)).sum();
+            // Before anything opens an fd of ours: N must be the caller's, and the taps go where the
+            // command inherits no fd (N is closed before the exec).
+            let base = first_free_fd(&inherited, json_fd, queues);
+            let report_to = match json_fd.map(|n| take_json_fd(n, base, queues)).transpose() {
                 Ok(fd) => fd.map(Report::Fd).or(json.then_some(Report::Stdout)),
                 Err(e) => usage_error("tap", e),
             };
-            let mut opts = TapOptions::new().vnet_hdr(vnet_hdr).queues(queues);
-            if let Some(s) = &switch {
-                opts = opts.switch(s);
-            }
-            if let (true, Some(vm), Some(nic)) = (local, vm, nic) {
-                opts = opts.local(vm, nic, inet6);
-            }
-            if let Some(d) = &description {
-                opts = opts.description(d);
-            }
-            if let Some(g) = &group {
-                opts = opts.group(g);
-            }
-            if let Some(r) = rdomain {
-                opts = opts.rdomain(r);
-            }
-            tap_and_exec(&opts, switch.as_deref(), report_to, &command)
+            tap_and_exec(&specs, base, report_to, &command)
         }
+        Cmd::Persist { spec, json } => persist(&spec.specs(), json),
+        Cmd::Remove { names } => remove(&names),
         Cmd::CheckPolicy { file, json } => {
             return check_policy(file.as_deref().unwrap_or(policy::POLICY_PATH), json);
         }
@@ -234,6 +281,11 @@ fn exit_code(e: &ClientError) -> u8 {
         | ClientError::Protocol
         | ClientError::Version { .. } => 9,
         ClientError::Io(_) => 10,
+        ClientError::ByName { reason, .. } => match reason {
+            ByName::NotOurs(_) | ByName::NoSuchTap | ByName::OtherOwner => 4,
+            ByName::Held | ByName::NotPersistent | ByName::Kernel(_) => 7,
+            ByName::TunClosed => 8,
+        },
     }
 }
 
@@ -258,18 +310,68 @@ enum Report {
     Fd(OwnedFd),
 }
 
+/// The fds open at start: all inherited, since this runs before we open any. Read from
+/// `/proc/self/fd` (its directory's own fd, closed by then, drops out of the check after), else by
+/// asking each number up to the fd limit.
+fn inherited_fds() -> Vec<RawFd> {
+    let listed: Option<Vec<RawFd>> = std::fs::read_dir("/proc/self/fd").ok().map(|d| {
+        d.filter_map(Result::ok)
+            .filter_map(|e| e.file_name().to_str()?.parse().ok())
+            .collect()
+    });
+    let limit = fd_limit().min(1 << 20);
+    let candidates = listed.unwrap_or_else(|| (0..i32::try_from(limit).unwrap_or(1024)).collect());
+    candidates.into_iter().filter(|&fd| fd_is_open(fd)).collect()
+}
+
+/// RLIMIT_NOFILE's soft limit (1024 if it cannot be read).
+fn fd_limit() -> u64 {
+    let mut rl = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one `struct rlimit`, which `rl` is and which lives across the call.
+    #[allow(unsafe_code)]
+    let r = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &raw mut rl) };
+    if r == 0 { rl.rlim_cur } else { 1024 }
+}
+
+fn fd_is_open(fd: RawFd) -> bool {
+    // SAFETY: F_GETFD reads the flags of fd number `fd` and passes no memory; a closed fd gives EBADF.
+    #[allow(unsafe_code)]
+    let r = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+    r != -1
+}
+
+/// Where the command's `count` tap fds begin: the lowest run of numbers from 3 up that holds no fd it
+/// inherits. An inherited fd is never laid over: dup2 would close it, and if it is an outer `vmpriv
+/// tap`'s tap, the kernel would delete that tap. Most commands inherit nothing above 2 and get 3 on;
+/// under an outer `vmpriv tap` the taps go above its. The `--json-fd` N does not count: it is closed
+/// before the exec.
+fn first_free_fd(inherited: &[RawFd], json_fd: Option<RawFd>, count: RawFd) -> RawFd {
+    let mut base: RawFd = 3;
+    while let Some(&taken) = inherited
+        .iter()
+        .filter(|&&fd| Some(fd) != json_fd)
+        .find(|&&fd| (base..base.saturating_add(count)).contains(&fd))
+    {
+        base = taken + 1;
+    }
+    base
+}
+
 /// Takes `--json-fd N` as ours, refusing with a usage message an N that is not open for writing, is
-/// stdio, or is a number the command's tap fds take (3 to 2 + queues).
-fn take_json_fd(n: RawFd, queues: u8) -> Result<OwnedFd, String> {
-    let last_tap_fd = 2 + i32::from(queues);
+/// stdio, or is a number the command's tap fds take (`base` to `base + queues - 1`).
+fn take_json_fd(n: RawFd, base: RawFd, queues: i32) -> Result<OwnedFd, String> {
+    let last_tap_fd = base + queues - 1;
     if n < 3 {
         return Err(format!(
             "--json-fd {n}: stdin, stdout and stderr stay the command's (use --json for stdout)"
         ));
     }
-    if n <= last_tap_fd {
+    if (base..=last_tap_fd).contains(&n) {
         return Err(format!(
-            "--json-fd {n}: the command gets its tap fds as 3 to {last_tap_fd}; pass the report on another fd"
+            "--json-fd {n}: the command gets its tap fds as {base} to {last_tap_fd}; pass the report on another fd"
         ));
     }
     // SAFETY: F_GETFL reads the flags of fd number `n` and passes no memory; a closed `n` gives EBADF.
@@ -305,8 +407,13 @@ fn tun_flags(fd: &OwnedFd) -> std::io::Result<i32> {
     }
 }
 
-/// The one-line JSON report (keys in the `--json` help).
-fn report(tap: &Tap, switch: Option<&str>) -> std::io::Result<String> {
+/// One tap as the `--json` report describes it; `fds` are the command's numbers for its queues.
+fn tap_json(
+    tap: &Tap,
+    switch: Option<&str>,
+    fds: &[RawFd],
+    persistent: bool,
+) -> std::io::Result<serde_json::Value> {
     let mut addrs = Vec::new();
     if let Some(p) = tap.inet() {
         addrs.push(serde_json::json!({"family": "inet", "host": p.host().to_string(), "vm": p.vm().to_string(), "prefixlen": 31}));
@@ -320,82 +427,185 @@ fn report(tap: &Tap, switch: Option<&str>) -> std::io::Result<String> {
         .ok_or_else(|| std::io::Error::other("a tap without fds"))?;
     let flags = tun_flags(first)?;
     Ok(serde_json::json!({
-        "version": JSON_VERSION,
         "ifname": tap.name(),
         "ifindex": tap.ifindex(),
         "mac": tap.mac_string(),
         "mtu": tap.mtu(),
         "switch": switch,
-        "fds": (0..tap.fds().len()).map(|i| 3 + i).collect::<Vec<_>>(),
+        "fds": fds,
         "queues": tap.fds().len(),
         "vnet_hdr": flags & libc::IFF_VNET_HDR != 0,
         // The helper gives the tap to its caller (TUNSETOWNER): our real uid.
         "owner": nix::unistd::getuid().as_raw(),
+        "persistent": persistent,
         "addresses": addrs,
-    })
-    .to_string())
+    }))
+}
+
+/// The one-line JSON report (keys in the `--json` help): `taps`, and the first tap's keys at the top,
+/// as the single-tap report of version 1 had them.
+fn report(taps: &[(Tap, &NetSpec, Vec<RawFd>)], persistent: bool) -> std::io::Result<String> {
+    let mut all = Vec::new();
+    for (tap, spec, fds) in taps {
+        all.push(tap_json(tap, spec.switch.as_deref(), fds, persistent)?);
+    }
+    let mut top = all
+        .first()
+        .and_then(serde_json::Value::as_object)
+        .cloned()
+        .ok_or_else(|| std::io::Error::other("no tap"))?;
+    top.insert("version".to_owned(), JSON_VERSION.into());
+    top.insert("taps".to_owned(), all.into());
+    Ok(serde_json::Value::Object(top).to_string())
+}
+
+/// Asks one helper session for every tap, in order. One refused request ends it: the taps made
+/// before are dropped, so they go away with their fds.
+fn create_all(specs: &[NetSpec]) -> Result<Vec<(Tap, &NetSpec)>, ClientError> {
+    let mut helper = Helper::spawn()?;
+    let mut taps = Vec::with_capacity(specs.len());
+    for spec in specs {
+        taps.push((helper.create_tap(&spec.options())?, spec));
+    }
+    helper.close()?;
+    Ok(taps)
+}
+
+fn write_report(to: Report, line: std::io::Result<String>) {
+    let written = line.and_then(|line| match to {
+        Report::Stdout => writeln!(std::io::stdout(), "{line}"),
+        // Closed here (dropped): its reader sees EOF, and the command does not inherit it.
+        Report::Fd(fd) => writeln!(std::fs::File::from(fd), "{line}"),
+    });
+    if let Err(e) = written {
+        eprintln!(
+            "vmpriv: cannot write the report: {}",
+            without_os_error(&e.to_string())
+        );
+        std::process::exit(10);
+    }
 }
 
 fn tap_and_exec(
-    opts: &TapOptions,
-    switch: Option<&str>,
+    specs: &[NetSpec],
+    base: RawFd,
     report_to: Option<Report>,
     command: &[OsString],
 ) -> Result<(), ClientError> {
-    let mut helper = Helper::spawn()?;
-    let tap = helper.create_tap(opts)?;
-    helper.close()?;
-    if let Some(to) = report_to {
-        let written = report(&tap, switch).and_then(|line| match to {
-            Report::Stdout => writeln!(std::io::stdout(), "{line}"),
-            // Closed here (dropped): its reader sees EOF, and the command does not inherit it.
-            Report::Fd(fd) => writeln!(std::fs::File::from(fd), "{line}"),
-        });
-        if let Err(e) = written {
-            eprintln!(
-                "vmpriv: cannot write the report: {}",
-                without_os_error(&e.to_string())
-            );
-            std::process::exit(10);
-        }
+    let total: usize = specs.iter().map(|s| usize::from(s.queues)).sum();
+    let total_fds = RawFd::try_from(total).unwrap_or(RawFd::MAX);
+    // Refused before any tap exists: the fds would not fit under the fd limit (our copies of them
+    // sit above the command's numbers until the exec).
+    let limit = fd_limit();
+    let highest = u64::try_from(base.saturating_add(total_fds.saturating_mul(2))).unwrap_or(u64::MAX);
+    if highest > limit {
+        eprintln!(
+            "vmpriv: the command's {total} tap fd(s) would go from {base} up (it inherits the fds \
+             below), past the fd limit ({limit}, RLIMIT_NOFILE): close the inherited fds or raise \
+             the limit"
+        );
+        std::process::exit(10);
     }
-    let n = tap.fds().len();
-    let fd_list: Vec<String> = (0..n).map(|i| (3 + i).to_string()).collect();
+    let taps = create_all(specs)?;
+    // Each tap's fds, in the order asked, from `base` upward.
+    let mut next = base;
+    let laid: Vec<(Tap, &NetSpec, Vec<RawFd>)> = taps
+        .into_iter()
+        .map(|(tap, spec)| {
+            let fds: Vec<RawFd> = (next..).take(tap.fds().len()).collect();
+            next += RawFd::try_from(fds.len()).unwrap_or(0);
+            (tap, spec, fds)
+        })
+        .collect();
+    if let Some(to) = report_to {
+        write_report(to, report(&laid, false));
+    }
     let (program, args) = command.split_first().ok_or(ClientError::Protocol)?;
     let mut cmd = Command::new(program);
-    cmd.args(args)
-        .env("VMPRIV_TAP_FDS", fd_list.join(","))
-        .env("VMPRIV_TAP_NAME", tap.name())
-        .env("VMPRIV_TAP_MAC", tap.mac_string());
-    // Move the tap fds out of the way of 3..3+n first (close-on-exec copies), then dup2 them into
-    // place right before exec: dup2 clears close-on-exec on the copy, so exactly those stay open.
-    let mut high: Vec<RawFd> = Vec::new();
-    for fd in tap.fds() {
-        let min = i32::try_from(3 + n).unwrap_or(16);
-        high.push(
-            nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(min))
-                .map_err(std::io::Error::from)?,
-        );
+    cmd.args(args);
+    // This command's taps only: variables an outer `vmpriv tap` set for more taps go.
+    for (key, _) in std::env::vars_os() {
+        if key.to_str().is_some_and(|k| k.starts_with("VMPRIV_TAP")) {
+            cmd.env_remove(key);
+        }
     }
-    // SAFETY: the closure only calls dup2(2), async-signal-safe, on fds that are open (`high`, kept
-    // alive by not closing them; they are close-on-exec).
+    cmd.env("VMPRIV_TAPS", laid.len().to_string());
+    for (i, (tap, _, fds)) in laid.iter().enumerate() {
+        let list = fds.iter().map(ToString::to_string).collect::<Vec<_>>().join(",");
+        let mut vars = vec![format!("VMPRIV_TAP{i}_")];
+        if i == 0 {
+            vars.push("VMPRIV_TAP_".to_owned());
+        }
+        for prefix in vars {
+            cmd.env(format!("{prefix}FDS"), &list)
+                .env(format!("{prefix}NAME"), tap.name())
+                .env(format!("{prefix}MAC"), tap.mac_string());
+        }
+    }
+    // Move the tap fds out of the way of their numbers first (close-on-exec copies above them all),
+    // then dup2 them into place right before exec: dup2 clears close-on-exec on the copy, so exactly
+    // those stay open, and every fd the command inherits stays as it was.
+    let mut moves: Vec<(RawFd, RawFd)> = Vec::new();
+    let above = base.saturating_add(total_fds);
+    for (tap, _, fds) in &laid {
+        for (fd, &target) in tap.fds().iter().zip(fds) {
+            let high = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(above))
+                .map_err(std::io::Error::from)?;
+            moves.push((high, target));
+        }
+    }
+    // SAFETY: the closure only calls dup2(2), async-signal-safe, on fds that are open (the copies,
+    // kept alive by not closing them; they are close-on-exec).
     #[allow(unsafe_code)]
     unsafe {
         cmd.pre_exec(move || {
-            for (i, &fd) in high.iter().enumerate() {
-                let target = i32::try_from(3 + i).unwrap_or(i32::MAX);
-                if libc::dup2(fd, target) == -1 {
+            for &(high, target) in &moves {
+                if libc::dup2(high, target) == -1 {
                     return Err(std::io::Error::last_os_error());
                 }
             }
             Ok(())
         });
     }
-    let keep = tap.into_fds(); // stays open until exec replaces us
+    let keep = laid; // stays open until exec replaces us
     let err = cmd.exec();
     drop(keep);
     eprintln!("vmpriv: cannot run {}: {err}", program.to_string_lossy());
     std::process::exit(10);
+}
+
+/// `vmpriv persist`: the taps, persistent (through their own fds), then closed: they stay, up and
+/// configured, for a VMM that opens them by name.
+fn persist(specs: &[NetSpec], json: bool) -> Result<(), ClientError> {
+    let taps = create_all(specs)?;
+    for (i, (tap, _)) in taps.iter().enumerate() {
+        if let Err(e) = tap.set_persistent(true) {
+            // All or none: the ones made persistent so far go back (and away, with their fds).
+            for (t, _) in taps.iter().take(i) {
+                let _ = t.set_persistent(false);
+            }
+            return Err(e);
+        }
+    }
+    let laid: Vec<(Tap, &NetSpec, Vec<RawFd>)> = taps.into_iter().map(|(t, s)| (t, s, Vec::new())).collect();
+    if json {
+        write_report(Report::Stdout, report(&laid, true));
+    } else {
+        for (tap, _, _) in &laid {
+            println!("{}", tap.name());
+        }
+    }
+    Ok(())
+}
+
+/// `vmpriv remove NAME…`: our persistent taps by name, all or none.
+fn remove(names: &[String]) -> Result<(), ClientError> {
+    let mut helper = Helper::spawn()?;
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let n = helper.remove_persistent(&names)?;
+    let _ = helper.close();
+    println!("removed {n} tap(s)");
+    Ok(())
 }
 
 /// `vmpriv check-policy`: the syntax first (so a draft can be checked anywhere), then the helper's own
@@ -783,5 +993,25 @@ fn me() -> policy::Caller {
         gid,
         supplementary,
         groups,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::first_free_fd;
+
+    #[test]
+    fn tap_fds_never_land_on_an_inherited_fd() {
+        // Nothing above stdio: 3 on.
+        assert_eq!(first_free_fd(&[0, 1, 2], None, 2), 3);
+        // An outer `vmpriv tap`'s fds 3 and 4: above them.
+        assert_eq!(first_free_fd(&[0, 1, 2, 3, 4], None, 1), 5);
+        // A jobserver pipe far above: the run from 3 is free.
+        assert_eq!(first_free_fd(&[0, 1, 2, 250, 251], None, 2), 3);
+        // A hole too small for the run: above the fd that closes it.
+        assert_eq!(first_free_fd(&[0, 1, 2, 4, 7], None, 3), 8);
+        assert_eq!(first_free_fd(&[0, 1, 2, 4, 8], None, 3), 5);
+        // The --json-fd is closed before the exec: not in the way.
+        assert_eq!(first_free_fd(&[0, 1, 2, 3], Some(3), 1), 3);
     }
 }
