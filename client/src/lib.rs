@@ -18,6 +18,7 @@
 #![warn(missing_docs)]
 
 pub mod bridge_conf;
+pub mod check;
 pub mod policy_text;
 mod tap_fd;
 
