@@ -441,6 +441,10 @@ check "the journal has the tap made" has '^uid=65534 op=create-tap target=[^ ]+ 
 check "the journal has the refusal" has '^uid=65534 op=create-tap decision=refused \(denied' "$journal"
 check "the journal has the policy error, with file and line" \
     has '^vmpriv-helper: policy error .*/etc/vmpriv/policy.conf:1: ' "$journal"
+check "and systemd's line for that failed instance (where socket-activation.md says to look)" \
+    has "^vmpriv@[0-9]+-[0-9]+-65534\.service: Failed with result 'exit-code'\.$" "$journal"
+check "no per-connection line that says nothing new (Landlock's absence is the host's)" \
+    test -z "$(grep -i landlock <<<"$journal")"
 
 check "before dpkg -r: a helper instance serves a waiting connection and the socket accepts" \
     test "$(cat "$sd/before-remove")" = "$(printf '%s\n' running connected)"
