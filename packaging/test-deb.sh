@@ -78,6 +78,23 @@ inside() {
     check "the man pages are where man looks" \
         test -f /usr/share/man/man1/vmpriv.1.gz -a -f /usr/share/man/man5/vmpriv.conf.5.gz \
         -a -f /usr/share/man/man8/vmpriv-helper.8.gz -a -f /usr/share/man/man8/vmpriv-bridge-helper.8.gz
+    check "dpkg --verify: every installed file has the sum the package's md5sums gives" \
+        test -z "$(dpkg --verify vmpriv 2>&1)"
+    echo '# changed' >>/usr/share/doc/vmpriv/README.md
+    check "and dpkg --verify finds a changed file (so the md5sums were read)" \
+        has '^\?\?5\?{6} +/usr/share/doc/vmpriv/README\.md$' "$(dpkg --verify vmpriv 2>&1)"
+    local docs unit_doc man_refs
+    unit_doc=$(sed -n 's/^Documentation=//p' /usr/lib/systemd/system/vmpriv.socket \
+        /usr/lib/systemd/system/vmpriv@.service | tr ' ' '\n' | sed -n 's/^file://p')
+    echo "$unit_doc" | sed 's/^/    Documentation=file:/'
+    check "each unit's Documentation=file: path exists on the installed system" \
+        test "$(wc -l <<<"$unit_doc")" -ge 2 -a "$(for d in $unit_doc; do [ -f "$d" ] || echo "$d"; done)" = ""
+    man_refs=$(zcat /usr/share/man/man*/vmpriv*.gz | grep -o '/usr/share/doc/[^ ]*[^ .,)]' | sort -u)
+    echo "$man_refs" | sed 's/^/    man page names: /'
+    check "each /usr/share/doc path the man pages name exists on the installed system" \
+        test -n "$man_refs" -a "$(for d in $man_refs; do [ -e "$d" ] || echo "$d"; done)" = ""
+    docs=$(zcat /usr/share/man/man*/vmpriv*.gz | grep -E '(^|[^/])docs/[A-Za-z_-]+\.md' || true)
+    check "no man page names a docs/*.md path that exists only in a checkout" test -z "$docs"
     check "vmpriv-helper --version runs" \
         has '^vmpriv-helper [0-9]+\.[0-9]+\.[0-9]+$' "$("$helper" --version)"
     check "vmpriv-bridge-helper --version runs" \
@@ -158,6 +175,9 @@ under_systemd() {
     mount -t overlay overlay -o "lowerdir=/,upperdir=$scratch/upper,workdir=$scratch/work" "$scratch/root"
     local r=$scratch/root
     cp "$deb" "$r/tmp/vmpriv.deb"
+    # A container image's "start and stop nothing" (exit 101; this machine has one) is not what a
+    # host that runs systemd has: without it the maintainer scripts do what they would there.
+    rm -f "$r/usr/sbin/policy-rc.d"
     # A failure here shows as failed checks on the host, with this step's output printed.
     chroot "$r" dpkg --log=/dev/null --no-triggers -i /tmp/vmpriv.deb >"$out/dpkg" 2>&1 &&
         touch "$out/dpkg-ok" || return 0
@@ -168,10 +188,11 @@ under_systemd() {
 [Unit]
 Description=vmpriv package test: the checks under systemd
 After=vmpriv.socket
-Requires=vmpriv.socket
+# Wants, not Requires: the removal below stops vmpriv.socket, which must not stop this unit.
+Wants=vmpriv.socket
 [Service]
 Type=oneshot
-TimeoutStartSec=60
+TimeoutStartSec=100
 ExecStart=/mnt/check.sh
 StandardOutput=file:/mnt/check.log
 StandardError=inherit
@@ -207,12 +228,49 @@ for _ in $(seq 50); do
 done
 grep -E '^(Uid|Gid|Groups|CapInh|CapPrm|CapEff|CapBnd|CapAmb|NoNewPrivs|Seccomp):' \
     "/proc/$pid/status" >/mnt/status 2>&1
-kill %1
+kill $!
 # A typo in the policy: every instance refuses to start; the caller is told where to look.
 echo 'allow user nobody swtich br0' >/etc/vmpriv/policy.conf
 nobody /usr/bin/vmpriv whoami >/mnt/typo 2>&1; echo "exit $?" >>/mnt/typo
 journalctl --sync
 journalctl --no-pager -o cat -u 'vmpriv@*' >/mnt/journal 2>&1
+# dpkg -r with a connection waiting in its helper, then dpkg --purge: what systemd and /etc show.
+# listening: what a connect to the socket's path gets.
+listening() {
+    python3 -c 'import socket
+s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+try:
+    s.connect("/run/vmpriv/vmpriv.sock"); print("connected")
+except OSError as e:
+    print(type(e).__name__)'
+}
+echo 'allow user nobody switch br0' >/etc/vmpriv/policy.conf
+nobody python3 -c 'import socket, time
+s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+s.connect("/run/vmpriv/vmpriv.sock")
+time.sleep(30)' &
+for _ in $(seq 50); do pgrep -x vmpriv-helper >/dev/null && break; sleep 0.1; done
+{ pgrep -x vmpriv-helper >/dev/null && echo running; listening; } >/mnt/before-remove
+# systemd's own "Reloading" lines: one more per daemon-reload.
+reloads() { journalctl --sync; journalctl --no-pager -o cat _PID=1 | grep -c '^Reloading' || true; }
+reloads >/mnt/reloads
+dpkg --log=/dev/null --no-triggers -r vmpriv >/mnt/remove 2>&1; echo "exit $?" >>/mnt/remove
+reloads >>/mnt/reloads
+{
+    pgrep -a -x vmpriv-helper || echo "no helper"
+    listening
+    systemctl show -p LoadState -p ActiveState vmpriv.socket
+    systemctl list-units --all --plain --no-legend 'vmpriv@*' | wc -l
+} >/mnt/after-remove 2>&1
+kill $!
+dpkg --log=/dev/null --no-triggers --purge vmpriv >/mnt/purge 2>&1; echo "exit $?" >>/mnt/purge
+reloads >>/mnt/reloads
+{
+    find /etc/systemd /usr/lib/systemd /var/lib/systemd -name '*vmpriv*' ! -name 'vmpriv-check.*'
+    [ ! -e /etc/vmpriv ] || echo '/etc/vmpriv is left'
+    listening
+    systemctl show -p LoadState vmpriv.socket
+} >/mnt/after-purge 2>&1
 echo done >/mnt/done
 CHECK
     chmod 0755 "$out/check.sh"
@@ -248,7 +306,7 @@ if [ "$(id -u)" != 0 ]; then
     exit 1
 fi
 for tool in dpkg-deb dpkg dpkg-query dpkg-statoverride unshare setpriv getcap setcap cargo-deb md5sum \
-    systemd-nspawn chroot python3; do
+    systemd-nspawn chroot python3 lintian dpkg-parsechangelog; do
     command -v "$tool" >/dev/null || {
         echo "test-deb.sh: $tool is missing (.ci/run installs it)" >&2
         exit 1
@@ -312,6 +370,28 @@ check "the prerm stops vmpriv.socket on removal" \
 check "the postrm purges its enable link" \
     has 'deb-systemd-helper purge vmpriv.socket' "$(dpkg-deb -I "$deb" postrm)"
 
+check "its short description says what it is (not the crate's)" \
+    has '^ Description: bridged tap networking for unprivileged VM processes, by policy$' "$info"
+check "its Maintainer is the workspace's first author" \
+    has '^ Maintainer: vmpriv developers <vmpriv@example\.invalid>$' "$info"
+md5sums=$(dpkg-deb -I "$deb" md5sums)
+check "its md5sums name every regular file but the conffile, and nothing else" \
+    test "$(awk '{ print "./" $2 }' <<<"$md5sums" | sort)" = \
+    "$(awk '$1 ~ /^-/ && $6 != "./etc/vmpriv/policy.conf" { print $6 }' <<<"$contents" | sort)"
+check "the changelog is /usr/share/doc/vmpriv/changelog.Debian.gz and its version is the package's" \
+    test "$(dpkg-deb --fsys-tarfile "$deb" | tar -xO ./usr/share/doc/vmpriv/changelog.Debian.gz |
+        gzip -d | dpkg-parsechangelog -l - -S Version)" = "$(dpkg-deb -f "$deb" Version)"
+check "the copyright file is packaging/debian/copyright (generated from Cargo.lock)" \
+    cmp -s <(dpkg-deb --fsys-tarfile "$deb" | tar -xO ./usr/share/doc/vmpriv/copyright) packaging/debian/copyright
+
+echo "== lintian (errors and warnings fail; the overrides are in packaging/debian/lintian-overrides)"
+lint=$(lintian --display-info --show-overrides "$deb" 2>&1 | grep -v '^running with root privileges' || true)
+echo "$lint"
+check "lintian: no error and no warning" test -z "$(grep -E '^[EW]: ' <<<"$lint")"
+check "lintian: each override is used and has its reason (a comment, which lintian prints before it)" \
+    awk -v n="$(grep -c '^vmpriv: ' packaging/debian/lintian-overrides)" \
+        '/^O: / { o++; if (prev !~ /^N: /) bad++ } { prev = $0 } END { exit !(o == n && !bad) }' <<<"$lint"
+
 echo "== dpkg -i in a throwaway mount and network namespace"
 before=$(fingerprint)
 unshare --mount --net -- "$self" --inside "$PWD/$deb" "$scratch/ns"
@@ -321,7 +401,8 @@ mkdir "$scratch/systemd" "$scratch/systemd-out"
 unshare --mount --net -- "$self" --under-systemd "$PWD/$deb" "$scratch/systemd" "$scratch/systemd-out" ||
     echo "under_systemd exited $?"
 sd=$scratch/systemd-out
-for f in dpkg mode enabled check.log socket whoami tap tap.json taps-after refused status typo journal; do
+for f in dpkg mode enabled check.log socket whoami tap tap.json taps-after refused status typo journal \
+    before-remove remove after-remove purge after-purge reloads; do
     [ -e "$sd/$f" ] && sed "s/^/    $f: /" "$sd/$f"
 done
 # The container's console only when it did not get through the checks.
@@ -360,6 +441,26 @@ check "the journal has the tap made" has '^uid=65534 op=create-tap target=[^ ]+ 
 check "the journal has the refusal" has '^uid=65534 op=create-tap decision=refused \(denied' "$journal"
 check "the journal has the policy error, with file and line" \
     has '^vmpriv-helper: policy error .*/etc/vmpriv/policy.conf:1: ' "$journal"
+check "and systemd's line for that failed instance (where socket-activation.md says to look)" \
+    has "^vmpriv@[0-9]+-[0-9]+-65534\.service: Failed with result 'exit-code'\.$" "$journal"
+check "no per-connection line that says nothing new (Landlock's absence is the host's)" \
+    test -z "$(grep -i landlock <<<"$journal")"
+
+check "before dpkg -r: a helper instance serves a waiting connection and the socket accepts" \
+    test "$(cat "$sd/before-remove")" = "$(printf '%s\n' running connected)"
+check "dpkg -r under systemd exits 0" test "$(tail -1 "$sd/remove")" = "exit 0"
+check "dpkg -r and dpkg --purge each made systemd reload (its journal's Reloading lines)" \
+    awk 'NR > 1 && $1 <= prev { bad++ } { prev = $1 } END { exit !(NR == 3 && !bad) }' "$sd/reloads"
+# Masked until a purge or a reinstall, as dh_installsystemd's postrm does.
+check "after dpkg -r: no helper instance left, nothing listening, vmpriv.socket stopped and masked" \
+    test "$(cat "$sd/after-remove")" = "$(printf '%s\n' 'no helper' FileNotFoundError \
+        LoadState=masked ActiveState=inactive 0)" -o \
+    "$(cat "$sd/after-remove")" = "$(printf '%s\n' 'no helper' ConnectionRefusedError \
+        LoadState=masked ActiveState=inactive 0)"
+check "dpkg --purge under systemd exits 0" test "$(tail -1 "$sd/purge")" = "exit 0"
+check "after dpkg --purge: no vmpriv file or link under /etc/systemd, /usr/lib/systemd or deb-systemd-helper's state, no /etc/vmpriv, nothing listening" \
+    test "$(cat "$sd/after-purge")" = "$(printf '%s\n' FileNotFoundError LoadState=not-found)" -o \
+    "$(cat "$sd/after-purge")" = "$(printf '%s\n' ConnectionRefusedError LoadState=not-found)"
 
 after=$(fingerprint)
 check "the host is untouched (dpkg status, installed paths)" test "$before" = "$after"

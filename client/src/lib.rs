@@ -18,6 +18,7 @@
 #![warn(missing_docs)]
 
 pub mod bridge_conf;
+pub mod check;
 pub mod net_spec;
 pub mod policy_text;
 mod tap_fd;
@@ -645,7 +646,7 @@ impl Helper {
     /// let mut helper = Helper::spawn()?;
     /// // vmd's "local interface": vm 1, nic 0 gets host 100.64.1.2/31, the VM 100.64.1.3.
     /// let tap = helper.create_tap(&TapOptions::new().local(1, 0, true).description("vm1-if0"))?;
-    /// assert_eq!(tap.inet().unwrap().vm.to_string(), "100.64.1.3");
+    /// assert_eq!(tap.inet().unwrap().vm().to_string(), "100.64.1.3");
     /// # Ok::<(), vmpriv_client::ClientError>(())
     /// ```
     ///

@@ -27,6 +27,8 @@ pub const QUOTA_MAX: u32 = 4096;
 pub const INCLUDE_DEPTH_MAX: usize = 4;
 /// vmd's rdomain range; 0 is the default table and needs no line.
 pub const RDOMAIN_MAX: u32 = 255;
+/// What may follow a rule's subject.
+const RESOURCES: &str = "`switch`, `ifgroup`, `rdomain` or `local`";
 
 /// The identity of the process that asked: real ids, and the names the policy matches against.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -284,6 +286,8 @@ pub enum PolicyErrorKind {
     UnknownKeyword(String),
     #[error("expected {0}")]
     Expected(&'static str),
+    #[error("unknown word `{0}`: expected {1}")]
+    Unexpected(String, &'static str),
     #[error("unexpected `{0}` at the end of the line")]
     Trailing(String),
     #[error("bad user or group name `{0}`")]
@@ -379,7 +383,7 @@ impl Parser {
                 line: i + 1,
                 kind,
             };
-            let line = line.strip_suffix('\r').unwrap_or(line);
+            // A CR (CRLF line ends) is a control character too: one rule for every byte of a line.
             if line.chars().any(|c| c.is_control() && c != '\t') {
                 return Err(at(PolicyErrorKind::BadText));
             }
@@ -414,7 +418,7 @@ impl Parser {
         match keyword {
             "allow" | "deny" => {
                 let subject = subject(words)?;
-                let kind = one(words, "`switch`, `ifgroup`, `rdomain` or `local`")?;
+                let kind = one(words, RESOURCES)?;
                 let resource = if kind == "local" {
                     Resource::Local(match words.next() {
                         None => VmRange::ANY,
@@ -440,11 +444,7 @@ impl Parser {
                             self.uses.push((file.to_owned(), line, Use::Rdomain(n)));
                             Resource::Rdomain(Pattern::Exact(n))
                         }
-                        _ => {
-                            return Err(PolicyErrorKind::Expected(
-                                "`switch`, `ifgroup`, `rdomain` or `local`",
-                            ));
-                        }
+                        (k, _) => return Err(PolicyErrorKind::Unexpected(k.to_owned(), RESOURCES)),
                     }
                 };
                 end(words)?;
@@ -578,7 +578,7 @@ fn subject<'a>(words: &mut impl Iterator<Item = &'a str>) -> Result<Subject, Pol
     match kind {
         "user" => Ok(Subject::User(name.to_owned())),
         "group" => Ok(Subject::Group(name.to_owned())),
-        _ => Err(PolicyErrorKind::Expected("`user` or `group`")),
+        _ => Err(PolicyErrorKind::Unexpected(kind.to_owned(), "`user` or `group`")),
     }
 }
 
@@ -835,9 +835,16 @@ mod tests {
     }
 
     #[test]
-    fn comments_blank_lines_tabs_and_crlf() {
-        let p = parse_str("p", "  # c\r\n\tallow\tuser alice  switch br0 # trailing\r\n\n").unwrap();
+    fn comments_blank_lines_and_tabs() {
+        let p = parse_str("p", "  # c\n\tallow\tuser alice  switch br0 # trailing\n\n").unwrap();
         assert_eq!(p.rules.len(), 1);
+    }
+
+    #[test]
+    fn crlf_line_ends_are_refused_even_in_a_comment() {
+        // A CR is a control character like any other: the helper reads a line exactly as written.
+        let e = parse_str("p", "# c\r\nallow user alice switch br0\n").unwrap_err();
+        assert_eq!((e.line, e.kind), (1, PolicyErrorKind::BadText));
     }
 
     #[test]
@@ -852,8 +859,22 @@ mod tests {
             ),
             ("allow user\n", 1, |k| matches!(k, K::Expected(_))),
             ("allow user a switch\n", 1, |k| matches!(k, K::Expected(_))),
-            ("allow user a bridge br0\n", 1, |k| matches!(k, K::Expected(_))),
-            ("allow person a switch br0\n", 1, |k| matches!(k, K::Expected(_))),
+            (
+                "allow user a bridge br0\n",
+                1,
+                |k| matches!(k, K::Unexpected(w, _) if w == "bridge"),
+            ),
+            (
+                "allow person a switch br0\n",
+                1,
+                |k| matches!(k, K::Unexpected(w, _) if w == "person"),
+            ),
+            (
+                "allow user a swtich br0\n",
+                1,
+                |k| matches!(k, K::Unexpected(w, _) if w == "swtich"),
+            ),
+            ("allow user a switch br0\r\n", 1, |k| matches!(k, K::BadText)),
             (
                 "allow user a switch br0 extra\n",
                 1,
@@ -933,7 +954,10 @@ mod tests {
     fn an_error_after_good_lines_fails_the_whole_file() {
         // qemu-bridge-helper kept the lines before an error: a typo silently removed the deny.
         let e = parse_str("p", "allow user * switch *\ndeny usr mallory switch *\n").unwrap_err();
-        assert_eq!(e.to_string(), "p:2: expected `user` or `group`");
+        assert_eq!(
+            e.to_string(),
+            "p:2: unknown word `usr`: expected `user` or `group`"
+        );
     }
 
     #[test]

@@ -102,7 +102,7 @@ pub fn scenario(test: &str, bins: (&str, &str, &str), policy: &str, body: impl F
         .spawn()
         .expect("unshare (util-linux) runs");
     // unshare execs the test binary in its own process: the scenario's directory is named after it.
-    let dir = format!("/var/tmp/vmpriv-test.{}.{test}", child.id());
+    let dir = scenario_dir(child.id(), test);
     let out = child.wait_with_output().expect("the scenario's output");
     // A body that failed left its directory (setuid copies, the /etc overlay's upper): gone now that
     // its namespaces are, so that a failing run leaves the host as it found it too.
@@ -123,12 +123,19 @@ pub fn scenario(test: &str, bins: (&str, &str, &str), policy: &str, body: impl F
     }
 }
 
+/// The scenario's own directory on the host (the setuid copies, the `/etc` overlay's upper, a
+/// replacement `/dev/net/tun`): `scenario` removes it once the scenario's process is gone, whether
+/// its body passed or not.
+fn scenario_dir(pid: u32, test: &str) -> PathBuf {
+    PathBuf::from(format!("/var/tmp/vmpriv-test.{pid}.{test}"))
+}
+
 pub fn setup(test: &str, (helper_bin, cli_bin, bridge_bin): (&str, &str, &str), policy: &str) -> Scenario {
     sh(&["mount", "--make-rprivate", "/"]);
     // This namespace's own sysfs: the one inherited shows the host's links, and the helper reads a
     // switch's addr_assign_type there (rtnetlink does not carry it).
     sh(&["mount", "-t", "sysfs", "sysfs", "/sys"]);
-    let dir = PathBuf::from(format!("/var/tmp/vmpriv-test.{}.{test}", std::process::id()));
+    let dir = scenario_dir(std::process::id(), test);
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(dir.join("upper")).unwrap();
     std::fs::create_dir_all(dir.join("work")).unwrap();
@@ -419,22 +426,26 @@ pub fn become_uid(uid: u32) {
 }
 
 /// Replaces `/dev/net/tun` inside the scenario's mount namespace by a node of `mode` (0666 as most
-/// distributions ship it, or 0600 as this machine has it), whatever the host has.
+/// distributions ship it, or 0600 as this machine has it), whatever the host has. The node lives in
+/// the scenario's directory, which goes with the scenario; it stays linked while the scenario runs
+/// (unlinked, a helper's fd would read `/dev/net/tun (deleted)` in /proc).
 pub fn tun_device_mode(mode: u32) {
-    let node = format!("/var/tmp/vmpriv-tun-node.{}", std::process::id());
+    let test = std::env::var("VMPRIV_SCENARIO").expect("tun_device_mode runs in a scenario's body");
+    let node = scenario_dir(std::process::id(), &test).join("tun-node");
+    let node = node.to_str().unwrap();
     // A node an earlier call bound there goes first, so that a scenario can change the mode (a bind
     // over the deleted node fails with ENOENT); where none is bound this fails and changes nothing.
     let _ = run(&["umount", "/dev/net/tun"]);
-    let _ = std::fs::remove_file(&node);
+    let _ = std::fs::remove_file(node);
     nix::sys::stat::mknod(
-        node.as_str(),
+        node,
         nix::sys::stat::SFlag::S_IFCHR,
         nix::sys::stat::Mode::from_bits_truncate(mode),
         nix::sys::stat::makedev(10, 200),
     )
     .unwrap();
-    chmod(Path::new(&node), mode);
-    sh(&["mount", "--bind", &node, "/dev/net/tun"]);
+    chmod(Path::new(node), mode);
+    sh(&["mount", "--bind", node, "/dev/net/tun"]);
 }
 
 /// As root, in a scenario: helpers started from now on log into the returned socket instead of the

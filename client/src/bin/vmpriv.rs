@@ -32,10 +32,12 @@ Helper:  $VMPRIV_HELPER if set, else the socket $VMPRIV_SOCKET if set, else the 
          vmpriv-helper beside this program (setuid root, or with cap_net_admin+ep).
 Policy:  /etc/vmpriv/policy.conf: owned by root and not writable by group or others, nor
          any directory above it or its includes (`vmpriv check-policy` checks).
-Exit:    0 ok; 2 usage; 3 helper missing, not privileged or exited; 4 denied; 5 quota
-         reached; 6 invalid request or policy error; 7 kernel error; 8 unsupported here;
-         9 helper died or protocol error; 10 the command could not be run. After `tap`
-         runs the command, the status is the command's.";
+Exit:    0 ok; 2 usage; 3 helper missing, not privileged, or it exited before answering;
+         4 denied (or no such switch); 5 quota reached; 6 invalid request or policy error
+         (the policy file missing, unsafe or not parsing); 7 the kernel refused; 8 unsupported
+         here; 9 helper died, protocol error, or a socket-activated helper refused to start
+         (journalctl -u 'vmpriv@*'); 10 the command could not be run, or an I/O error. After
+         `tap` runs the command, the status is the command's.";
 
 #[derive(Parser)]
 #[command(
@@ -102,16 +104,17 @@ enum Cmd {
     },
     /// Check a policy file as the helper does, and print what it grants.
     ///
-    /// The syntax, then the helper's file checks: the file, its includes and every directory above
-    /// them owned by root and not writable by group or others. Warns about user and group names that
-    /// do not resolve here. Exit 6 for a file the helper would refuse.
+    /// Every syntax error (not only the first), and the helper's file checks: the file, its includes
+    /// and every directory above them owned by root and not writable by group or others. Warns about
+    /// user and group names that do not resolve here. Exit 6 for a file the helper would refuse.
     #[command(after_help = FOOTER)]
     CheckPolicy {
         /// The file (default /etc/vmpriv/policy.conf).
         file: Option<String>,
         /// Print a one-line JSON report instead.
         ///
-        /// Keys: version (1), file, ok (the helper would load it), error (or null), policy (its lines,
+        /// Keys: version (1), file, ok (the helper would load it), error (the first, or null), errors
+        /// (every error: the syntax's and the file checks'), policy (its lines,
         /// canonical), grants (what it grants, in words), unknown_users, unknown_groups (names that
         /// do not resolve here), unfixed_bridge_macs, warnings (every warning, in words).
         #[arg(long)]
@@ -139,7 +142,7 @@ enum Cmd {
         file: Option<String>,
     },
     /// Print the completion script for SHELL on stdout (the package installs them).
-    #[command(hide = true)]
+    #[command(after_help = FOOTER)]
     Completions {
         /// bash, zsh, fish, elvish or powershell.
         shell: clap_complete::Shell,
@@ -608,22 +611,25 @@ fn remove(names: &[String]) -> Result<(), ClientError> {
     Ok(())
 }
 
-/// `vmpriv check-policy`: the syntax first (so a draft can be checked anywhere), then the helper's own
-/// file checks on the file and, through the include reader, on every include.
+/// `vmpriv check-policy`: every syntax error (`vmpriv_client::check`) and the helper's own file
+/// checks on the file and, through the include reader, on every include, all in one run.
 fn check_policy(path: &str, json: bool) -> ExitCode {
     let mut include = |p: &str| read_trusted(p);
-    let parsed = read_regular(path)
-        .map_err(|e| format!("vmpriv: {path}: {e}"))
-        .and_then(|text| policy::parse(path, &text, &mut include).map_err(|e| e.to_string()));
-    let error = match &parsed {
-        Err(e) => Some(e.clone()),
-        Ok(_) => read_trusted(path)
-            .err()
-            .map(|e| format!("vmpriv: {path}: {e}: the helper refuses this file")),
+    let text = read_regular(path);
+    let (parsed, mut errors) = match &text {
+        Err(e) => (None, vec![format!("vmpriv: {path}: {e}")]),
+        Ok(text) => match vmpriv_client::check::syntax(path, text, &mut include) {
+            Ok(p) => (Some(p), Vec::new()),
+            Err(errors) => (None, errors),
+        },
     };
+    // A file that cannot be read at all has said so already.
+    if let (Ok(_), Err(e)) = (&text, read_trusted(path)) {
+        errors.push(format!("vmpriv: {path}: {e}: the helper refuses this file"));
+    }
     let [mut lines, mut grants, mut users, mut groups, mut macs]: [Vec<String>; 5] = Default::default();
     let mut warnings = Vec::new();
-    if let Ok(p) = &parsed {
+    if let Some(p) = &parsed {
         lines = vmpriv_client::policy_text::canonical(p)
             .lines()
             .filter(|l| !l.starts_with('#'))
@@ -652,15 +658,16 @@ fn check_policy(path: &str, json: bool) -> ExitCode {
             .any(|r| r.allow && matches!(r.resource, policy::Resource::Switch(_)));
         warnings.extend(mac_warnings(&macs, grants_a_switch));
     }
-    if let Some(e) = &error {
+    for e in &errors {
         eprintln!("{e}");
     }
     if json {
         let report = serde_json::json!({
             "version": JSON_VERSION,
             "file": path,
-            "ok": error.is_none(),
-            "error": error.as_deref().map(|e| e.strip_prefix("vmpriv: ").unwrap_or(e)),
+            "ok": errors.is_empty(),
+            "error": errors.first().map(|e| e.strip_prefix("vmpriv: ").unwrap_or(e)),
+            "errors": errors.iter().map(|e| e.strip_prefix("vmpriv: ").unwrap_or(e)).collect::<Vec<_>>(),
             "policy": lines,
             "grants": grants,
             "unknown_users": users,
@@ -669,16 +676,16 @@ fn check_policy(path: &str, json: bool) -> ExitCode {
             "warnings": warnings,
         });
         println!("{report}");
-    } else if let (Ok(p), None) = (&parsed, &error) {
+    } else if let (Some(p), true) = (&parsed, errors.is_empty()) {
         print!("{}", vmpriv_client::policy_text::canonical(p));
         for w in &warnings {
             println!("# warning: {w}");
         }
     }
-    if error.is_some() {
-        ExitCode::from(6)
-    } else {
+    if errors.is_empty() {
         ExitCode::SUCCESS
+    } else {
+        ExitCode::from(6)
     }
 }
 
