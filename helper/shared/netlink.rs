@@ -2,9 +2,9 @@
 //! (the session helper's lookups, dumps and address messages are `helper/src/lookup.rs`).
 //!
 //! Encoding is an append-only builder; parsing never trusts a length it has not checked against the
-//! buffer (the receive path is fuzzed: `fuzz/fuzz_targets/netlink.rs` compiles this very file). Every link write is `RTM_SETLINK`
-//! with a non-zero ifindex that came from the kernel: `ifi_index == 0` plus `IFLA_GROUP` would change
-//! every link in that group, and `RTM_NEWLINK` could create one.
+//! buffer (the receive path is fuzzed: `checks/` compiles this very file for the netlink fuzz target).
+//! Every link write names an `IfIndex`, never 0 and made only by the link parser; `ifi_index == 0` with
+//! `IFLA_GROUP` changes every link in that group, which only the batch delete does (`ops::delete_batch`).
 
 use std::io;
 use std::num::NonZeroU32;

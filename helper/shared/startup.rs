@@ -1,5 +1,5 @@
-//! Start-up steps, in the order `main` runs them: process hygiene, caller identity, trusted policy
-//! file, privilege drop. Each is one function, testable alone.
+//! Start-up steps, in the order `main` runs them and under the numbers docs/design.md gives them
+//! ("Start-up sequence", which says why each is there). Each is one function, testable alone.
 
 use std::fs::File;
 use std::io::{self, Read, Write};
@@ -97,7 +97,7 @@ fn reset_rlimits() {
     let _ = setrlimit(Resource::RLIMIT_CPU, INF, INF);
 }
 
-/// Step 2: the caller is our real uid and gid and supplementary groups, with names for policy matching.
+/// Step 3: the caller is our real uid and gid and supplementary groups, with names for policy matching.
 pub(crate) fn identify_caller() -> Result<Caller, StartError> {
     let groups = getgroups().map_err(|e| StartError::Identity(e.into()))?;
     Ok(caller_of(
@@ -139,7 +139,7 @@ pub(crate) fn check_privilege() -> Result<(), StartError> {
     }
 }
 
-/// Step 3: the policy, from the fixed path, or from `--policy` when the real uid is root.
+/// Step 4: the policy, from the fixed path, or from `--policy` when the real uid is root.
 pub(crate) fn load_policy(caller: &Caller, path: Option<&str>) -> Result<Policy, StartError> {
     if path.is_some() && caller.uid != 0 {
         return Err(StartError::PolicyNotRoot);
@@ -152,7 +152,7 @@ pub(crate) fn load_policy(caller: &Caller, path: Option<&str>) -> Result<Policy,
 /// Opens `path` component by component from `/`, without following symlinks, and refuses it unless the
 /// file and every directory on the way are owned by root and not writable by group or others (checked
 /// with fstat on the opened fds, as sudo does, so nothing can be swapped between check and read). The
-/// decisions are `vmpriv_protocol::trust`'s, which `vmpriv check-policy` shares.
+/// decisions are `vmpriv_policy::trust`'s, which `vmpriv check-policy` shares.
 pub(crate) fn read_trusted(path: &str) -> Result<String, String> {
     let (dirs, last) = trust::split(path).map_err(|e| e.to_string())?;
     let mut dir = File::open("/").map_err(|e| format!("cannot open /: {e}"))?;
@@ -317,9 +317,9 @@ pub(crate) fn open_tun() -> io::Result<OwnedFd> {
     Ok(tun)
 }
 
-/// Step 4: become the caller (uid, gid, groups) holding CAP_NET_ADMIN and nothing else, in every set;
-/// then no_new_privs. Order matters: keep capabilities across setresuid, re-raise, then shrink the
-/// bounding set (needs CAP_SETPCAP), then effective before permitted.
+/// Step 6: become the caller (uid, gid, groups) holding CAP_NET_ADMIN and nothing else, in every set (the
+/// bounding set where we hold CAP_SETPCAP); then no_new_privs, and every id read back. Order matters: keep
+/// capabilities across setresuid, re-raise, then shrink the bounding set, then effective before permitted.
 pub(crate) fn drop_to_caller(caller: &Caller) -> Result<(), StartError> {
     let d = StartError::Drop;
     let c = |e: caps::errors::CapsError| StartError::Drop(io::Error::other(e.to_string()));
@@ -408,8 +408,8 @@ pub(crate) fn exit_code(result: Result<(), StartError>) -> ExitCode {
 }
 
 /// A state the code rules out (a validated index out of range, the kernel answering outside its
-/// contract): its own audit line, the caller's one stderr line, and the process ends as if killed,
-/// which every request survives (docs/design.md), instead of posing as a kernel error.
+/// contract): its own audit line, the caller's one stderr line, and the process ends as if killed
+/// (docs/design.md, "All or nothing", says what that leaves), instead of posing as a kernel error.
 pub(crate) fn impossible(what: &str) -> ! {
     log::error!("impossible: {what}; ending the session");
     fail("internal error: ending the session (the system log says more)");

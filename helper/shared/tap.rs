@@ -1,7 +1,7 @@
-//! Making a tap, as both helpers do: a free quota slot of the caller, the tap created under that
-//! slot's mark and owned by the caller, IPv6 autoconfiguration off, a 0xFE MAC; and the switch it goes
-//! on (a granted name that is a bridge with a fixed MAC), its MTU, the attach. What the session helper
-//! adds (multi-queue, configuring in vmd's order with rollback, local addresses) is its own.
+//! Making a tap, as both helpers do: a free quota slot of the caller, the tap created under that slot's
+//! mark and owned by the caller, IPv6 autoconfiguration off, a 0xFE MAC; the switch it goes on (a granted
+//! name that is a bridge with a fixed MAC), its MTU, the attach. Why each: docs/design.md's threat model.
+//! What the session helper adds (multi-queue, vmd's order with rollback, local addresses) is its own.
 
 use std::os::fd::{AsFd, OwnedFd};
 

@@ -47,7 +47,7 @@ pub(crate) fn check_listen_env() -> Result<(), StartError> {
     Ok(())
 }
 
-/// Socket activation, step 2: the caller is the peer of the connection, as the kernel recorded it at
+/// Socket activation, step 3: the caller is the peer of the connection, as the kernel recorded it at
 /// connect(2): `SO_PEERCRED`'s effective uid and gid and `SO_PEERGROUPS`. A socket without peer
 /// credentials (the kernel then reports pid 0, uid and gid -1) is refused, and so is a peer whose pid
 /// this pid namespace cannot see (pid 0). Returns the caller and the peer's pid (for the log).

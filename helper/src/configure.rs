@@ -1,5 +1,5 @@
-//! Configuring a tap in vmd's order, in two phases: every check first (kinds, masters, addresses in
-//! use), then the changes, each recorded so that a failure part-way undoes what this request changed.
+//! Configuring a tap in vmd's order, in two phases: the checks first (kinds, masters, addresses in use),
+//! then the changes, each recorded to be undone on a failure (docs/design.md, "All or nothing").
 
 use std::net::IpAddr;
 use std::os::unix::fs::MetadataExt;
@@ -380,8 +380,8 @@ fn addr_msg(ty: u16, flags: u16, seq: u32, index: IfIndex, ip: IpAddr, prefixlen
     }
 }
 
-/// Applies `config` to `link` in vmd's order (description, switch, rdomain, group, up/down, addresses),
-/// all or nothing.
+/// Applies `config` to `link` in vmd's order (the slot's claim, description, switch, rdomain, group,
+/// up/down, addresses), all or nothing as far as docs/design.md's "All or nothing" says.
 pub(crate) fn configure(ctx: &mut Ctx, link: &Link, config: &ValidConfig) -> Result<TapInfo, Error> {
     let plan = check_config(ctx, Some(link), config)?;
     configure_checked(ctx, link, &plan)

@@ -1,7 +1,7 @@
 //! vmpriv-helper, the session helper: the privileged half of vmpriv's session protocol, served behind
 //! systemd's `vmpriv.socket` (`--socket-activated`) or, where an admin makes it setuid, to its own
-//! caller (`--session`). This file reads as the start-up sequence: hygiene → caller → policy → drop →
-//! serve; the modules are the pieces an auditor reads in turn (`docs/reading-the-trusted-code.md`).
+//! caller (`--session`). This file reads as the start-up sequence, in the steps docs/design.md numbers
+//! and explains; the modules are the pieces an auditor reads in turn (`docs/reading-the-trusted-code.md`).
 //! The modules in `helper/shared/` are compiled into the QEMU bridge helper too
 //! (`helper/bridge/`); those in `helper/src/` are this binary's alone. It is a binary with private
 //! modules and nothing else: what the fuzz targets need they compile from these same files
@@ -10,7 +10,7 @@
 //! `unsafe_code` is denied here and allowed only in [`sys`] and [`sys_session`], where each block has a
 //! `// SAFETY:` line.
 #![deny(unsafe_code)]
-// Each block one operation, each with its `// SAFETY:` line (only sys.rs has any).
+// Each block one operation, each with its `// SAFETY:` line (only sys.rs and sys_session.rs have any).
 #![deny(clippy::undocumented_unsafe_blocks, clippy::multiple_unsafe_ops_per_block)]
 #![deny(
     clippy::unwrap_used,

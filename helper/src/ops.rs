@@ -1,8 +1,8 @@
 //! One function per operation: a validated request in, the kernel's state changed, a reply out. Every
-//! operation first checks everything it can (kinds, ownership, masters, addresses in use) and only then
-//! changes anything; a failure part-way undoes what this request changed (see [`crate::configure`]).
-//! This module dispatches and owns the tap's life (create, destroy, leftovers); configuring a link is
-//! `configure`'s, which never calls back here.
+//! operation first checks what it can without a change (kinds, ownership, masters, addresses in use);
+//! a failure part-way undoes what this request changed (see [`crate::configure`], and docs/design.md's
+//! "All or nothing" for where that stops). This module dispatches and owns the tap's life (create,
+//! destroy, leftovers); configuring a link is `configure`'s, which never calls back here.
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
@@ -283,7 +283,7 @@ fn batch_group(in_use: &[u32]) -> Result<u32, Error> {
 }
 
 /// A passed fd names a tap only if it is the tun character device, attached in tap mode, to a device in
-/// our network namespace, owned by the caller. Its name comes from the fd (TUNGETIFF), its ifindex from
+/// our network namespace, marked as the caller's. Its name comes from the fd (TUNGETIFF), its ifindex from
 /// the kernel's reply; the caller's words name nothing.
 fn resolve_tap(ctx: &mut Ctx, fd: BorrowedFd<'_>) -> Result<Link, Error> {
     let not_a_tap = Error::Invalid(Invalid::NotATap);

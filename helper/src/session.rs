@@ -1,7 +1,7 @@
-//! Session mode: one request per SOCK_SEQPACKET datagram, one reply each, until EOF.
+//! Session mode: one request per SOCK_SEQPACKET datagram, one reply each, until EOF (docs/protocol.md).
 //!
-//! Every fd a message carried is closed when the request is done, whatever happened; truncated data or
-//! control messages, and control messages other than SCM_RIGHTS, end the session after a reply.
+//! Every fd a message carried is closed when the request is done, whatever happened. A refused request
+//! keeps the session; a malformed frame, another version or no `Hello` first ends it after its reply.
 
 use std::os::fd::OwnedFd;
 
@@ -25,8 +25,8 @@ fn refuse(sock: &OwnedFd, uid: u32, op: &str, why: &dyn std::fmt::Display, e: Er
     send(sock, &Response::Error(e), &[])
 }
 
-/// Serves requests until EOF or a malformed frame (which gets a reply first). A `DestroyTaps` batch
-/// still set aside then is abandoned: its taps go back as they were.
+/// Serves requests until EOF or a frame that ends the session (which gets its reply first). A
+/// `DestroyTaps` batch still set aside then is abandoned: its taps go back as they were.
 pub(crate) fn serve(ctx: &mut Ctx, sock: &OwnedFd) -> Result<(), Errno> {
     let r = serve_requests(ctx, sock);
     crate::ops::abandon_batch(ctx);

@@ -1,6 +1,6 @@
-//! vmpriv's policy: what the policy file says and what it grants, the names that reach the kernel, the
-//! rules a trusted file must meet, and the local prefixes. Both privileged binaries decide with it
-//! (the QEMU bridge helper needs nothing more); the session protocol is `vmpriv-protocol`'s.
+//! vmpriv's policy (vmpriv.conf(5), docs/policy.md): what the policy file says and grants, the names that
+//! reach the kernel, the rules a trusted file must meet, and the local prefixes. Both privileged binaries
+//! decide with it (the bridge helper needs nothing more); the session protocol is `vmpriv-protocol`'s.
 //!
 //! Nothing here does I/O and the crate forbids `unsafe_code`; it is fuzzed (see `fuzz/` and the
 //! `vmpriv-checks` crate).

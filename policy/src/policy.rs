@@ -1,5 +1,5 @@
 //! The policy file, `/etc/vmpriv/policy.conf`: who may use which switch, interface group and routing
-//! domain, how many live taps each user may hold, and the local address prefixes.
+//! domain, how many live taps each user may hold, and the local address prefixes (vmpriv.conf(5)).
 //!
 //! Fail closed: any unknown keyword, bad name, wrong token count, duplicate definition or relative
 //! include fails the whole file with `file:line: reason` (qemu-bridge-helper kept the rules read before
@@ -18,26 +18,26 @@ use crate::prefix::{Inet4Prefix, Inet6Prefix};
 pub const POLICY_PATH: &str = "/etc/vmpriv/policy.conf";
 /// The live-tap limit of a caller that no `quota` line names.
 pub const DEFAULT_QUOTA: u32 = 16;
-/// `quota … unlimited`: no limit, and no count of the caller's taps on each create (the count reads
-/// every tap in the namespace, so it is the one per-request cost that grows with the number of taps).
+/// `quota … unlimited`: as many taps as a mark has slots, 65,536 (the helper's `SLOTS_MAX`: four hex
+/// digits keep `vpUID-SLOT` within 15 bytes). A create looks its slot up by name and counts nothing.
 pub const UNLIMITED: u32 = u32::MAX;
 /// The largest quota a line may give: beyond it, fd and netlink costs dominate and a typo is likelier.
 pub const QUOTA_MAX: u32 = 4096;
-/// How deep `include` may nest (it also stops include loops).
+/// How many files deep `include` may nest, the policy file first: three levels of includes (no loops).
 pub const INCLUDE_DEPTH_MAX: usize = 4;
 /// vmd's rdomain range; 0 is the default table and needs no line.
 pub const RDOMAIN_MAX: u32 = 255;
 /// What may follow a rule's subject.
 const RESOURCES: &str = "`switch`, `ifgroup`, `rdomain` or `local`";
 
-/// The identity of the process that asked: real ids, and the names the policy matches against.
+/// Who asked: the real ids (setuid) or the socket peer's (socket-activated), and their names.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Caller {
-    /// Real uid.
+    /// The uid.
     pub uid: u32,
     /// The user name of `uid`, if it has one; a nameless uid matches only `user *`.
     pub user: Option<String>,
-    /// Real (primary) gid: the helper takes it on its privilege drop and checks it after.
+    /// The primary gid: the helper takes it on its privilege drop and checks it after.
     pub gid: u32,
     /// The supplementary gids, without `gid`.
     pub supplementary: Vec<u32>,

@@ -1,4 +1,4 @@
-//! The local prefixes a policy names (`local inet PREFIX`, `local inet6 PREFIX`), checked as vmd's
+//! The local prefixes a policy names (`local prefix PREFIX`, `local inet6 prefix PREFIX`), checked as vmd's
 //! parser does. The addresses inside them are `vmpriv_protocol::addr`'s (the session helper's).
 
 use std::fmt;

@@ -1,4 +1,4 @@
-//! vmd's local address plan (`vm_priv_addr`, `vm_priv_addr6`), computed strictly.
+//! vmd's local address plan (`vm_priv_addr`, `vm_priv_addr6`), computed strictly (docs/policy.md).
 //!
 //! Each (vm, nic) pair owns one IPv4 /31 inside the local prefix, host side even, VM side odd, and one
 //! IPv6 /96 whose bytes 8..12 are the VM's IPv4 address, host `::1`, VM `::2`.

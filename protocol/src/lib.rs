@@ -1,6 +1,6 @@
-//! vmpriv's session protocol: the messages a VM process and the session helper exchange, the pure
-//! validator that decides what a caller may do, and vmd's local address plan. The policy itself is
-//! `vmpriv-policy`'s, re-exported here.
+//! vmpriv's session protocol (docs/protocol.md): the messages a VM process and the session helper
+//! exchange, the pure validator that decides what a caller may do, and vmd's local address plan. The
+//! policy itself is `vmpriv-policy`'s, re-exported here. The design and threat model: docs/design.md.
 //!
 //! Nothing here does I/O and the crate forbids `unsafe_code`: the helper trusts this crate to decide, so it is
 //! kept small enough to read in one sitting and is fuzzed (see `fuzz/` and the `vmpriv-checks` crate).

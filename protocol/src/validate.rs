@@ -109,7 +109,7 @@ pub enum ValidOp {
         queues: u8,
         /// `IFF_VNET_HDR`.
         vnet_hdr: bool,
-        /// The caller's live-tap limit, checked against the kernel's count before creating.
+        /// The caller's live-tap limit: a create takes one of its slots that no tap holds in the kernel.
         quota: u32,
         /// Applied before the fds are handed over.
         config: ValidConfig,

@@ -78,7 +78,7 @@ pub enum Request {
     SwitchExists { switch: String },
     /// Undo configuration on a passed tap: detach, down, no description, group 0, local addresses removed.
     Reset { tap: FdIndex },
-    /// What the policy grants the caller and how much of its quota is in use.
+    /// The caller's uid, quota and taps in use (what the policy grants is public: `vmpriv whoami`).
     Status,
     /// Remove the caller's own taps that no fd holds any more (a tap's holder can make it persistent
     /// through its fd; such a tap keeps counting against the quota until removed). Replies `Removed`.
@@ -87,12 +87,12 @@ pub enum Request {
     /// the caller's, or the request changes nothing. With `more`, further `DestroyTaps` follow in the
     /// same batch: these taps are checked and set aside (reply `Staged`); the message without `more`
     /// deletes every tap of the batch in one kernel batch (reply `Removed`). A session that ends with
-    /// a batch set aside deletes nothing and puts the taps back as they were.
+    /// a batch set aside deletes nothing and puts the taps back as they were (a killed helper cannot).
     DestroyTaps { count: u8, more: bool },
 }
 
 impl Request {
-    /// The tap this request acts on, if any: such a request carries exactly one fd, others none.
+    /// The tap this request acts on, if any: one of its fds ([`Request::fds_expected`] counts them).
     pub fn tap(&self) -> Option<FdIndex> {
         match self {
             Request::Configure { tap, .. } | Request::Reset { tap } => Some(*tap),
@@ -131,7 +131,7 @@ impl Request {
 /// What the helper knows of a tap after a request: read from the kernel, not echoed from the request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TapInfo {
-    /// Interface name the kernel chose.
+    /// Interface name: the caller's mark `vpUID-SLOT`, which the helper chose (`TUNSETIFF`).
     pub ifname: String,
     /// Interface index.
     pub ifindex: u32,
@@ -139,11 +139,11 @@ pub struct TapInfo {
     pub mac: [u8; 6],
     /// MTU.
     pub mtu: u32,
-    /// The switch the tap is attached to, if this request attached it.
+    /// The switch this request named (the tap is on it now).
     pub switch: Option<String>,
-    /// The IPv4 /31 this request added.
+    /// The IPv4 /31 this request asked for (added, or the tap's already).
     pub inet: Option<Inet4Pair>,
-    /// The IPv6 /96 this request added.
+    /// The IPv6 /96 this request asked for (added, or the tap's already).
     pub inet6: Option<Inet6Pair>,
 }
 
@@ -151,7 +151,7 @@ pub struct TapInfo {
 /// `vmpriv whoami` reads the policy file itself.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Status {
-    /// The caller's real uid.
+    /// The caller's uid (the real one of a setuid helper; the peer's, socket-activated).
     pub uid: u32,
     /// The user name the policy matched, if the uid has one.
     pub user: Option<String>,
@@ -172,7 +172,7 @@ pub enum Response {
     Switch { name: String, ifindex: u32, mtu: u32 },
     /// Answer to [`Request::Status`].
     Status(Status),
-    /// The request was refused or failed; nothing it asked for remains.
+    /// The request was refused or failed; what it changed was undone (docs/design.md, "All or nothing").
     Error(Error),
     /// `RemoveLeftovers` or the last `DestroyTaps` of a batch removed this many of the caller's taps.
     Removed { count: u32 },

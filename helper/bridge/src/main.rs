@@ -2,8 +2,8 @@
 //! policy, quota, hygiene, privilege drop, Landlock, seccomp and audit. The one binary any local user
 //! can exec setuid root, so it compiles nothing it does not run: no session protocol, batches,
 //! leftovers, local addresses, VRFs or groups (those are the session helper's, `helper/src/`), and its
-//! seccomp filter allows only the five ioctls that make a tap. This
-//! file reads as the start-up sequence; `qemu.rs` makes the tap; the modules in `helper/shared/` are
+//! seccomp filter allows only the five ioctls that make a tap. This file reads as the start-up
+//! sequence (docs/design.md); `qemu.rs` makes the tap; the modules in `helper/shared/` are
 //! the session helper's too (`docs/reading-the-trusted-code.md`).
 //!
 //! `unsafe_code` is denied here and allowed only in [`sys`], where each block has a `// SAFETY:` line.
