@@ -215,6 +215,8 @@ pub fn check_netlink(data: &[u8]) {
     let seq = data
         .get(8..12)
         .map_or(0, |b| u32::from_ne_bytes(b.try_into().unwrap()));
+    // As `Netlink::pipeline` reads its acknowledgements.
+    let _ = netlink::take_acks(data, seq, &mut [None; 8]);
     // As `Netlink::get_link`, `dump_links`, `dump_addrs` and `route_lookup` hand each reply on.
     let _ = netlink::take_replies(data, seq, &mut |hdr, payload| {
         match hdr.ty {

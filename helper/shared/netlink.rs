@@ -272,15 +272,7 @@ pub(crate) fn take_replies(
             continue; // a late reply to an earlier request
         }
         match hdr.ty {
-            // An `NLMSG_ERROR` payload starts with the negated errno: 0 for an ACK.
-            NLMSG_ERROR => {
-                let errno = u32_at(payload, 0).map(|e| i32::from_ne_bytes(e.to_ne_bytes()));
-                return Some(match errno {
-                    Some(0) => Ok(()),
-                    Some(e) => Err(Errno::from_raw(e.saturating_neg())),
-                    None => Err(Errno::EPROTO),
-                });
-            }
+            NLMSG_ERROR => return Some(ack_result(payload)),
             NLMSG_DONE => return Some(Ok(())),
             _ => {
                 if let Err(e) = each(&hdr, payload) {
@@ -293,6 +285,28 @@ pub(crate) fn take_replies(
         }
     }
     None
+}
+
+/// An `NLMSG_ERROR` payload: it starts with the negated errno, 0 for an ACK.
+fn ack_result(payload: &[u8]) -> NlResult<()> {
+    match u32_at(payload, 0).map(|e| i32::from_ne_bytes(e.to_ne_bytes())) {
+        Some(0) => Ok(()),
+        Some(e) => Err(Errno::from_raw(e.saturating_neg())),
+        None => Err(Errno::EPROTO),
+    }
+}
+
+/// The acknowledgements in one receive buffer of a [`Netlink::pipeline`] whose first sequence number
+/// is `first`: each answers request `seq - first`; anything else (a late reply) is skipped.
+pub(crate) fn take_acks(buf: &[u8], first: u32, results: &mut [Option<NlResult<()>>]) -> NlResult<()> {
+    for m in messages(buf) {
+        let (hdr, payload) = m.map_err(|_| Errno::EPROTO)?;
+        let i = usize::try_from(hdr.seq.wrapping_sub(first)).unwrap_or(usize::MAX);
+        if let (NLMSG_ERROR, Some(slot)) = (hdr.ty, results.get_mut(i)) {
+            *slot = Some(ack_result(payload));
+        }
+    }
+    Ok(())
 }
 
 /// A bound `NETLINK_ROUTE` socket (close-on-exec, plus `flags`), subscribed to the multicast `groups`.
@@ -351,6 +365,39 @@ impl Netlink {
                 return done;
             }
         }
+    }
+
+    /// Several requests in one datagram, one round trip: rtnetlink handles a datagram's messages in
+    /// order, each on its own (a refused one does not stop the next), and acknowledges each (this sets
+    /// `NLM_F_ACK` and the sequence numbers). Each request's result, in order; `Err` when the exchange
+    /// itself failed, and then any of them may have been applied.
+    pub(crate) fn pipeline(&mut self, msgs: Vec<Msg>) -> NlResult<Vec<NlResult<()>>> {
+        if msgs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let first = self.seq.wrapping_add(1);
+        let mut results = vec![None; msgs.len()];
+        let mut datagram = Vec::new();
+        for m in msgs {
+            self.seq = self.seq.wrapping_add(1);
+            let mut b = m.finish().ok_or(Errno::EMSGSIZE)?;
+            let flags = u16_at(&b, 6).ok_or(Errno::EMSGSIZE)? | NLM_F_ACK;
+            b.get_mut(6..8)
+                .ok_or(Errno::EMSGSIZE)?
+                .copy_from_slice(&flags.to_ne_bytes());
+            b.get_mut(8..12)
+                .ok_or(Errno::EMSGSIZE)?
+                .copy_from_slice(&self.seq.to_ne_bytes());
+            datagram.extend_from_slice(&b);
+        }
+        if socket::send(self.fd.as_raw_fd(), &datagram, MsgFlags::empty())? != datagram.len() {
+            return Err(Errno::EMSGSIZE);
+        }
+        while results.iter().any(Option::is_none) {
+            let n = socket::recv(self.fd.as_raw_fd(), &mut self.buf, MsgFlags::MSG_TRUNC)?;
+            take_acks(self.buf.get(..n).ok_or(Errno::EMSGSIZE)?, first, &mut results)?;
+        }
+        Ok(results.into_iter().flatten().collect())
     }
 
     /// Sends a request built by `build(seq)` and waits for its ACK.
@@ -464,6 +511,32 @@ mod tests {
         assert_eq!(parse_link(payload(&msg)).unwrap().master, None);
         msg[20..24].copy_from_slice(&0u32.to_ne_bytes());
         assert_eq!(parse_link(payload(&msg)), Err(ParseError::NoIndex));
+    }
+
+    /// A pipeline's answers: each ACK or error goes to its own request by sequence number, in
+    /// whatever order and buffer they come; others are skipped, and a truncated one is an error.
+    #[test]
+    fn pipeline_acks_go_to_their_own_requests() {
+        let ack = |seq: u32, errno: i32| {
+            let mut b = Msg::new(NLMSG_ERROR, 0, seq).attr(0, &[]).finish().unwrap();
+            b.truncate(16);
+            b.extend_from_slice(&(-errno).to_ne_bytes());
+            let len = u32::try_from(b.len()).unwrap();
+            b[..4].copy_from_slice(&len.to_ne_bytes());
+            b
+        };
+        let mut results = vec![None; 3];
+        let buf = [ack(12, 0), ack(99, 0), ack(10, 0)].concat();
+        take_acks(&buf, 10, &mut results).unwrap();
+        assert_eq!(results, [Some(Ok(())), None, Some(Ok(()))]);
+        take_acks(&ack(11, 13), 10, &mut results).unwrap();
+        assert_eq!(results[1], Some(Err(Errno::EACCES)));
+        // Sequence numbers wrap: the request after u32::MAX is 0.
+        let mut wrapped = vec![None; 2];
+        take_acks(&[ack(0, 17), ack(u32::MAX, 0)].concat(), u32::MAX, &mut wrapped).unwrap();
+        assert_eq!(wrapped, [Some(Ok(())), Some(Err(Errno::EEXIST))]);
+        let cut = ack(10, 0);
+        assert_eq!(take_acks(&cut[..cut.len() - 1], 10, &mut results), Err(Errno::EPROTO));
     }
 
     #[test]

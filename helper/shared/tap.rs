@@ -193,13 +193,21 @@ pub(crate) fn setlink(
     change: u32,
     attr: Option<(u16, &[u8])>,
 ) -> Result<(), Errno> {
-    nl.request(|seq| {
-        let m = Msg::new(RTM_SETLINK, NLM_F_ACK, seq).ifinfomsg(index.get(), flags, change);
-        match attr {
-            Some((ty, data)) => m.attr(ty, data),
-            None => m,
-        }
-    })
+    nl.request(|seq| setlink_msg(seq, index, (flags, change), attr))
+}
+
+/// The message of [`setlink`] (for [`Netlink::pipeline`], which sets `seq`).
+pub(crate) fn setlink_msg(
+    seq: u32,
+    index: IfIndex,
+    (flags, change): (u32, u32),
+    attr: Option<(u16, &[u8])>,
+) -> Msg {
+    let m = Msg::new(RTM_SETLINK, NLM_F_ACK, seq).ifinfomsg(index.get(), flags, change);
+    match attr {
+        Some((ty, data)) => m.attr(ty, data),
+        None => m,
+    }
 }
 
 /// `RTM_SETLINK` of one u32 attribute (MTU, master, group).

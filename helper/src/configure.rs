@@ -17,6 +17,7 @@ use crate::lookup::{
 use crate::netlink::{IFF_UP, IFLA_MASTER, IFLA_MTU, IfIndex, Msg, NLM_F_ACK, Netlink};
 use crate::tap::{
     self, OrKernel, Refusal, check_bridge_mac, find_bridge, link_name, quiet_ipv6, set_u32, setlink,
+    setlink_msg,
 };
 
 /// What a session works with: what both helpers work with (`base`, also through `Deref`), its
@@ -290,6 +291,7 @@ fn check_no_inet6_inside(ctx: &mut Ctx, index: u32, p: Inet6Pair) -> Result<(), 
 }
 
 /// Phase 2 bookkeeping: each change made, so a failure can undo them in reverse.
+#[derive(Debug)]
 enum Undo {
     Alias(String),
     Master,
@@ -411,81 +413,113 @@ pub(crate) fn configure_checked(ctx: &mut Ctx, link: &Link, plan: &Plan<'_>) -> 
 
 fn apply(ctx: &mut Ctx, link: &Link, plan: &Plan<'_>, undo: &mut Vec<Undo>) -> Result<TapInfo, Error> {
     let config = plan.config;
-    let nl = &mut ctx.base.nl;
     let index = link.index;
     let mut info = tap_info(link);
     if let Some(slot) = config.slot() {
-        claim_slot(nl, link, plan, slot, undo)?;
+        claim_slot(&mut ctx.base.nl, link, plan, slot, undo)?;
     }
+    // The switch's MTU first, on its own: it can reset the IPv6 sysctls, which are quieted again
+    // before the tap can come up (a failure rolls the request back like any other).
+    if let Some(mtu) = plan
+        .bridge
+        .as_ref()
+        .and_then(|b| b.mtu)
+        .filter(|&m| Some(m) != link.mtu)
+    {
+        set_u32(&mut ctx.base.nl, index, IFLA_MTU, mtu).or_kernel()?;
+        undo.push(Undo::Mtu(link.mtu.unwrap_or(mtu)));
+        info.mtu = mtu;
+        quiet_ipv6(ctx.base.ipv6_conf.as_ref(), &info.ifname)?;
+    }
+    // The rest in vmd's order (description, switch or rdomain, group, up, addresses), in one round
+    // trip: each step the kernel acknowledges is undone on failure, also one after the step that
+    // failed (the kernel goes on with the next message).
+    let mut steps: Vec<(Msg, Undo)> = Vec::new();
     if let Some(d) = config.description() {
-        setlink(nl, index, 0, 0, Some((IFLA_IFALIAS, d.as_str().as_bytes()))).or_kernel()?;
-        undo.push(Undo::Alias(link.alias.clone().unwrap_or_default()));
+        let old = link.alias.clone().unwrap_or_default();
+        steps.push((
+            setlink_msg(0, index, (0, 0), Some((IFLA_IFALIAS, d.as_str().as_bytes()))),
+            Undo::Alias(old),
+        ));
     }
     if let (Some(bridge), Some(name)) = (&plan.bridge, config.switch()) {
-        if let Some(mtu) = bridge.mtu.filter(|&m| Some(m) != link.mtu) {
-            set_u32(nl, index, IFLA_MTU, mtu).or_kernel()?;
-            undo.push(Undo::Mtu(link.mtu.unwrap_or(mtu)));
-            info.mtu = mtu;
-            // Below 1280 the link lost its IPv6 state, which comes back with the defaults: quiet it
-            // again (a failure rolls the request back like any other).
-            quiet_ipv6(ctx.base.ipv6_conf.as_ref(), &info.ifname)?;
-        }
         if link.master != Some(bridge.index) {
-            set_u32(nl, index, IFLA_MASTER, bridge.index.get()).or_kernel()?;
-            undo.push(Undo::Master);
+            let master = bridge.index.get().to_ne_bytes();
+            steps.push((
+                setlink_msg(0, index, (0, 0), Some((IFLA_MASTER, &master))),
+                Undo::Master,
+            ));
         }
         info.switch = Some(name.to_string());
     }
-    if let Some(vrf) = &plan.vrf
-        && link.master != Some(vrf.index)
-    {
-        set_u32(nl, index, IFLA_MASTER, vrf.index.get()).or_kernel()?;
-        undo.push(Undo::Master);
+    if let Some(vrf) = plan.vrf.as_ref().filter(|v| link.master != Some(v.index)) {
+        let master = vrf.index.get().to_ne_bytes();
+        steps.push((
+            setlink_msg(0, index, (0, 0), Some((IFLA_MASTER, &master))),
+            Undo::Master,
+        ));
     }
     if let Some(g) = config.group() {
-        set_u32(nl, index, IFLA_GROUP, g.number()).or_kernel()?;
-        undo.push(Undo::Group(link.group));
+        let group = g.number().to_ne_bytes();
+        steps.push((
+            setlink_msg(0, index, (0, 0), Some((IFLA_GROUP, &group))),
+            Undo::Group(link.group),
+        ));
     }
     if let Some(up) = config.up() {
-        setlink(nl, index, if up { IFF_UP } else { 0 }, IFF_UP, None).or_kernel()?;
-        undo.push(Undo::Up(link.flags & IFF_UP != 0));
+        let flags = if up { IFF_UP } else { 0 };
+        steps.push((
+            setlink_msg(0, index, (flags, IFF_UP), None),
+            Undo::Up(link.flags & IFF_UP != 0),
+        ));
     }
-    if let Some(p) = config.inet() {
-        let ip = IpAddr::V4(p.host());
-        if !plan.present.contains(&ip) {
-            add_addr(nl, index, ip, Inet4Pair::PREFIX_LEN, undo).or_kernel()?;
+    let inet = config
+        .inet()
+        .map(|p| (IpAddr::V4(p.host()), Inet4Pair::PREFIX_LEN));
+    let inet6 = config
+        .inet6()
+        .map(|p| (IpAddr::V6(p.host()), Inet6Pair::PREFIX_LEN));
+    for (ip, len) in [inet, inet6]
+        .into_iter()
+        .flatten()
+        .filter(|(ip, _)| !plan.present.contains(ip))
+    {
+        let add = addr_msg(RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL, 0, index, ip, len);
+        steps.push((add, Undo::Addr(ip, len)));
+    }
+    info.inet = config.inet();
+    info.inet6 = config.inet6();
+    let (msgs, undos): (Vec<Msg>, Vec<Undo>) = steps.into_iter().unzip();
+    let results = match ctx.base.nl.pipeline(msgs) {
+        Ok(r) => r,
+        Err(e) => {
+            // Any of them may have been applied: undo all (each puts back what was there before).
+            undo.extend(undos);
+            return Err(kernel(e));
         }
-        info.inet = Some(p);
-    }
-    if let Some(p) = config.inet6() {
-        let ip = IpAddr::V6(p.host());
-        if !plan.present.contains(&ip) {
+    };
+    let mut failed = None;
+    for (r, u) in results.into_iter().zip(undos) {
+        if let Err(e) = r {
+            log::warn!("ifindex {index}: the step undone by {u:?} failed: {e}");
+        }
+        match r {
+            Ok(()) => undo.push(u),
             // IPv6 disabled on the interface answers EACCES: reported as such, never by flipping
             // the sysctl.
-            add_addr(nl, index, ip, Inet6Pair::PREFIX_LEN, undo).map_err(|e| match e {
-                Errno::EACCES => Error::Unsupported(Unsupported::Inet6),
-                e => kernel(e),
-            })?;
+            Err(Errno::EACCES) if matches!(u, Undo::Addr(IpAddr::V6(_), _)) => {
+                failed = failed.or(Some(Error::Unsupported(Unsupported::Inet6)));
+            }
+            Err(e) => failed = failed.or_else(|| Some(kernel(e))),
         }
-        info.inet6 = Some(p);
+    }
+    if let Some(e) = failed {
+        return Err(e);
     }
     if let Some(slot) = config.slot().filter(|_| plan.existing) {
-        claim_still_ours(nl, link, slot)?;
+        claim_still_ours(&mut ctx.base.nl, link, slot)?;
     }
     Ok(info)
-}
-
-/// Adds `ip/len` to the tap, only if it is not there (`NLM_F_EXCL`), and records its removal.
-fn add_addr(
-    nl: &mut Netlink,
-    index: IfIndex,
-    ip: IpAddr,
-    len: u8,
-    undo: &mut Vec<Undo>,
-) -> Result<(), Errno> {
-    nl.request(|seq| addr_msg(RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL, seq, index, ip, len))?;
-    undo.push(Undo::Addr(ip, len));
-    Ok(())
 }
 
 fn rollback(nl: &mut Netlink, index: IfIndex, undo: Vec<Undo>) {

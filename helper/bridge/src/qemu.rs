@@ -13,7 +13,7 @@ use crate::startup::{StartError, impossible};
 use crate::sys;
 use crate::tap::{
     Ctx, OrKernel, Refusal, check_bridge_mac, create_marked, delete_link, find_bridge, free_slot, link_name,
-    opened_tun, own, quiet_and_mac, quiet_ipv6, set_u32, setlink, take_tun_fds, tap_flags,
+    opened_tun, own, quiet_and_mac, quiet_ipv6, set_u32, setlink_msg, take_tun_fds, tap_flags,
 };
 
 /// Creates the tap for `bridge` and hands its fd to QEMU on `sock`.
@@ -118,6 +118,14 @@ fn attach_new(ctx: &mut Ctx, link: &Link, bridge: &Link) -> Result<(), Refusal> 
         set_u32(&mut ctx.nl, link.index, IFLA_MTU, mtu).or_kernel()?;
         quiet_ipv6(ctx.ipv6_conf.as_ref(), &link_name(link))?;
     }
-    set_u32(&mut ctx.nl, link.index, IFLA_MASTER, bridge.index.get()).or_kernel()?;
-    setlink(&mut ctx.nl, link.index, IFF_UP, IFF_UP, None).or_kernel()
+    // Attach and up in one round trip (a failure deletes the tap: no rollback to get exact).
+    let master = bridge.index.get().to_ne_bytes();
+    let msgs = vec![
+        setlink_msg(0, link.index, (0, 0), Some((IFLA_MASTER, &master))),
+        setlink_msg(0, link.index, (IFF_UP, IFF_UP), None),
+    ];
+    for r in ctx.nl.pipeline(msgs).or_kernel()? {
+        r.or_kernel()?;
+    }
+    Ok(())
 }
