@@ -536,7 +536,10 @@ mod tests {
         take_acks(&[ack(0, 17), ack(u32::MAX, 0)].concat(), u32::MAX, &mut wrapped).unwrap();
         assert_eq!(wrapped, [Some(Ok(())), Some(Err(Errno::EEXIST))]);
         let cut = ack(10, 0);
-        assert_eq!(take_acks(&cut[..cut.len() - 1], 10, &mut results), Err(Errno::EPROTO));
+        assert_eq!(
+            take_acks(&cut[..cut.len() - 1], 10, &mut results),
+            Err(Errno::EPROTO)
+        );
     }
 
     #[test]

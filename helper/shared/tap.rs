@@ -224,12 +224,12 @@ pub(crate) fn delete_link(nl: &mut Netlink, index: IfIndex) -> Result<(), Errno>
 /// keeps a lower (host) MAC as its own.
 const MAC_FIRST_OCTET: u8 = 0xfe;
 
-/// A quota slot of the caller that no tap holds now, searched from the session's hint: one lookup by
-/// name per slot tried, so a warm session pays one, whatever the number of taps on the host. A fresh
+/// A quota slot of the caller that no tap holds now, searched from the session's hint (once
+/// [`create_marked`] found the hint taken): one lookup by name per slot tried. A fresh
 /// session (one helper per NIC, QEMU's way) starts at 0 while its caller may hold slots 0..n: it
 /// gallops (hint+1, +2, +4, …) to a free slot and bisects back to the end of the held run, O(log n)
 /// lookups instead of n. Only a quota with no free slot on that path is searched one slot at a time.
-pub(crate) fn free_slot(ctx: &mut Ctx, quota: u32) -> Result<u32, Refusal> {
+fn free_slot(ctx: &mut Ctx, quota: u32) -> Result<u32, Refusal> {
     let space = quota.min(SLOTS_MAX); // 0..quota, or 65,536 for `unlimited`
     let uid = ctx.caller.uid;
     let mut taken = |slot: u32| match ctx.nl.get_link(None, Some(&mark(uid, slot))) {
@@ -317,19 +317,21 @@ pub(crate) fn tap_flags(ctx: &mut Ctx, first: TunFd<'_>, vnet_hdr: bool) -> Resu
 /// `IFF_TAP`, the tun driver's tap mode.
 pub(crate) const IFF_TAP: u16 = 0x0002;
 
-/// Creates the tap under the mark of `slot` (or of the next free slots, if another session of the
-/// caller took it meanwhile: `IFF_TUN_EXCL` makes `TUNSETIFF` fail with `EBUSY` when any link has
-/// the name, so two sessions racing for the last slot cannot both win). Returns its name; `first` is
-/// attached from then on, and the caller makes the tap the caller's ([`own`]), reads its link and
-/// deletes it if anything later fails.
+/// Creates the tap under the mark of a free quota slot: the session's hint first, with no lookup (the
+/// kernel's own uniqueness answers: `IFF_TUN_EXCL` makes `TUNSETIFF` fail with `EBUSY` when any link
+/// has the name, so two sessions racing for the last slot cannot both win, and a failed try creates
+/// nothing); a taken hint pays the search ([`free_slot`]), a slot lost to a race the next one.
+/// Returns its name; `first` is attached from then on, and the caller makes the tap the caller's
+/// ([`own`]), reads its link and deletes it if anything later fails.
 pub(crate) fn create_marked(
     ctx: &mut Ctx,
     first: TunFd<'_>,
     flags: i32,
-    (quota, slot): (u32, u32),
+    quota: u32,
 ) -> Result<String, Refusal> {
     let space = quota.min(SLOTS_MAX);
-    let mut slot = slot;
+    let mut slot = ctx.next_slot.checked_rem(space).unwrap_or(0);
+    let mut searched = false;
     for _ in 0..space {
         let want = mark(ctx.caller.uid, slot);
         match sys::tun_set_iff_named(first, &want, flags) {
@@ -337,13 +339,17 @@ pub(crate) fn create_marked(
                 ctx.next_slot = slot.wrapping_add(1);
                 return Ok(want);
             }
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) && !searched => {
+                slot = free_slot(ctx, quota)?;
+                searched = true;
+            }
             Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
                 slot = slot.wrapping_add(1).checked_rem(space).unwrap_or(0);
             }
             Err(e) => return Err(kernel_io(&e)),
         }
     }
-    log::info!("uid={} lost the race for its last quota slot", ctx.caller.uid);
+    log::info!("uid={} has no quota slot left", ctx.caller.uid);
     Err(Refusal::Quota { limit: quota })
 }
 

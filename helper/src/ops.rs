@@ -19,8 +19,8 @@ use crate::lookup::{self, IFLA_GROUP, Link, Lookups};
 use crate::netlink::{IfIndex, Msg, NLM_F_ACK, RTM_DELLINK};
 use crate::startup::impossible;
 use crate::tap::{
-    IFF_TAP, OrKernel, SLOTS_MAX, create_marked, delete_link, find_bridge, free_slot, kernel_io, link_name,
-    mark, opened_tun, own, quiet_and_mac, set_u32, take_tun_fds, tap_flags,
+    IFF_TAP, OrKernel, SLOTS_MAX, create_marked, delete_link, find_bridge, kernel_io, link_name, mark,
+    opened_tun, own, quiet_and_mac, set_u32, take_tun_fds, tap_flags,
 };
 use crate::{sys, sys_session};
 
@@ -331,8 +331,8 @@ fn create_tap(
     quota: u32,
     config: &ValidConfig,
 ) -> Result<Outcome, Error> {
-    // Authorization before the first kernel object: a free quota slot, switch, VRF, addresses.
-    let slot = free_slot(ctx, quota)?;
+    // Authorization before the first kernel object: switch, VRF, addresses; the quota slot is taken
+    // by the create itself (`create_marked`), which fails with nothing made when none is free.
     let plan = check_config(ctx, None, config)?;
     let mut fds = take_tun_fds(ctx, usize::from(queues))?;
     let mut attached = 0usize;
@@ -342,7 +342,7 @@ fn create_tap(
         &mut fds,
         &mut attached,
         &mut created,
-        (vnet_hdr, quota, slot),
+        (vnet_hdr, quota),
         &plan,
     );
     match made {
@@ -372,7 +372,7 @@ fn make_tap(
     fds: &mut [OwnedFd],
     attached: &mut usize,
     created: &mut Option<IfIndex>,
-    (vnet_hdr, quota, slot): (bool, u32, u32),
+    (vnet_hdr, quota): (bool, u32),
     plan: &Plan<'_>,
 ) -> Result<(String, TapInfo), Error> {
     let queues = fds.len();
@@ -387,7 +387,7 @@ fn make_tap(
         }
         flags |= IFF_MULTI_QUEUE;
     }
-    let name = create_marked(ctx, first, flags, (quota, slot))?;
+    let name = create_marked(ctx, first, flags, quota)?;
     *attached = 1;
     own(ctx, first)?;
     let link = lookup::get_link(&mut ctx.nl, None, Some(&name)).or_kernel()?;

@@ -12,8 +12,8 @@ use crate::netlink::{IFF_UP, IFLA_MASTER, IFLA_MTU, IfIndex, Link};
 use crate::startup::{StartError, impossible};
 use crate::sys;
 use crate::tap::{
-    Ctx, OrKernel, Refusal, check_bridge_mac, create_marked, delete_link, find_bridge, free_slot, link_name,
-    opened_tun, own, quiet_and_mac, quiet_ipv6, set_u32, setlink_msg, take_tun_fds, tap_flags,
+    Ctx, OrKernel, Refusal, check_bridge_mac, create_marked, delete_link, find_bridge, link_name, opened_tun,
+    own, quiet_and_mac, quiet_ipv6, set_u32, setlink_msg, take_tun_fds, tap_flags,
 };
 
 /// Creates the tap for `bridge` and hands its fd to QEMU on `sock`.
@@ -51,7 +51,7 @@ pub(crate) fn serve(ctx: &mut Ctx, sock: &OwnedFd, bridge: &str, vnet_hdr: bool)
 }
 
 /// What the session helper's validator and `CreateTap` do for a tap on a switch, and nothing else:
-/// the grant, a free quota slot, the bridge (with a fixed MAC), then the tap. If anything fails after
+/// the grant, the bridge (with a fixed MAC), then the tap under a free quota slot. If anything fails after
 /// the tap exists it is deleted; an fd never attached goes back to the pool.
 fn create(ctx: &mut Ctx, bridge: &IfName, vnet_hdr: bool) -> Result<(String, OwnedFd), Refusal> {
     if !ctx.policy.permits_switch(&ctx.caller, bridge) {
@@ -59,7 +59,6 @@ fn create(ctx: &mut Ctx, bridge: &IfName, vnet_hdr: bool) -> Result<(String, Own
         return Err(Refusal::Denied);
     }
     let quota = ctx.policy.quota_for(&ctx.caller);
-    let slot = free_slot(ctx, quota)?;
     let bridge_link = find_bridge(ctx, bridge)?;
     check_bridge_mac(ctx, bridge, &bridge_link)?;
     let fd = take_tun_fds(ctx, 1)?
@@ -70,7 +69,7 @@ fn create(ctx: &mut Ctx, bridge: &IfName, vnet_hdr: bool) -> Result<(String, Own
         ctx,
         &fd,
         vnet_hdr,
-        (quota, slot),
+        quota,
         &bridge_link,
         (&mut attached, &mut created),
     ) {
@@ -95,13 +94,13 @@ fn make(
     ctx: &mut Ctx,
     fd: &OwnedFd,
     vnet_hdr: bool,
-    (quota, slot): (u32, u32),
+    quota: u32,
     bridge: &Link,
     (attached, created): (&mut bool, &mut Option<IfIndex>),
 ) -> Result<String, Refusal> {
     let first = opened_tun(fd)?;
     let (flags, _) = tap_flags(ctx, first, vnet_hdr)?;
-    let name = create_marked(ctx, first, flags, (quota, slot))?;
+    let name = create_marked(ctx, first, flags, quota)?;
     *attached = true;
     own(ctx, first)?;
     let link = ctx.nl.get_link(None, Some(&name)).or_kernel()?;
