@@ -68,7 +68,8 @@ Found by: the vmpriv command looks at $VMPRIV_HELPER, then connects to $VMPRIV_S
           bit needed), then /usr/libexec/vmpriv/vmpriv-helper, /usr/local/libexec/vmpriv-helper,
           then beside the vmpriv binary.
 Exit:     0 done; 1 refused: bad usage, not privileged, or a request refused (one line on stderr,
-          details in the system log); 6 policy file missing, not trusted or unparsable."
+          details in the system log); 6 policy file missing, not trusted or unparsable; 70 an
+          internal error (a state the code rules out: the system log says which)."
 );
 
 /// Parses argv (without `argv[0]`).

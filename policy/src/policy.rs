@@ -316,7 +316,7 @@ pub enum PolicyErrorKind {
     Undefined(String, &'static str),
     #[error("include path `{0}` is not absolute")]
     RelativeInclude(String),
-    #[error("includes nest deeper than 4")]
+    #[error("includes nest deeper than 3 levels below the policy file")]
     IncludeDepth,
     #[error("cannot include `{0}`: {1}")]
     IncludeUnreadable(String, String),

@@ -934,7 +934,9 @@ fn import_bridge_conf(path: &str) -> ExitCode {
     use vmpriv_client::bridge_conf::{AclLine, parse, subject_for_mode, translate};
     fn walk(path: &str, subject: &str, depth: usize, out: &mut Vec<String>) -> Result<(), String> {
         if depth > 4 {
-            return Err(format!("{path}: includes nest deeper than 4"));
+            return Err(format!(
+                "{path}: includes nest deeper than 3 levels below the policy file"
+            ));
         }
         let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
         let rules = parse(path, &text)?;

@@ -60,7 +60,8 @@ Policy:   /etc/vmpriv/policy.conf; it, its includes and every directory above th
           by root and not writable by group or others (`vmpriv check-policy` checks). --policy
           PATH is accepted only when the real uid is root. The environment is ignored.
 Exit:     0 done; 1 refused: bad usage, not privileged, or the tap refused (one line on stderr,
-          details in the system log); 6 policy file missing, not trusted or unparsable."
+          details in the system log); 6 policy file missing, not trusted or unparsable; 70 an
+          internal error (a state the code rules out: the system log says which)."
 );
 
 /// Parses argv (without `argv[0]`).
