@@ -5,16 +5,17 @@
 #   without: the package's old layout (the real bridge helper in /usr/libexec/vmpriv), libvirt's
 #            profiles loaded, ours not: a session domain with a bridged interface must fail to start
 #            with libvirtd's exec denial in the kernel log;
-#   with:    the layout the package ships (the real file in /usr/sbin, the symlink in
-#            /usr/libexec/vmpriv) and our profiles loaded in enforce mode: the domain runs, its tap is
-#            on the bridge, owned by the user, and the kernel logged no denial;
+#   with:    the package installed with dpkg -i (the real file in /usr/sbin, the symlink in
+#            /usr/libexec/vmpriv, the profiles its postinst loads in enforce mode): the domain runs,
+#            its tap is on the bridge, owned by the user, and the kernel logged no denial;
 #   broken:  our profile without its netlink rule: the start fails with a denial in OUR profile (the
 #            helper really runs confined by it);
 #   session: the session helper, setuid, confined by its profile, makes a tap for `vmpriv tap`.
 # Every check prints `vmpriv-apparmor: ok - …` or `vmpriv-apparmor: FAIL - …`; the last line is
-# `vmpriv-apparmor: N passed, M failed`. Arguments: BRIDGE_HELPER SESSION_HELPER VMPRIV PROFILE_DIR.
+# `vmpriv-apparmor: N passed, M failed`. Arguments: BRIDGE_HELPER (a build of it, for the old layout)
+# DEB (the package, packaging/build-deb.sh's) PROFILE_DIR (packaging/apparmor, what the package ships).
 set -u
-bridge_bin=$1 helper_bin=$2 cli_bin=$3 profiles=$4
+bridge_bin=$1 deb=$2 profiles=$3
 passed=0 failed=0
 check() {
     what=$1
@@ -50,8 +51,6 @@ mark() { dmesg | wc -l; }
 check "AppArmor is enabled in the guest kernel" test "$(cat /sys/module/apparmor/parameters/enabled)" = Y
 modprobe -a tun bridge
 ip link add br0 type bridge && ip link set br0 address 02:00:5e:00:00:01 up
-mkdir -p /etc/vmpriv && echo 'allow user nobody switch br0' >/etc/vmpriv/policy.conf
-chmod 0644 /etc/vmpriv/policy.conf
 
 # libvirt's profiles, as an AppArmor host loads them at boot.
 for p in usr.sbin.libvirtd usr.lib.libvirt.virt-aa-helper; do
@@ -110,17 +109,17 @@ $d
 EOM
 check "no tap on br0" test -z "$(tap_on_br0)"
 
-say "== with our part: the package's layout, our profiles loaded in enforce mode"
-rm /usr/libexec/vmpriv/vmpriv-bridge-helper
-install -o root -g root -m 4755 "$bridge_bin" /usr/sbin/vmpriv-bridge-helper
-ln -s ../../sbin/vmpriv-bridge-helper /usr/libexec/vmpriv/vmpriv-bridge-helper
-install -o root -g root -m 0755 "$helper_bin" /usr/libexec/vmpriv/vmpriv-helper
-for p in usr.sbin.vmpriv-bridge-helper usr.libexec.vmpriv.vmpriv-helper; do
-    install -m 0644 "$profiles/$p" "/etc/apparmor.d/$p"
-    check "apparmor_parser loads our $p" apparmor_parser -r -K ${VMPRIV_AA_COMPLAIN:+-C} "/etc/apparmor.d/$p"
-done
+say "== with our part: the package, installed with dpkg -i"
+rm -r /usr/libexec/vmpriv
+# --no-triggers: man-db's trigger has nothing to do with this (and its interest is noawait).
+# stdin /dev/null: a dpkg prompt fails here instead of waiting for ever.
+out=$(dpkg --log=/dev/null --no-triggers -i "$deb" 2>&1 </dev/null)
+say "dpkg -i: $out"
+check "dpkg -i installs the package" test "$(dpkg-query -W -f='${Status}' vmpriv 2>&1)" = "install ok installed"
+# The administrator's grant (the installed policy grants nothing).
+echo 'allow user nobody switch br0' >>/etc/vmpriv/policy.conf
 for name in vmpriv-bridge-helper vmpriv-helper; do
-    check "profile $name is loaded in enforce mode" \
+    check "its postinst loaded profile $name in enforce mode" \
         grep -qx "$name (enforce)" /sys/kernel/security/apparmor/profiles
 done
 since=$(mark)
@@ -162,7 +161,7 @@ apparmor_parser -r -K /etc/apparmor.d/usr.sbin.vmpriv-bridge-helper
 
 say "== the session helper (setuid, no systemd here) confined by its profile"
 chmod 4755 /usr/libexec/vmpriv/vmpriv-helper
-vmpriv_tap() { as_user "$cli_bin" tap --switch br0 -- sh -c 'ip -d -j link show "$VMPRIV_TAP_NAME"' 2>&1; }
+vmpriv_tap() { as_user /usr/bin/vmpriv tap --switch br0 -- sh -c 'ip -d -j link show "$VMPRIV_TAP_NAME"' 2>&1; }
 since=$(mark)
 out=$(vmpriv_tap)
 say "vmpriv tap: $out"

@@ -6,7 +6,8 @@
 //! denial in the kernel log without our part (the package's earlier layout), and failing with a denial
 //! in our profile when that profile lacks a rule (so the helper really runs in it).
 //!
-//! Needs root, `vng` (virtme-ng), `qemu-system-x86`, and the Debian packages `apparmor`,
+//! The package itself (`packaging/build-deb.sh`) is what the guest installs "with our part".
+//! Needs root, `vng` (virtme-ng), `qemu-system-x86`, cargo-deb, and the Debian packages `apparmor`,
 //! `libvirt-daemon-system` and `libvirt-clients` on this machine (the guest runs them from its root);
 //! fetches the kernel with apt (`vmpriv_tests::guest`). Ignored by default: `.ci/run` runs it.
 #![allow(
@@ -24,7 +25,7 @@ use std::time::{Duration, Instant};
 use vmpriv_tests::guest::stock_kernel;
 
 /// Each line of the guest script's checks, in order: a check that did not run is a failure too.
-const CHECKS: [&str; 27] = [
+const CHECKS: [&str; 26] = [
     "AppArmor is enabled in the guest kernel",
     "apparmor_parser loads libvirt's usr.sbin.libvirtd",
     "apparmor_parser loads libvirt's usr.lib.libvirt.virt-aa-helper",
@@ -36,10 +37,9 @@ const CHECKS: [&str; 27] = [
     "the kernel denied libvirtd the exec",
     "no tap on br0",
     // With it.
-    "apparmor_parser loads our usr.sbin.vmpriv-bridge-helper",
-    "apparmor_parser loads our usr.libexec.vmpriv.vmpriv-helper",
-    "profile vmpriv-bridge-helper is loaded in enforce mode",
-    "profile vmpriv-helper is loaded in enforce mode",
+    "dpkg -i installs the package",
+    "its postinst loaded profile vmpriv-bridge-helper in enforce mode",
+    "its postinst loaded profile vmpriv-helper in enforce mode",
     "the domain runs",
     "its tap is on br0, owned by the user",
     "the kernel logged no AppArmor denial",
@@ -71,19 +71,17 @@ fn libvirt_runs_the_bridge_helper_under_apparmor_with_our_profile_and_not_withou
         ("libvirtd", "apt-get install libvirt-daemon-system"),
         ("virsh", "apt-get install libvirt-clients"),
         ("qemu-system-x86_64", "apt-get install qemu-system-x86"),
+        ("cargo-deb", "cargo install cargo-deb --locked"),
     ] {
         vmpriv_tests::have_tool("apparmor", tool, package);
     }
     let tests = Path::new(env!("CARGO_MANIFEST_DIR"));
     let script = tests.join("apparmor/guest.sh");
     let profiles = tests.parent().unwrap().join("packaging/apparmor");
-    let bins = [
-        env!("CARGO_BIN_EXE_vmpriv-bridge-helper-under-test"),
-        env!("CARGO_BIN_EXE_vmpriv-helper-under-test"),
-        env!("CARGO_BIN_EXE_vmpriv-under-test"),
-    ];
+    // The old layout's bridge helper (the package's is the release build inside the .deb).
+    let bridge = env!("CARGO_BIN_EXE_vmpriv-bridge-helper-under-test");
     // The guest has its own /tmp, /var/tmp and /run: what it runs must be elsewhere.
-    for path in [script.as_path(), Path::new(bins[0])] {
+    for path in [script.as_path(), Path::new(bridge)] {
         for dir in ["/tmp", "/var/tmp", "/run"] {
             assert!(
                 !path.starts_with(dir),
@@ -92,28 +90,12 @@ fn libvirt_runs_the_bridge_helper_under_apparmor_with_our_profile_and_not_withou
             );
         }
     }
-    // The guest installs the package's layout by hand (no package is built here): it must be the
-    // one the package metadata ships.
-    let manifest = std::fs::read_to_string(tests.parent().unwrap().join("client/Cargo.toml")).unwrap();
-    for asset in [
-        r#"["target/release/vmpriv-bridge-helper", "usr/sbin/", "4755"]"#,
-        r#"{ dest = "usr/libexec/vmpriv/vmpriv-bridge-helper", link_name = "../../sbin/vmpriv-bridge-helper" }"#,
-        r#"["target/release/vmpriv-helper", "usr/libexec/vmpriv/", "755"]"#,
-        r#"["../packaging/apparmor/usr.sbin.vmpriv-bridge-helper", "etc/apparmor.d/", "644"]"#,
-        r#"["../packaging/apparmor/usr.libexec.vmpriv.vmpriv-helper", "etc/apparmor.d/", "644"]"#,
-    ] {
-        assert!(
-            manifest.contains(asset),
-            "client/Cargo.toml's package no longer ships {asset}: change tests/apparmor/guest.sh with it"
-        );
-    }
+    let deb = build_deb(tests.parent().unwrap());
     let kernel = stock_kernel();
     let exec = format!(
-        "sh {} {} {} {} {}",
+        "sh {} {bridge} {} {}",
         script.display(),
-        bins[0],
-        bins[1],
-        bins[2],
+        deb.display(),
         profiles.display()
     );
     println!("== kernel {} with AppArmor: {exec}", kernel.version);
@@ -141,11 +123,32 @@ fn libvirt_runs_the_bridge_helper_under_apparmor_with_our_profile_and_not_withou
     );
 }
 
+/// The package, built by `packaging/build-deb.sh` from this checkout (the release build is cached
+/// after the first; `.ci/run`'s package test has built it by then).
+fn build_deb(workspace: &Path) -> std::path::PathBuf {
+    let out = Command::new(workspace.join("packaging/build-deb.sh"))
+        .current_dir(workspace)
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("packaging/build-deb.sh runs");
+    assert!(out.status.success(), "packaging/build-deb.sh failed");
+    // cargo-deb prints the package's path last.
+    let text = String::from_utf8_lossy(&out.stdout);
+    let deb = text
+        .lines()
+        .rev()
+        .map(|l| Path::new(l.trim()))
+        .find(|p| p.extension().is_some_and(|e| e == "deb") && p.is_file())
+        .unwrap_or_else(|| panic!("build-deb.sh printed no .deb path: {text}"));
+    deb.to_path_buf()
+}
+
 /// Boots `vmlinuz` with AppArmor on to run `exec`, echoing the guest script's lines; returns them
 /// without their prefix (none if the guest never ran the script).
 fn boot(vmlinuz: &Path, exec: &str) -> Vec<String> {
     // As vmpriv-stock-kernel: --verbose puts the guest's console (our script's output) on vng's
     // stderr; --force-9p, no virtiofsd here. vng also overlays /etc, /usr and /var in the guest.
+    use std::os::unix::process::CommandExt;
     let (reader, writer) = std::io::pipe().unwrap();
     let mut child = Command::new("vng")
         .arg("-r")
@@ -166,6 +169,8 @@ fn boot(vmlinuz: &Path, exec: &str) -> Vec<String> {
         .stdin(Stdio::null())
         .stdout(writer.try_clone().unwrap())
         .stderr(writer)
+        // Its own process group: on timeout the QEMU it started goes too.
+        .process_group(0)
         .spawn()
         .expect("vng runs (pip install virtme-ng)");
     let pid = nix::unistd::Pid::from_raw(child.id().cast_signed());
@@ -177,8 +182,8 @@ fn boot(vmlinuz: &Path, exec: &str) -> Vec<String> {
                 return;
             }
         }
-        eprintln!("apparmor: no result after {TIMEOUT:?}: killing vng");
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+        eprintln!("apparmor: no result after {TIMEOUT:?}: killing vng and its QEMU");
+        let _ = nix::sys::signal::killpg(pid, nix::sys::signal::Signal::SIGKILL);
     });
     let mut lines = Vec::new();
     // Until vng and the QEMU it runs have exited (every copy of the writer closed).
