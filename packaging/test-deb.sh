@@ -13,7 +13,10 @@
 set -euo pipefail
 
 helper=/usr/libexec/vmpriv/vmpriv-helper
-bridge=/usr/libexec/vmpriv/vmpriv-bridge-helper
+# The bridge helper's real file; /usr/libexec/vmpriv/vmpriv-bridge-helper is a symlink to it (AppArmor:
+# libvirtd's profile may run /usr/sbin/*, docs/design.md).
+bridge=/usr/sbin/vmpriv-bridge-helper
+bridge_link=/usr/libexec/vmpriv/vmpriv-bridge-helper
 wants=/etc/systemd/system/sockets.target.wants/vmpriv.socket
 # dpkg-deb -c shows owners by name or by number (cargo-deb writes numbers).
 ROOT='(root/root|0/0)'
@@ -32,10 +35,11 @@ check() {
 # has PATTERN TEXT: TEXT has a line matching the extended regex PATTERN.
 has() { grep -Eq -- "$1" <<<"$2"; }
 
-# bridge_as_nobody: the installed bridge helper as uid 65534, QEMU's way (one end of a stream
-# socketpair, --br=br0); prints its exit status and its stderr on one line.
+# bridge_as_nobody: the installed bridge helper, by the path QEMU and libvirt are given, as uid 65534,
+# QEMU's way (one end of a stream socketpair, --br=br0); prints its exit status and its stderr on one
+# line.
 bridge_as_nobody() {
-    python3 - "$bridge" <<'PY'
+    python3 - "$bridge_link" <<'PY'
 import socket, subprocess, sys
 ours, theirs = socket.socketpair()
 r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.argv[1],
@@ -156,10 +160,13 @@ inside() {
 
     out=$(dpkg --log=/dev/null --no-triggers -r vmpriv 2>&1) || echo "$out"
     check "dpkg -r removes both helpers and keeps the policy" \
-        test ! -e "$helper" -a ! -e "$bridge" -a -e /etc/vmpriv/policy.conf
+        test ! -e "$helper" -a ! -e "$bridge" -a ! -L "$bridge_link" -a -e /etc/vmpriv/policy.conf
     out=$(dpkg --log=/dev/null --no-triggers --purge vmpriv 2>&1) || echo "$out"
     check "dpkg --purge removes the policy and the socket's enable link" \
         test ! -e /etc/vmpriv/policy.conf -a ! -e /usr/bin/vmpriv -a ! -L "$wants"
+    check "the purge removes the AppArmor profiles too" \
+        test ! -e /etc/apparmor.d/usr.sbin.vmpriv-bridge-helper -a \
+        ! -e /etc/apparmor.d/usr.libexec.vmpriv.vmpriv-helper
 }
 
 # Inside a second throwaway namespace: a writable copy of the host's root (an overlay of / with its
@@ -283,7 +290,7 @@ CHECK
 fingerprint() {
     md5sum /var/lib/dpkg/status
     dpkg-query -W -f='${Status}\n' vmpriv 2>&1 || true
-    for p in /usr/bin/vmpriv "$helper" "$bridge" /usr/libexec/vmpriv /etc/vmpriv /etc/vmpriv/policy.conf \
+    for p in /usr/bin/vmpriv "$helper" "$bridge" "$bridge_link" /usr/libexec/vmpriv /etc/vmpriv /etc/vmpriv/policy.conf \
         /usr/share/man/man8/vmpriv-helper.8.gz /usr/share/bash-completion/completions/vmpriv "$wants" \
         /var/lib/systemd/deb-systemd-helper-enabled/vmpriv.socket.dsh-also; do
         stat -c '%n %a %U:%G %s %Y' "$p" 2>&1 || true
@@ -329,8 +336,13 @@ echo "$deb"
 echo "== dpkg-deb -c"
 contents=$(dpkg-deb -c "$deb")
 echo "$contents"
-check "the bridge helper is -rwsr-xr-x root:root in /usr/libexec/vmpriv/" \
-    has "^-rwsr-xr-x $ROOT .* \./usr/libexec/vmpriv/vmpriv-bridge-helper\$" "$contents"
+check "the bridge helper is -rwsr-xr-x root:root in /usr/sbin/" \
+    has "^-rwsr-xr-x $ROOT .* \./usr/sbin/vmpriv-bridge-helper\$" "$contents"
+check "/usr/libexec/vmpriv/vmpriv-bridge-helper is a symlink to it" \
+    has "^lrwxrwxrwx $ROOT .* \./usr/libexec/vmpriv/vmpriv-bridge-helper -> \.\./\.\./sbin/vmpriv-bridge-helper\$" "$contents"
+for profile in usr.sbin.vmpriv-bridge-helper usr.libexec.vmpriv.vmpriv-helper; do
+    check "AppArmor profile $profile" has "^-rw-r--r-- $ROOT .* \./etc/apparmor\.d/$profile\$" "$contents"
+done
 check "the session helper is -rwxr-xr-x root:root in /usr/libexec/vmpriv/ (not setuid)" \
     has "^-rwxr-xr-x $ROOT .* \./usr/libexec/vmpriv/vmpriv-helper\$" "$contents"
 check "vmpriv is -rwxr-xr-x root:root in /usr/bin/" \
@@ -359,8 +371,11 @@ info=$(dpkg-deb -I "$deb")
 echo "$info"
 check "the package is called vmpriv" has '^ Package: vmpriv$' "$info"
 check "it depends on libc6" has '^ Depends: .*libc6' "$info"
-check "its conffiles list holds /etc/vmpriv/policy.conf" \
-    test "$(dpkg-deb -I "$deb" conffiles)" = /etc/vmpriv/policy.conf
+check "its conffiles are the policy and the two AppArmor profiles" \
+    test "$(dpkg-deb -I "$deb" conffiles | sort | tr '\n' ' ')" = \
+    "/etc/apparmor.d/usr.libexec.vmpriv.vmpriv-helper /etc/apparmor.d/usr.sbin.vmpriv-bridge-helper /etc/vmpriv/policy.conf "
+check "the postinst reloads the AppArmor profiles where AppArmor is on" \
+    has 'apparmor_parser -r -T -W' "$(dpkg-deb -I "$deb" postinst)"
 check "it has the postinst (file capability on a 0755 statoverride)" \
     has 'setcap cap_net_admin\+ep' "$(dpkg-deb -I "$deb" postinst)"
 check "the postinst enables vmpriv.socket" \
