@@ -564,13 +564,11 @@ fn sigkill_after_each_netlink_step_leaves_nothing() {
         bins!(),
         "ifgroup vms 42\nallow user * ifgroup vms\nallow user * switch br0\nallow user * local\n",
         |s| {
-            if !vmpriv_tests::have_tool(
+            vmpriv_tests::require_tool(
                 "sigkill_after_each_netlink_step_leaves_nothing",
                 "strace",
                 "apt-get install strace",
-            ) {
-                return;
-            }
+            );
             bridge("br0", None);
             let full = TapOptions::new()
                 .switch("br0")
