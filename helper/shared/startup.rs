@@ -91,23 +91,16 @@ const NOFILE: u64 = 1024;
 /// then goes as far as the hard one allows, and requests beyond it fail cleanly up front. Any other
 /// failure ends the start-up.
 fn reset_rlimits() -> Result<(), StartError> {
-    const INF: u64 = libc::RLIM_INFINITY;
-    let limits = [
-        (Resource::RLIMIT_CORE, 0),
-        (Resource::RLIMIT_FSIZE, INF),
-        (Resource::RLIMIT_NOFILE, NOFILE),
-        (Resource::RLIMIT_AS, INF),
-        (Resource::RLIMIT_DATA, INF),
-        (Resource::RLIMIT_CPU, INF),
-    ];
-    for (resource, want) in limits {
-        let set = match setrlimit(resource, want, want) {
-            Err(nix::errno::Errno::EPERM) => {
-                getrlimit(resource).and_then(|(_, hard)| setrlimit(resource, want.min(hard), hard))
-            }
-            other => other,
-        };
-        set.map_err(|e| StartError::Rlimit(resource, e.into()))?;
+    use Resource::{RLIMIT_AS, RLIMIT_CORE, RLIMIT_CPU, RLIMIT_DATA, RLIMIT_FSIZE, RLIMIT_NOFILE};
+    let unlimited = [RLIMIT_FSIZE, RLIMIT_AS, RLIMIT_DATA, RLIMIT_CPU].map(|r| (r, libc::RLIM_INFINITY));
+    let mut limits = vec![(RLIMIT_CORE, 0), (RLIMIT_NOFILE, NOFILE)];
+    limits.extend(unlimited);
+    for (r, want) in limits {
+        let set = setrlimit(r, want, want).or_else(|e| match e {
+            nix::errno::Errno::EPERM => getrlimit(r).and_then(|(_, hard)| setrlimit(r, want.min(hard), hard)),
+            e => Err(e),
+        });
+        set.map_err(|e| StartError::Rlimit(r, e.into()))?;
     }
     Ok(())
 }
