@@ -348,10 +348,15 @@ fn tiny_rlimits_and_hostile_signal_state_are_reset() {
             for (nofile, fsize, serves_unraised) in cases {
                 let mut cmd = Command::new(&s.helper);
                 cmd.stderr(std::fs::OpenOptions::new().append(true).open(&log).unwrap());
-                // SAFETY: only async-signal-safe calls (setrlimit, sigprocmask, signal).
+                // SAFETY: only async-signal-safe calls (close_range, setrlimit, sigprocmask, signal).
                 #[allow(unsafe_code)]
                 unsafe {
                     cmd.pre_exec(move || {
+                        // Only stdio and the session socket (which spawn_command's own pre_exec, run
+                        // after this one, keeps) cross the exec: an fd this test inherited (a
+                        // jobserver pipe under cargo-mutants) would take the dynamic loader's last
+                        // free fd under RLIMIT_NOFILE 4.
+                        libc::close_range(3, libc::c_uint::MAX, libc::CLOSE_RANGE_CLOEXEC.cast_signed());
                         let set = |r, (soft, hard)| {
                             let l = libc::rlimit {
                                 rlim_cur: soft,
