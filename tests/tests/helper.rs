@@ -711,6 +711,18 @@ fn the_helper_refuses_an_unsafe_policy_file_or_a_chosen_one() {
             vmpriv_tests::chmod(Path::new("/etc/vmpriv"), 0o777);
             check("writable policy directory");
             vmpriv_tests::chmod(Path::new("/etc/vmpriv"), 0o755);
+            // A symlink anywhere on the path is refused, even to root's own file or directory.
+            std::fs::copy(p, "/etc/vmpriv/real.conf").unwrap();
+            std::fs::remove_file(p).unwrap();
+            std::os::unix::fs::symlink("real.conf", p).unwrap();
+            check("policy file that is a symlink");
+            std::fs::remove_file(p).unwrap();
+            std::fs::rename("/etc/vmpriv/real.conf", p).unwrap();
+            std::fs::rename("/etc/vmpriv", "/etc/vmpriv.real").unwrap();
+            std::os::unix::fs::symlink("vmpriv.real", "/etc/vmpriv").unwrap();
+            check("policy directory that is a symlink");
+            std::fs::remove_file("/etc/vmpriv").unwrap();
+            std::fs::rename("/etc/vmpriv.real", "/etc/vmpriv").unwrap();
             vmpriv_tests::write_policy("allow user nobody swich br0\n");
             check("policy with a typo: fail closed");
             vmpriv_tests::write_policy(POLICY);
