@@ -1500,6 +1500,27 @@ fn a_fresh_session_finds_the_end_of_the_held_slots() {
             assert_eq!(held[39].name(), mark(39));
             let next = helper(s).create_tap(&TapOptions::new().switch("br0")).unwrap();
             assert_eq!(next.name(), mark(40), "the first slot after the held run");
+            // Counted under strace: the next fresh session finds slot 41 in a few name lookups, not
+            // one per held slot, and its first TUNSETIFF is the one that succeeds (create_marked's
+            // walk over held names, which would hide a wrong slot, is not needed).
+            become_root();
+            let trace = s.dir.join("slots.trace");
+            let out = ["-o".to_owned(), trace.to_str().unwrap().to_owned()];
+            let mut traced = traced_helper(s, "sendto,ioctl", &out);
+            let counted = traced.create_tap(&TapOptions::new().switch("br0")).unwrap();
+            traced.close().unwrap();
+            let trace = std::fs::read_to_string(&trace).unwrap();
+            let lookups = trace.lines().filter(|l| l.contains("RTM_GETLINK")).count();
+            let busy = trace
+                .lines()
+                .filter(|l| l.contains("TUNSETIFF") && l.contains("EBUSY"))
+                .count();
+            println!("MEASURED slot 41 of a fresh session: {lookups} RTM_GETLINK, {busy} TUNSETIFF EBUSY");
+            assert_eq!(counted.name(), mark(41));
+            assert_eq!(busy, 0, "TUNSETIFF walked over held names:\n{trace}");
+            assert!(lookups <= 20, "{lookups} link lookups for slot 41:\n{trace}");
+            drop(counted);
+            become_nobody();
             // A hole at slot 2: a fresh session gets some free slot, none of the held ones.
             drop(held.remove(2));
             let other = helper(s).create_tap(&TapOptions::new().switch("br0")).unwrap();
