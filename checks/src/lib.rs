@@ -82,32 +82,46 @@ pub fn check_callers() -> Vec<Caller> {
     ]
 }
 
+/// What [`check_request`] made of its input (its properties held in every case).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Checked {
+    /// Not a request: too short, a policy that does not parse, a frame that does not decode.
+    NotARequest,
+    /// A request the validator refused.
+    Refused,
+    /// A request the validator accepted, its grants and addresses checked against the policy.
+    Accepted,
+}
+
 /// Decode + validate arbitrary bytes. Input: byte 0 picks the caller, byte 1 the fd count (0..=3),
 /// then either `policy text, 0xFF, frame` (when byte 2 is `P`) or just the frame against
 /// [`CHECK_POLICY`]. Properties: no panic; an accepted request names exactly the bytes the policy
 /// checked; every granted switch, group and rdomain is granted by the policy; every address is the one
-/// the address plan computes and lies inside the policy's prefix.
-pub fn check_request(data: &[u8]) {
-    let [who, nfds, rest @ ..] = data else { return };
+/// the address plan computes and lies inside the policy's prefix. Returns what it made of the input,
+/// so that a test can tell an accepted request from a skipped one.
+pub fn check_request(data: &[u8]) -> Checked {
+    let [who, nfds, rest @ ..] = data else {
+        return Checked::NotARequest;
+    };
     let callers = check_callers();
     let caller = &callers[usize::from(*who) % callers.len()];
     let (policy, frame) = match rest {
         [b'P', tail @ ..] => {
             let Some(split) = tail.iter().position(|&b| b == 0xFF) else {
-                return;
+                return Checked::NotARequest;
             };
             let Ok(text) = std::str::from_utf8(&tail[..split]) else {
-                return;
+                return Checked::NotARequest;
             };
             let Ok(policy) = policy::parse_str("fuzz", text) else {
-                return;
+                return Checked::NotARequest;
             };
             (policy, &tail[split + 1..])
         }
         _ => (policy::parse_str("fuzz", CHECK_POLICY).unwrap(), rest),
     };
     let Ok(req) = wire::decode::<Request>(frame) else {
-        return;
+        return Checked::NotARequest;
     };
     // Re-encoding a decoded request must decode to the same value (postcard is not canonical, so
     // values are compared, not bytes).
@@ -115,7 +129,7 @@ pub fn check_request(data: &[u8]) {
     assert_eq!(wire::decode::<Request>(&again).as_ref(), Ok(&req));
     let nfds = usize::from(nfds % 4);
     let Ok(valid) = validate(&req, vec![(); nfds], caller, &policy) else {
-        return;
+        return Checked::Refused;
     };
     assert_eq!(nfds, req.fds_expected());
     match (valid.op(), &req) {
@@ -129,6 +143,7 @@ pub fn check_request(data: &[u8]) {
         }
         _ => {}
     }
+    Checked::Accepted
 }
 
 fn check_config(config: &vmpriv_protocol::ValidConfig, asked: &IfConfig, caller: &Caller, policy: &Policy) {
@@ -346,7 +361,14 @@ mod tests {
             })
             .unwrap(),
         );
-        check_request(&input);
-        check_policy(CHECK_POLICY.as_bytes());
+        assert_eq!(check_request(&input), Checked::Accepted);
+        // The same request from the caller with no grant, and with a fd it must not carry.
+        input[0] = 2;
+        assert_eq!(check_request(&input), Checked::Refused);
+        input[0] = 0;
+        input[1] = 1;
+        assert_eq!(check_request(&input), Checked::Refused);
+        assert_eq!(check_request(&input[..input.len() - 1]), Checked::NotARequest);
+        assert!(policy::parse_str("check", CHECK_POLICY).is_ok());
     }
 }

@@ -545,9 +545,26 @@ mod tests {
     #[test]
     fn truncated_replies_are_errors_not_panics() {
         let full = link_msg(|m| m);
-        for cut in 0..full.len() {
-            let _ = parse_all(&full[..cut]);
+        // Cut anywhere, the message is shorter than its header says: an error, never a reply read
+        // (an empty buffer is no reply yet: receive again).
+        assert_eq!(parse_all(&[]), None);
+        for cut in 1..full.len() {
+            assert_eq!(parse_all(&full[..cut]), Some(Err(Errno::EPROTO)), "cut at {cut}");
         }
+        // A payload cut inside its header or an attribute is an error; cut between attributes it
+        // reads as a link without the rest, never as the whole link.
+        let whole = parse_link(payload(&full)).unwrap();
+        let p = payload(&full);
+        for cut in 0..p.len() {
+            match parse_link(&p[..cut]) {
+                Ok(link) => assert_ne!(link, whole, "cut at {cut}"),
+                Err(e) => assert!(
+                    cut < IFINFOMSG_LEN || e == ParseError::BadAttr,
+                    "cut at {cut}: {e:?}"
+                ),
+            }
+        }
+        assert_eq!(parse_link(&p[..IFINFOMSG_LEN - 1]), Err(ParseError::Short));
         assert_eq!(parse_all(&full), Some(Ok(())));
         let mut bad = full.clone();
         bad[32] = 0xff; // first attribute claims 255+ bytes
@@ -566,7 +583,25 @@ mod tests {
         assert_eq!(parse_all(&b), Some(Err(Errno::ENODEV)));
         // A reply to another request is skipped, and then the buffer ends: receive again.
         b[8] = 2;
-        assert_eq!(parse_all(&b[..b.len()]).map(|_| ()), Some(()));
         assert_eq!(take_replies(&b, 1, &mut |_, _| Ok(())), None);
+        assert_eq!(take_replies(&b, 2, &mut |_, _| Ok(())), Some(Err(Errno::ENODEV)));
+        // errno 0 is the ACK; an error message too short for its errno is a protocol error.
+        b[16..20].copy_from_slice(&0i32.to_ne_bytes());
+        assert_eq!(take_replies(&b, 2, &mut |_, _| Ok(())), Some(Ok(())));
+        let mut short = Msg::new(NLMSG_ERROR, 0, 1).finish().unwrap();
+        short.extend_from_slice(&[0, 0]);
+        let len = u32::try_from(short.len()).unwrap();
+        short[..4].copy_from_slice(&len.to_ne_bytes());
+        assert_eq!(
+            take_replies(&short, 1, &mut |_, _| Ok(())),
+            Some(Err(Errno::EPROTO))
+        );
+        // A late reply to an earlier request, then ours: ours decides.
+        let mut late = Msg::new(NLMSG_ERROR, 0, 1).finish().unwrap();
+        late.extend_from_slice(&(-1i32).to_ne_bytes());
+        let len = u32::try_from(late.len()).unwrap();
+        late[..4].copy_from_slice(&len.to_ne_bytes());
+        late.extend_from_slice(&b);
+        assert_eq!(take_replies(&late, 2, &mut |_, _| Ok(())), Some(Ok(())));
     }
 }

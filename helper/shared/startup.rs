@@ -31,6 +31,8 @@ pub(crate) enum StartError {
     Signals(io::Error),
     #[error("cannot make the process non-dumpable: {0}")]
     Dumpable(io::Error),
+    #[error("cannot reset {0:?}: {1}")]
+    Rlimit(Resource, io::Error),
     #[error("--fd={fd} is not an open AF_UNIX {kind} socket")]
     Socket { fd: i32, kind: &'static str },
     #[error(
@@ -75,8 +77,7 @@ pub(crate) fn sanitize_process(fresh: &sys::Fresh, keep: Option<i32>) -> Result<
     umask(Mode::from_bits_truncate(UMASK));
     // Not dumpable: the caller (same real uid) can neither ptrace us nor read /proc/PID/mem.
     nix::sys::prctl::set_dumpable(false).map_err(|e| StartError::Dumpable(e.into()))?;
-    reset_rlimits();
-    Ok(())
+    reset_rlimits()
 }
 
 /// Nothing the helper creates is for anyone else.
@@ -85,16 +86,23 @@ const UMASK: u32 = 0o077;
 const NOFILE: u64 = 1024;
 
 /// The caller picks our rlimits. With RLIMIT_FSIZE 0 or RLIMIT_NOFILE 4 a half-finished request could
-/// fail where it cannot roll back; as root we can restore sane values. Without privilege (file-capability
-/// install) raising may fail: then the limits stay and requests fail cleanly up front.
-fn reset_rlimits() {
-    const INF: u64 = libc::RLIM_INFINITY;
-    let _ = setrlimit(Resource::RLIMIT_CORE, 0, 0);
-    let _ = setrlimit(Resource::RLIMIT_FSIZE, INF, INF);
-    let _ = setrlimit(Resource::RLIMIT_NOFILE, NOFILE, NOFILE);
-    let _ = setrlimit(Resource::RLIMIT_AS, INF, INF);
-    let _ = setrlimit(Resource::RLIMIT_DATA, INF, INF);
-    let _ = setrlimit(Resource::RLIMIT_CPU, INF, INF);
+/// fail where it cannot roll back; as root we can restore sane values. Without CAP_SYS_RESOURCE (a
+/// file-capability install, a sandbox's bounding set) a hard limit cannot go up (EPERM): the soft one
+/// then goes as far as the hard one allows, and requests beyond it fail cleanly up front. Any other
+/// failure ends the start-up.
+fn reset_rlimits() -> Result<(), StartError> {
+    use Resource::{RLIMIT_AS, RLIMIT_CORE, RLIMIT_CPU, RLIMIT_DATA, RLIMIT_FSIZE, RLIMIT_NOFILE};
+    let unlimited = [RLIMIT_FSIZE, RLIMIT_AS, RLIMIT_DATA, RLIMIT_CPU].map(|r| (r, libc::RLIM_INFINITY));
+    let mut limits = vec![(RLIMIT_CORE, 0), (RLIMIT_NOFILE, NOFILE)];
+    limits.extend(unlimited);
+    for (r, want) in limits {
+        let set = setrlimit(r, want, want).or_else(|e| match e {
+            nix::errno::Errno::EPERM => getrlimit(r).and_then(|(_, hard)| setrlimit(r, want.min(hard), hard)),
+            e => Err(e),
+        });
+        set.map_err(|e| StartError::Rlimit(r, e.into()))?;
+    }
+    Ok(())
 }
 
 /// Step 3: the caller is our real uid and gid and supplementary groups, with names for policy matching.

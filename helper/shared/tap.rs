@@ -369,3 +369,60 @@ pub(crate) fn quiet_and_mac(ctx: &Ctx, first: TunFd<'_>, name: &str) -> Result<[
     sys::tun_set_mac(first, mac).map_err(|e| kernel_io(&e))?;
     Ok(mac)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A directory standing in for /proc/sys/net/ipv6/conf, with `tap0/KEY` set to 1 for each of
+    /// `keys`; removed when the test is done with it.
+    struct Conf(std::path::PathBuf, OwnedFd);
+
+    impl Conf {
+        fn with(test: &str, keys: &[&str]) -> Conf {
+            let dir = std::env::temp_dir().join(format!("vmpriv-{test}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(dir.join("tap0")).unwrap();
+            for key in keys {
+                std::fs::write(dir.join("tap0").join(key), "1").unwrap();
+            }
+            let fd = OwnedFd::from(std::fs::File::open(&dir).unwrap());
+            Conf(dir, fd)
+        }
+        fn read(&self, key: &str) -> String {
+            std::fs::read_to_string(self.0.join("tap0").join(key)).unwrap()
+        }
+    }
+
+    impl Drop for Conf {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    #[test]
+    fn quiet_ipv6_turns_each_key_off_and_never_takes_a_path() {
+        let keys = ["accept_ra", "autoconf", "accept_redirects"];
+        let conf = Conf::with("quiet-ipv6", &keys);
+        assert_eq!(quiet_ipv6(Some(&conf.1), "tap0"), Ok(()));
+        for key in keys {
+            assert_eq!(conf.read(key), "0", "{key}");
+        }
+        // "" would make an absolute path, the others leave the directory: refused before any open.
+        for bad in ["", ".", "..", "tap0/../tap0"] {
+            assert_eq!(
+                quiet_ipv6(Some(&conf.1), bad),
+                Err(Refusal::Kernel { errno: libc::EINVAL }),
+                "{bad:?}"
+            );
+        }
+        // A link without IPv6 has no accept_ra: nothing to turn off. Any other key missing is an error.
+        assert_eq!(quiet_ipv6(Some(&conf.1), "absent"), Ok(()));
+        let partial = Conf::with("quiet-ipv6-partial", &["accept_ra"]);
+        assert_eq!(
+            quiet_ipv6(Some(&partial.1), "tap0"),
+            Err(Refusal::Kernel { errno: libc::ENOENT })
+        );
+        assert_eq!(quiet_ipv6(None, "tap0"), Ok(()));
+    }
+}

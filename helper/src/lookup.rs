@@ -547,8 +547,18 @@ mod tests {
     #[test]
     fn truncated_replies_are_errors_not_panics() {
         let full = link_msg();
-        for cut in 0..full.len() {
-            let _ = parse_all(&full[..cut]);
+        assert_eq!(parse_all(&[]), None);
+        for cut in 1..full.len() {
+            assert_eq!(parse_all(&full[..cut]), Some(Err(Errno::EPROTO)), "cut at {cut}");
+        }
+        // Cut inside the payload's header or an attribute: an error; between attributes: a link
+        // without the rest, never the whole link.
+        let whole = parse_link(payload(&full)).unwrap();
+        let p = payload(&full);
+        for cut in 0..p.len() {
+            if let Ok(link) = parse_link(&p[..cut]) {
+                assert_ne!(link, whole, "cut at {cut}");
+            }
         }
         assert_eq!(parse_all(&full), Some(Ok(())));
     }
@@ -578,8 +588,15 @@ mod tests {
         };
         assert_eq!(route, want);
         let full = route_msg();
-        for cut in 0..full.len() {
-            let _ = parse_all(&full[..cut]);
+        assert_eq!(parse_all(&[]), None);
+        for cut in 1..full.len() {
+            assert_eq!(parse_all(&full[..cut]), Some(Err(Errno::EPROTO)), "cut at {cut}");
+        }
+        let p = payload(&full);
+        for cut in 0..p.len() {
+            if let Ok(r) = parse_route(&p[..cut]) {
+                assert_ne!(r, route, "cut at {cut}");
+            }
         }
     }
 }

@@ -218,4 +218,22 @@ mod tests {
             Err(NameError::DescriptionNotPrintable)
         );
     }
+
+    #[test]
+    fn names_print_as_written() {
+        let name = IfName::new("br-0").unwrap();
+        assert_eq!(
+            (name.to_string(), format!("{name:?}")),
+            ("br-0".into(), "\"br-0\"".into())
+        );
+        let group = GroupName::new("vms").unwrap();
+        assert_eq!(group.as_str(), "vms");
+        assert_eq!(
+            (group.to_string(), format!("{group:?}")),
+            ("vms".into(), "\"vms\"".into())
+        );
+        let text = Description::new("vm 1 \"web\"").unwrap();
+        assert_eq!(text.as_str(), "vm 1 \"web\"");
+        assert_eq!(format!("{text:?}"), r#""vm 1 \"web\"""#);
+    }
 }

@@ -980,4 +980,103 @@ mod tests {
             "main:1: cannot include `/nope`: No such file or directory"
         );
     }
+
+    #[test]
+    fn includes_nest_three_deep_and_no_deeper() {
+        // main includes /1, /1 includes /2, /2 includes /3: three levels below the main file.
+        let chain = |last: &'static str| {
+            move |path: &str| match path {
+                "/1" => Ok("include /2\n".to_owned()),
+                "/2" => Ok("include /3\n".to_owned()),
+                "/3" => Ok(last.to_owned()),
+                "/4" => Ok("allow user alice switch br0\n".to_owned()),
+                _ => Err("No such file or directory".to_owned()),
+            }
+        };
+        let p = parse(
+            "main",
+            "include /1\n",
+            &mut chain("allow user alice switch br0\n"),
+        )
+        .unwrap();
+        assert!(p.permits_switch(&caller("alice", &[]), &sw("br0")));
+        let e = parse("main", "include /1\n", &mut chain("include /4\n")).unwrap_err();
+        assert_eq!(
+            (e.file.as_str(), e.line, e.kind),
+            ("/3", 1, PolicyErrorKind::IncludeDepth)
+        );
+    }
+
+    #[test]
+    fn edges_of_every_number() {
+        let alice = caller("alice", &[]);
+        // The largest rdomain and quota are accepted, one more is not.
+        let p = parse_str(
+            "p",
+            "rdomain 255 vrf-max\nallow user * rdomain 255\nallow user * local\nquota user * 4096\n",
+        )
+        .unwrap();
+        assert_eq!(p.rdomain_vrf(255).map(IfName::as_str), Some("vrf-max"));
+        assert!(p.permits_rdomain(&alice, 255));
+        assert_eq!(p.quota_for(&alice), 4096);
+        assert_eq!(err("rdomain 256 vrf-x\n"), (1, PolicyErrorKind::RdomainRange));
+        assert_eq!(
+            err("allow user * rdomain 256\n"),
+            (1, PolicyErrorKind::RdomainRange)
+        );
+        assert_eq!(err("quota user * 4097\n"), (1, PolicyErrorKind::QuotaRange));
+        // Ten digits are a number, eleven are not (even when the value would fit).
+        let p = parse_str("p", "ifgroup big 4294967295\n").unwrap();
+        assert_eq!(p.ifgroup_number(&GroupName::new("big").unwrap()), Some(u32::MAX));
+        assert_eq!(
+            err("ifgroup small 00000000001\n"),
+            (1, PolicyErrorKind::BadNumber("00000000001".into()))
+        );
+    }
+
+    #[test]
+    fn any_rdomain_and_two_rdomain_lines() {
+        let p = parse_str(
+            "p",
+            "rdomain 1 vrf-a\nrdomain 2 vrf-b\nallow user * rdomain *\ndeny user mallory rdomain 2\n",
+        )
+        .unwrap();
+        assert_eq!(p.rdomain_vrf(1).map(IfName::as_str), Some("vrf-a"));
+        assert_eq!(p.rdomain_vrf(2).map(IfName::as_str), Some("vrf-b"));
+        assert!(p.permits_rdomain(&caller("alice", &[]), 2));
+        assert!(p.permits_rdomain(&caller("alice", &[]), 7));
+        assert!(!p.permits_rdomain(&caller("mallory", &[]), 2));
+        let dup = |t| PolicyErrorKind::Duplicate(format!("rdomain {t}"));
+        assert_eq!(
+            err("rdomain 1 vrf-a\nrdomain 1 vrf-b\n"),
+            (2, dup("1 or VRF vrf-b"))
+        );
+        assert_eq!(
+            err("rdomain 1 vrf-a\nrdomain 2 vrf-a\n"),
+            (2, dup("2 or VRF vrf-a"))
+        );
+    }
+
+    #[test]
+    fn principals_with_dots_dashes_and_underscores() {
+        let p = parse_str(
+            "p",
+            "allow user a.b_c-d switch br0\nallow group x_y switch br1\nallow group x.y switch br2\n",
+        )
+        .unwrap();
+        assert!(p.permits_switch(&caller("a.b_c-d", &[]), &sw("br0")));
+        assert!(p.permits_switch(&caller("bob", &["x_y"]), &sw("br1")));
+        assert!(p.permits_switch(&caller("bob", &["x.y"]), &sw("br2")));
+    }
+
+    #[test]
+    fn subjects_print_as_written() {
+        assert_eq!(Subject::User("alice".into()).to_string(), "user alice");
+        assert_eq!(Subject::Group("kvm".into()).to_string(), "group kvm");
+        assert_eq!(Subject::Anyone.to_string(), "user *");
+        assert_eq!(
+            err("quota group kvm 1\nquota group kvm 2\n"),
+            (2, PolicyErrorKind::Duplicate("quota group kvm".into()))
+        );
+    }
 }

@@ -202,4 +202,13 @@ mod tests {
             "p is not owned by root"
         );
     }
+
+    #[test]
+    fn a_policy_of_up_to_one_mib_is_read() {
+        // A few hundred lines are a few KiB; the bound is sudoers' rule of thumb, 1 MiB.
+        assert_eq!(check_size(0), Ok(()));
+        assert_eq!(check_size(64 * 1024), Ok(()));
+        assert_eq!(check_size(1024 * 1024), Ok(()));
+        assert_eq!(check_size(1024 * 1024 + 1), Err(TrustError::TooLarge));
+    }
 }

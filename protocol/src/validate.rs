@@ -743,4 +743,93 @@ quota user alice 2
         };
         assert_eq!(quota, 2);
     }
+
+    /// What an operation reads of a validated config, through the accessors the helper uses, is
+    /// what was asked and granted.
+    #[test]
+    fn a_valid_config_hands_out_what_was_validated() {
+        let p = policy();
+        let asked = IfConfig {
+            description: Some("vm 3".into()),
+            switch: Some("br0".into()),
+            group: Some("vms".into()),
+            up: Some(false),
+            ..local(3, 1, true, true)
+        };
+        let Ok(ValidOp::Configure { config: c, .. }) = check(&on_tap(asked), &alice()) else {
+            panic!()
+        };
+        assert_eq!(c.description().map(Description::as_str), Some("vm 3"));
+        assert_eq!(c.switch().map(IfName::as_str), Some("br0"));
+        assert_eq!(
+            c.group().map(|g| (g.name().as_str(), g.number())),
+            Some(("vms", 42))
+        );
+        assert_eq!(c.up(), Some(false));
+        assert_eq!(c.inet(), Some(local_inet(p.inet, 3, 1).unwrap()));
+        assert_eq!(c.inet6(), Some(local_inet6(p.inet, p.inet6, 3, 1).unwrap()));
+        assert_eq!(c.slot(), Some(Slot { vm: 3, nic: 1 }));
+        assert_eq!(c.vrf(), None);
+        // The largest rdomain, and a slot claimed for one family alone or for none.
+        let p = parse_str(
+            "t",
+            "rdomain 255 vrf-max\nallow user * rdomain 255\nallow user * local\n",
+        )
+        .unwrap();
+        let valid = |config| match validate(&on_tap(config), vec![()], &alice(), &p).map(|v| v.op().clone()) {
+            Ok(ValidOp::Configure { config, .. }) => config,
+            other => panic!("{other:?}"),
+        };
+        let c = valid(IfConfig {
+            rdomain: Some(255),
+            up: Some(true),
+            ..local(2, 0, true, false)
+        });
+        assert_eq!(
+            c.vrf().map(|v| (v.rdomain(), v.device().as_str())),
+            Some((255, "vrf-max"))
+        );
+        assert_eq!(
+            (c.up(), c.slot(), c.inet6()),
+            (Some(true), Some(Slot { vm: 2, nic: 0 }), None)
+        );
+        let c = valid(local(4, 2, false, true));
+        assert_eq!(
+            (c.up(), c.slot(), c.inet()),
+            (None, Some(Slot { vm: 4, nic: 2 }), None)
+        );
+        assert_eq!(valid(local(4, 2, false, false)).slot(), None);
+        assert_eq!(
+            validate(
+                &on_tap(IfConfig {
+                    rdomain: Some(256),
+                    ..IfConfig::default()
+                }),
+                vec![()],
+                &alice(),
+                &p
+            ),
+            Err(Error::Invalid(Invalid::Rdomain))
+        );
+    }
+
+    #[test]
+    fn destroy_takes_one_to_max_destroy_fds() {
+        let p = policy();
+        let destroy = |count| Request::DestroyTaps { count, more: false };
+        for count in [1, MAX_DESTROY] {
+            let op =
+                validate(&destroy(count), vec![(); usize::from(count)], &alice(), &p).map(|v| v.op().clone());
+            assert!(
+                matches!(op, Ok(ValidOp::DestroyTaps { count: c, more: false, .. }) if c == count),
+                "{count}: {op:?}"
+            );
+        }
+        for (count, expected) in [(0, 1), (MAX_DESTROY + 1, MAX_DESTROY)] {
+            assert_eq!(
+                validate(&destroy(count), vec![(); usize::from(count)], &alice(), &p),
+                Err(Error::Invalid(Invalid::FdCount { expected, got: count }))
+            );
+        }
+    }
 }

@@ -441,4 +441,56 @@ mod tests {
         };
         assert_eq!(encode(&req), Err(FrameError::TooLarge));
     }
+
+    #[test]
+    fn a_frame_of_exactly_max_frame_bytes_is_one_frame() {
+        // Version, variant, a two-byte varint length, then the name: MAX_FRAME bytes in all.
+        let exactly = |extra: usize| Request::SwitchExists {
+            switch: "x".repeat(MAX_FRAME - 4 + extra),
+        };
+        let frame = encode(&exactly(0)).unwrap();
+        assert_eq!(frame.len(), MAX_FRAME);
+        assert_eq!(decode::<Request>(&frame), Ok(exactly(0)));
+        assert_eq!(encode(&exactly(1)), Err(FrameError::TooLarge));
+    }
+
+    #[test]
+    fn fd_counts_and_names_of_every_request() {
+        let t = FdIndex(0);
+        let cases = [
+            (Request::Hello, 0, "hello"),
+            (Request::Status, 0, "status"),
+            (
+                Request::CreateTap {
+                    queues: 1,
+                    vnet_hdr: false,
+                    config: IfConfig::default(),
+                },
+                0,
+                "create-tap",
+            ),
+            (
+                Request::Configure {
+                    tap: t,
+                    config: IfConfig::default(),
+                },
+                1,
+                "configure",
+            ),
+            (Request::SwitchExists { switch: "br0".into() }, 0, "switch-exists"),
+            (Request::Reset { tap: t }, 1, "reset"),
+            (Request::RemoveLeftovers, 0, "remove-leftovers"),
+            (
+                Request::DestroyTaps {
+                    count: 5,
+                    more: false,
+                },
+                5,
+                "destroy-taps",
+            ),
+        ];
+        for (req, fds, op) in cases {
+            assert_eq!((req.fds_expected(), req.op()), (fds, op), "{req:?}");
+        }
+    }
 }

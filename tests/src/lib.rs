@@ -36,14 +36,13 @@ pub struct Scenario {
 
 /// Checks that this process may run kernel scenarios: root. Without it a scenario fails naming
 /// the cause; it never passes without running (libtest has no runtime skip, and an `ok` that ran
-/// nothing hides a broken setup). Returns true (the signature is kept for the callers).
-pub fn privileged(test: &str) -> bool {
+/// nothing hides a broken setup).
+pub fn require_root(test: &str) {
     assert!(
         nix::unistd::geteuid().is_root(),
         "{test}: needs root to make namespaces and a setuid copy (run the kernel scenarios as root; \
          `cargo test --workspace --lib` and `--test corpus` need none)"
     );
-    true
 }
 
 /// The binaries under test: `(helper, cli)`. Only integration tests know their paths, hence a macro.
@@ -59,15 +58,13 @@ macro_rules! bins {
 }
 
 /// Checks that `tool` (a prerequisite `.ci/run` installs) runs here; without it the test fails
-/// naming the package, never passes without running. Returns true (the signature is kept for the
-/// callers).
-pub fn have_tool(test: &str, tool: &str, install: &str) -> bool {
+/// naming the package, never passes without running.
+pub fn require_tool(test: &str, tool: &str, install: &str) {
     let runs = Command::new(tool)
         .arg("--version")
         .output()
         .is_ok_and(|o| o.status.success());
     assert!(runs, "{test}: {tool} is not installed ({install})");
-    true
 }
 
 /// Runs `body` as `test` (the `#[test]` function's name) in its own network and mount namespaces,
@@ -80,9 +77,7 @@ pub fn scenario(test: &str, bins: (&str, &str, &str), policy: &str, body: impl F
         let _ = std::fs::remove_dir_all(&s.dir);
         return;
     }
-    if !privileged(test) {
-        return;
-    }
+    require_root(test);
     let exe = std::env::current_exe().unwrap();
     let child = Command::new("unshare")
         .args(["--net", "--mount", "--"])
@@ -259,7 +254,8 @@ pub fn links() -> Vec<Value> {
     v
 }
 
-/// One link by name, if it exists.
+/// One link by name; `None` only when the kernel lists no link of that name (`links` fails loudly
+/// when `ip` does not answer).
 pub fn link(name: &str) -> Option<Value> {
     links().into_iter().find(|l| l["ifname"] == name)
 }
@@ -350,9 +346,16 @@ pub fn table_routes(table: &str) -> Vec<Value> {
     ip_json(&["-4", "route", "show", "table", table])
 }
 
-/// The `master` of a link, if any.
+/// The `master` of a link that exists, if it has one. A missing link fails loudly: "no master" and
+/// "no such link" are different answers, and a check for the first must not pass on the second.
 pub fn master(name: &str) -> Option<String> {
-    link(name).and_then(|l| l["master"].as_str().map(str::to_owned))
+    let l = link(name).unwrap_or_else(|| panic!("master of {name}: no such link"));
+    // `ip -j` leaves the key out for a link without a master; anything else must be a name.
+    l.get("master").map(|m| {
+        m.as_str()
+            .unwrap_or_else(|| panic!("{name}: master is not a name: {m}"))
+            .to_owned()
+    })
 }
 
 /// Lines of `/proc/PID/status` as (key, value).

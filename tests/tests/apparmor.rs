@@ -64,7 +64,7 @@ const TIMEOUT: Duration = Duration::from_secs(15 * 60);
 #[test]
 #[ignore = "boots Debian's stock kernel with AppArmor in virtme-ng (about 5 min under TCG): .ci/run runs it"]
 fn libvirt_runs_the_bridge_helper_under_apparmor_with_our_profile_and_not_without() {
-    vmpriv_tests::privileged("apparmor");
+    vmpriv_tests::require_root("apparmor");
     for (tool, package) in [
         ("vng", "pip install virtme-ng"),
         ("apparmor_parser", "apt-get install apparmor"),
@@ -73,7 +73,7 @@ fn libvirt_runs_the_bridge_helper_under_apparmor_with_our_profile_and_not_withou
         ("qemu-system-x86_64", "apt-get install qemu-system-x86"),
         ("cargo-deb", "cargo install cargo-deb --locked"),
     ] {
-        vmpriv_tests::have_tool("apparmor", tool, package);
+        vmpriv_tests::require_tool("apparmor", tool, package);
     }
     let tests = Path::new(env!("CARGO_MANIFEST_DIR"));
     let script = tests.join("apparmor/guest.sh");

@@ -63,8 +63,14 @@ fn replay(target: &str, check: impl Fn(&[u8])) {
 fn replay_request_corpus() {
     // Allocation is counted process-wide: this is the only test in the binary that allocates while
     // measuring, and the runner starts tests on separate threads, so measure in a loop alone.
+    let outcomes = std::sync::Mutex::new(std::collections::BTreeMap::new());
     replay("request", |data| {
-        vmpriv_checks::check_request(data);
+        let checked = vmpriv_checks::check_request(data);
+        *outcomes
+            .lock()
+            .unwrap()
+            .entry(format!("{checked:?}"))
+            .or_insert(0) += 1;
         let before = ALLOCATED.load(Ordering::Relaxed);
         let decoded = wire::decode::<Request>(data);
         let used = ALLOCATED.load(Ordering::Relaxed) - before;
@@ -75,6 +81,14 @@ fn replay_request_corpus() {
             data.len()
         );
     });
+    // The seeds hold requests the validator accepts and ones it refuses: a replay where every input
+    // is skipped would check nothing.
+    let outcomes = outcomes.into_inner().unwrap();
+    println!("MEASURED request inputs by outcome: {outcomes:?}");
+    assert!(
+        outcomes.get("Accepted") > Some(&0) && outcomes.get("Refused") > Some(&0),
+        "{outcomes:?}"
+    );
 }
 
 #[test]
@@ -94,11 +108,67 @@ fn replay_qemu_args_corpus() {
 
 #[test]
 fn replay_roundtrip_corpus() {
+    // The fuzz target reads its input with `arbitrary`, as here. A local corpus may keep inputs that
+    // do not decode (libFuzzer skips them); every committed seed must decode, and together they
+    // start the fuzzer from every kind of request.
+    let mut kinds = std::collections::BTreeSet::new();
+    for data in seeds("roundtrip") {
+        let req = Request::arbitrary_take_rest(Unstructured::new(&data))
+            .unwrap_or_else(|e| panic!("a roundtrip seed does not decode with arbitrary: {e}"));
+        kinds.insert(roundtrip_kind(&req));
+    }
+    let want: std::collections::BTreeSet<_> = every_roundtrip_kind().into_iter().collect();
+    assert_eq!(kinds, want, "the roundtrip seeds cover every kind of request");
     replay("roundtrip", |data| {
         if let Ok(req) = Request::arbitrary_take_rest(Unstructured::new(data)) {
             vmpriv_checks::check_roundtrip(&req);
         }
     });
+}
+
+/// The committed seeds of `target` only.
+fn seeds(target: &str) -> Vec<Vec<u8>> {
+    let dir = fuzz_dir().join("seeds").join(target);
+    std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| std::fs::read(e.unwrap().path()).unwrap())
+        .collect()
+}
+
+/// A request's kind for the roundtrip seeds: its operation, and for the two that carry a config
+/// whether it asks for a switch and for local addresses.
+fn roundtrip_kind(req: &Request) -> String {
+    match req {
+        Request::CreateTap { config, .. } | Request::Configure { config, .. } => format!(
+            "{} switch={} local={}",
+            req.op(),
+            config.switch.is_some(),
+            config.local.is_some()
+        ),
+        _ => req.op().to_owned(),
+    }
+}
+
+fn every_roundtrip_kind() -> Vec<String> {
+    let mut all = Vec::new();
+    for op in ["create-tap", "configure"] {
+        for switch in [false, true] {
+            for local in [false, true] {
+                all.push(format!("{op} switch={switch} local={local}"));
+            }
+        }
+    }
+    for op in [
+        "hello",
+        "status",
+        "switch-exists",
+        "reset",
+        "remove-leftovers",
+        "destroy-taps",
+    ] {
+        all.push(op.to_owned());
+    }
+    all
 }
 
 /// Writes the seed inputs (run by hand: `cargo test -p vmpriv-tests --test corpus -- --ignored`).
@@ -188,8 +258,34 @@ fn write_seeds() {
         with_policy.push(0xFF);
         with_policy.extend_from_slice(&frame);
         write("request", format!("{i:02}-{}-policy", r.op()), &with_policy);
-        write("roundtrip", format!("{i:02}-{}", r.op()), &frame[1..]);
     }
+    // The roundtrip target reads `arbitrary` input, not postcard frames: the first of a fixed stream
+    // of pseudo-random byte strings that decodes as each kind of request.
+    let old = fuzz_dir().join("seeds").join("roundtrip");
+    let _ = std::fs::remove_dir_all(&old);
+    let mut want = every_roundtrip_kind();
+    let mut x: u32 = 1;
+    for _ in 0..1_000_000 {
+        let len = 8 + (x >> 8) as usize % 56;
+        let data: Vec<u8> = (0..len)
+            .map(|_| {
+                x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+                (x >> 16).to_le_bytes()[0]
+            })
+            .collect();
+        let Ok(req) = Request::arbitrary_take_rest(Unstructured::new(&data)) else {
+            continue;
+        };
+        let kind = roundtrip_kind(&req);
+        if let Some(i) = want.iter().position(|k| *k == kind) {
+            want.remove(i);
+            write("roundtrip", kind.replace([' ', '='], "-"), &data);
+        }
+        if want.is_empty() {
+            break;
+        }
+    }
+    assert!(want.is_empty(), "no seed found for {want:?}");
     let policies = [
         vmpriv_checks::CHECK_POLICY,
         "allow user * switch *\ndeny user mallory switch secretbridge123\n",

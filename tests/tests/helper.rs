@@ -711,6 +711,18 @@ fn the_helper_refuses_an_unsafe_policy_file_or_a_chosen_one() {
             vmpriv_tests::chmod(Path::new("/etc/vmpriv"), 0o777);
             check("writable policy directory");
             vmpriv_tests::chmod(Path::new("/etc/vmpriv"), 0o755);
+            // A symlink anywhere on the path is refused, even to root's own file or directory.
+            std::fs::copy(p, "/etc/vmpriv/real.conf").unwrap();
+            std::fs::remove_file(p).unwrap();
+            std::os::unix::fs::symlink("real.conf", p).unwrap();
+            check("policy file that is a symlink");
+            std::fs::remove_file(p).unwrap();
+            std::fs::rename("/etc/vmpriv/real.conf", p).unwrap();
+            std::fs::rename("/etc/vmpriv", "/etc/vmpriv.real").unwrap();
+            std::os::unix::fs::symlink("vmpriv.real", "/etc/vmpriv").unwrap();
+            check("policy directory that is a symlink");
+            std::fs::remove_file("/etc/vmpriv").unwrap();
+            std::fs::rename("/etc/vmpriv.real", "/etc/vmpriv").unwrap();
             vmpriv_tests::write_policy("allow user nobody swich br0\n");
             check("policy with a typo: fail closed");
             vmpriv_tests::write_policy(POLICY);
@@ -721,6 +733,30 @@ fn the_helper_refuses_an_unsafe_policy_file_or_a_chosen_one() {
             cmd.arg("--policy").arg(&mine);
             let e = as_nobody(|| Helper::spawn_command(cmd, &s.helper).err());
             assert!(matches!(e, Some(ClientError::Policy)), "{e:?}");
+            // Not even a trusted file (root's, in /etc/vmpriv): the refusal is for choosing, and its
+            // line says so. Root may choose it, and gets that policy.
+            let other = Path::new("/etc/vmpriv/other.conf");
+            std::fs::write(other, "allow user * local\nquota user * 7\n").unwrap();
+            vmpriv_tests::chmod(other, 0o644);
+            let log = s.dir.join("stderr.log");
+            std::fs::write(&log, "").unwrap();
+            vmpriv_tests::chmod(&log, 0o666);
+            let mut cmd = std::process::Command::new(&s.helper);
+            cmd.arg("--policy").arg(other);
+            cmd.stderr(std::fs::OpenOptions::new().append(true).open(&log).unwrap());
+            let e = as_nobody(|| Helper::spawn_command(cmd, &s.helper).err());
+            assert!(matches!(e, Some(ClientError::Policy)), "{e:?}");
+            let said = std::fs::read_to_string(&log).unwrap();
+            assert!(said.contains("--policy is for root only"), "{said}");
+            let mut cmd = std::process::Command::new(&s.helper);
+            cmd.arg("--policy").arg(other);
+            let mut root = Helper::spawn_command(cmd, &s.helper).unwrap();
+            assert_eq!(
+                root.status().unwrap().quota,
+                7,
+                "root's --policy is the policy served"
+            );
+            drop(root);
             assert!(as_nobody(|| Helper::spawn_at(&s.helper).is_ok()));
         },
     );

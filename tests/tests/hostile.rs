@@ -10,11 +10,14 @@
 )]
 
 use std::io::IoSlice;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::process::Command;
+use std::process::{Child, Command};
 
-use nix::sys::socket::{ControlMessage, MsgFlags, UnixCredentials, sendmsg};
+use nix::sys::socket::{
+    AddressFamily, ControlMessage, MsgFlags, SockFlag, SockType, UnixCredentials, sendmsg, setsockopt,
+    socketpair, sockopt,
+};
 use vmpriv_client::{ClientError, Helper, TapOptions};
 use vmpriv_protocol::wire::{self, FdIndex, IfConfig, MAX_FRAME, Request, Response, VERSION};
 use vmpriv_protocol::{Error, Invalid};
@@ -57,6 +60,56 @@ fn fresh_session_works(s: &Scenario) {
 
 fn reply(bytes: &[u8]) -> Response {
     wire::decode::<Response>(bytes).unwrap()
+}
+
+/// The helper started on one end of a `SOCK_SEQPACKET` pair as `Helper::spawn_at` does, but without
+/// the client's `Hello`; `prepare` runs on the helper's end first (a socket option its caller chose).
+fn raw_session(s: &Scenario, prepare: impl FnOnce(&OwnedFd)) -> (Child, OwnedFd) {
+    let (ours, theirs) = socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+    .unwrap();
+    prepare(&theirs);
+    let mut cmd = Command::new(&s.helper);
+    cmd.arg("--session").arg(format!("--fd={}", theirs.as_raw_fd()));
+    vmpriv_client::keep_fd_across_exec(&mut cmd, theirs.as_raw_fd());
+    let child = cmd.spawn().unwrap();
+    drop(theirs);
+    (child, ours)
+}
+
+/// Sends one datagram with `fds` on a raw session and returns the reply's bytes.
+fn exchange(sock: &OwnedFd, frame: &[u8], fds: &[RawFd]) -> Vec<u8> {
+    let rights = [ControlMessage::ScmRights(fds)];
+    let cmsgs: &[ControlMessage<'_>] = if fds.is_empty() { &[] } else { &rights };
+    sendmsg::<()>(
+        sock.as_raw_fd(),
+        &[IoSlice::new(frame)],
+        cmsgs,
+        MsgFlags::empty(),
+        None,
+    )
+    .unwrap();
+    let mut buf = vec![0u8; MAX_FRAME];
+    let n = nix::sys::socket::recv(sock.as_raw_fd(), &mut buf, MsgFlags::empty()).unwrap();
+    assert!(n > 0, "the helper ended without a reply");
+    buf.truncate(n);
+    buf
+}
+
+/// After its reply the helper ends the raw session: EOF, then exit 0 without a signal.
+fn ended_without_more(mut child: Child, sock: &OwnedFd) {
+    let mut buf = [0u8; 64];
+    let n = nix::sys::socket::recv(sock.as_raw_fd(), &mut buf, MsgFlags::empty()).unwrap();
+    assert_eq!(n, 0, "the session ended after its one reply");
+    let status = child.wait().unwrap();
+    assert!(
+        status.success() && status.signal().is_none(),
+        "ended cleanly: {status:?}"
+    );
 }
 
 #[test]
@@ -132,12 +185,14 @@ fn malformed_frames_end_the_session_after_a_reply() {
                 assert!(fds.is_empty());
                 ended_cleanly(s, h);
             }
-            // A request before Hello.
-            let mut h = helper(s);
-            let (bytes, _) = h.call_raw(&hello, &[]).unwrap();
-            assert_eq!(reply(&bytes), Response::Hello { version: VERSION });
-            ended_cleanly(s, h);
+            // A request before Hello (a session without the client's handshake): refused with
+            // NoHello, no tap made, and the session ends.
+            let (child, sock) = raw_session(s, |_| {});
+            let bytes = exchange(&sock, &create, &[]);
+            assert_eq!(reply(&bytes), Response::Error(Error::Invalid(Invalid::NoHello)));
+            ended_without_more(child, &sock);
             assert!(taps().is_empty());
+            fresh_session_works(s);
         },
     );
 }
@@ -191,13 +246,6 @@ fn foreign_control_messages_and_fd_kinds_leak_nothing() {
             bridge("br0", None);
             let tun_mode = vmpriv_tests::open_tun("tun0", libc::IFF_TUN);
             become_nobody();
-            let h = helper(s);
-            let baseline = fd_count(h.pid());
-            assert!(baseline > 4, "the helper's fds were read: {baseline}");
-            // stdio, the session socket, netlink, the tun pool: a count that read nothing would be 0.
-            assert!(baseline > 4, "the helper's fds were read: {baseline}");
-            // SCM_CREDENTIALS next to SCM_RIGHTS: the kernel drops credentials the receiver did not ask for
-            // (no SO_PASSCRED), so the helper sees a plain request; either way nothing may leak.
             let frame = wire::encode(&Request::Configure {
                 tap: FdIndex(0),
                 config: IfConfig {
@@ -206,8 +254,15 @@ fn foreign_control_messages_and_fd_kinds_leak_nothing() {
                 },
             })
             .unwrap();
-            let creds = UnixCredentials::new();
             let raw = [tun_mode.as_raw_fd()];
+            // A tun fd of the wrong kind (IFF_TUN), with SCM_CREDENTIALS next to it: the kernel drops
+            // credentials the receiver did not ask for (no SO_PASSCRED), so the helper sees a plain
+            // request and refuses the fd; the session goes on with every received fd closed.
+            let h = helper(s);
+            let baseline = fd_count(h.pid());
+            // stdio, the session socket, netlink, the tun pool: a count that read nothing would be 0.
+            assert!(baseline > 4, "the helper's fds were read: {baseline}");
+            let creds = UnixCredentials::new();
             let cmsgs = [
                 ControlMessage::ScmCredentials(&creds),
                 ControlMessage::ScmRights(&raw),
@@ -222,27 +277,51 @@ fn foreign_control_messages_and_fd_kinds_leak_nothing() {
             .unwrap();
             let mut buf = vec![0u8; MAX_FRAME];
             let n = nix::sys::socket::recv(h.socket().as_raw_fd(), &mut buf, MsgFlags::empty()).unwrap();
-            let r = reply(&buf[..n]);
-            assert!(
-                matches!(
-                    r,
-                    Response::Error(Error::Invalid(Invalid::NotATap | Invalid::Malformed))
-                ),
-                "refused: {r:?}"
+            assert_eq!(
+                reply(&buf[..n]),
+                Response::Error(Error::Invalid(Invalid::NotATap))
             );
-            if r == Response::Error(Error::Invalid(Invalid::NotATap)) {
-                assert_eq!(fd_count(h.pid()), baseline);
-                still_healthy(s, h);
-            } else {
-                ended_cleanly(s, h);
-            }
+            assert_eq!(fd_count(h.pid()), baseline, "the refused fd was closed");
+            still_healthy(s, h);
+            // A caller that set SO_PASSCRED on the helper's end of the socket makes the kernel add
+            // SCM_CREDENTIALS to every message, Hello too: a control message outside the protocol,
+            // so even a valid Hello is Malformed and the session ends (with the fd it carried).
+            let (child, sock) =
+                raw_session(s, |theirs| setsockopt(theirs, sockopt::PassCred, &true).unwrap());
+            let hello = wire::encode(&Request::Hello).unwrap();
+            let bytes = exchange(&sock, &hello, &raw);
+            assert_eq!(reply(&bytes), Response::Error(Error::Invalid(Invalid::Malformed)));
+            ended_without_more(child, &sock);
+            fresh_session_works(s);
         },
     );
 }
 
+/// Soft and hard limits of one resource of `pid`, from `/proc/PID/limits` (read as root: the helper is
+/// not dumpable), as written there ("1024", "unlimited").
+fn limit(pid: u32, name: &str) -> (String, String) {
+    let text = vmpriv_tests::as_root(|| std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap());
+    let line = text
+        .lines()
+        .find(|l| l.starts_with(name))
+        .unwrap_or_else(|| panic!("no {name} in /proc/{pid}/limits:\n{text}"));
+    let mut v = line[name.len()..].split_whitespace().map(str::to_owned);
+    (v.next().unwrap(), v.next().unwrap())
+}
+
+/// Whether this process (root) may raise hard limits, and so the setuid helper too: some sandboxes
+/// leave CAP_SYS_RESOURCE (24) out of the bounding set.
+fn may_raise_hard_limits() -> bool {
+    let status = vmpriv_tests::proc_status(std::process::id());
+    let bnd = &status.iter().find(|(k, _)| k == "CapBnd").unwrap().1;
+    u64::from_str_radix(bnd, 16).unwrap() & (1 << 24) != 0 // CAP_SYS_RESOURCE
+}
+
 /// The caller's rlimits and signal state at exec: RLIMIT_NOFILE tiny, RLIMIT_FSIZE 0 with stderr on a
-/// file, every signal blocked and ignored. The helper resets what it can (raising limits needs
-/// CAP_SYS_RESOURCE, which some sandboxes lack) and otherwise refuses cleanly: never a signal death,
+/// file, every signal blocked and ignored. Soft limits below generous hard ones are always reset (no
+/// privilege needed): RLIMIT_NOFILE 1024, RLIMIT_FSIZE unlimited, no core file. Tiny hard limits are
+/// reset where root holds CAP_SYS_RESOURCE; where a sandbox's bounding set lacks it, the soft limits
+/// go as far as the hard ones allow and the helper works or refuses cleanly: never a signal death,
 /// never a half-made tap.
 #[test]
 fn tiny_rlimits_and_hostile_signal_state_are_reset() {
@@ -255,25 +334,42 @@ fn tiny_rlimits_and_hostile_signal_state_are_reset() {
             let log = s.dir.join("stderr.log");
             std::fs::write(&log, "").unwrap();
             vmpriv_tests::chmod(&log, 0o666);
+            let raise = may_raise_hard_limits();
+            println!("MEASURED CAP_SYS_RESOURCE in the bounding set: {raise}");
             become_nobody();
-            for nofile in [4u64, 16] {
+            let inf = libc::RLIM_INFINITY;
+            // (RLIMIT_NOFILE soft, hard), (RLIMIT_FSIZE soft, hard), whether the helper serves
+            // where hard limits cannot be raised (with 4 fds, reading the policy runs out of them).
+            let cases = [
+                ((4u64, 4096u64), (0u64, inf), true),
+                ((4, 4), (0, 0), false),
+                ((16, 16), (0, 0), true),
+            ];
+            for (nofile, fsize, serves_unraised) in cases {
                 let mut cmd = Command::new(&s.helper);
                 cmd.stderr(std::fs::OpenOptions::new().append(true).open(&log).unwrap());
-                // SAFETY: only async-signal-safe calls (setrlimit, sigprocmask, signal).
+                // SAFETY: only async-signal-safe calls (close_range, setrlimit, sigprocmask, signal).
                 #[allow(unsafe_code)]
                 unsafe {
                     cmd.pre_exec(move || {
-                        let tiny = |r, n| {
-                            libc::setrlimit(
-                                r,
-                                &libc::rlimit {
-                                    rlim_cur: n,
-                                    rlim_max: n,
-                                },
-                            )
+                        // Only stdio and the session socket (which spawn_command's own pre_exec, run
+                        // after this one, keeps) cross the exec: an fd this test inherited (a
+                        // jobserver pipe under cargo-mutants) would take the dynamic loader's last
+                        // free fd under RLIMIT_NOFILE 4.
+                        libc::close_range(3, libc::c_uint::MAX, libc::CLOSE_RANGE_CLOEXEC.cast_signed());
+                        let set = |r, (soft, hard)| {
+                            let l = libc::rlimit {
+                                rlim_cur: soft,
+                                rlim_max: hard,
+                            };
+                            if libc::setrlimit(r, &raw const l) == 0 {
+                                Ok(())
+                            } else {
+                                Err(std::io::Error::last_os_error())
+                            }
                         };
-                        tiny(libc::RLIMIT_NOFILE, nofile);
-                        tiny(libc::RLIMIT_FSIZE, 0);
+                        set(libc::RLIMIT_NOFILE, nofile)?;
+                        set(libc::RLIMIT_FSIZE, fsize)?;
                         let mut all: libc::sigset_t = std::mem::zeroed();
                         libc::sigfillset(&raw mut all);
                         libc::sigprocmask(libc::SIG_BLOCK, &raw const all, std::ptr::null_mut());
@@ -283,27 +379,49 @@ fn tiny_rlimits_and_hostile_signal_state_are_reset() {
                         Ok(())
                     });
                 }
+                let reset = raise || nofile.1 >= 1024;
                 let mut h = match Helper::spawn_command(cmd, &s.helper) {
                     Ok(h) => h,
-                    Err(ClientError::HelperExited { status }) => {
-                        assert!(
-                            status.signal().is_none() && status.code() == Some(1),
-                            "nofile {nofile}: {status:?}"
-                        );
-                        println!("MEASURED nofile {nofile}: helper refused to start cleanly ({status})");
+                    // A clean refusal at the policy step (its stderr line says "Too many open files").
+                    Err(ClientError::Policy) if !reset && !serves_unraised => {
+                        println!("MEASURED nofile {nofile:?}: helper refused at the policy step (no fds)");
                         assert!(taps().is_empty());
                         continue;
                     }
-                    // Where the limit cannot be raised, reading the policy runs out of fds: a clean
-                    // refusal at the policy step (its stderr line says "Too many open files").
-                    Err(ClientError::Policy) => {
-                        println!("MEASURED nofile {nofile}: helper refused at the policy step (no fds)");
-                        assert!(taps().is_empty());
-                        continue;
-                    }
-                    Err(e) => panic!("nofile {nofile}: {e:?}"),
+                    Err(e) => panic!("nofile {nofile:?}, limits reset {reset}: {e:?}"),
                 };
-                let st = vmpriv_tests::proc_status(h.pid());
+                assert!(
+                    reset || serves_unraised,
+                    "nofile {nofile:?}: served with too few fds"
+                );
+                let pid = h.pid();
+                let want = |v: u64| {
+                    if v == inf {
+                        "unlimited".to_owned()
+                    } else {
+                        v.to_string()
+                    }
+                };
+                let (nofile_want, fsize_want) = if reset {
+                    ((1024, 1024), (inf, inf))
+                } else {
+                    (nofile, fsize) // soft as far as hard: already there
+                };
+                assert_eq!(
+                    limit(pid, "Max open files"),
+                    (want(nofile_want.0), want(nofile_want.1)),
+                    "nofile {nofile:?}"
+                );
+                assert_eq!(
+                    limit(pid, "Max file size"),
+                    (want(fsize_want.0), want(fsize_want.1)),
+                    "fsize {fsize:?}"
+                );
+                assert_eq!(limit(pid, "Max core file size"), ("0".into(), "0".into()));
+                println!(
+                    "MEASURED nofile {nofile:?}, fsize {fsize:?}: the helper serves, limits reset {reset}"
+                );
+                let st = vmpriv_tests::proc_status(pid);
                 let get = |k: &str| {
                     st.iter()
                         .find(|(key, _)| key == k)
@@ -322,14 +440,14 @@ fn tiny_rlimits_and_hostile_signal_state_are_reset() {
                     Ok(tap) => assert_eq!(master(tap.name()).as_deref(), Some("br0")),
                     Err(e) => {
                         assert!(
-                            matches!(e, ClientError::Unsupported(_)),
-                            "nofile {nofile}: a clean refusal: {e:?}"
+                            !reset && matches!(e, ClientError::Unsupported(_)),
+                            "nofile {nofile:?}: a clean refusal: {e:?}"
                         );
                     }
                 }
                 assert!(taps().is_empty());
                 // Dispositions were reset: SIGTERM from the caller ends the helper by that signal.
-                let pid = nix::unistd::Pid::from_raw(i32::try_from(h.pid()).unwrap());
+                let pid = nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap());
                 nix::sys::signal::kill(pid, nix::sys::signal::SIGTERM).unwrap();
                 let status = h.close().unwrap();
                 assert_eq!(status.signal(), Some(libc::SIGTERM));
@@ -451,13 +569,11 @@ fn sigkill_after_each_netlink_step_leaves_nothing() {
         bins!(),
         "ifgroup vms 42\nallow user * ifgroup vms\nallow user * switch br0\nallow user * local\n",
         |s| {
-            if !vmpriv_tests::have_tool(
+            vmpriv_tests::require_tool(
                 "sigkill_after_each_netlink_step_leaves_nothing",
                 "strace",
                 "apt-get install strace",
-            ) {
-                return;
-            }
+            );
             bridge("br0", None);
             let full = TapOptions::new()
                 .switch("br0")

@@ -526,7 +526,7 @@ fn qemu_gets_two_nics_through_one_vmpriv_tap() {
         bins!(),
         POLICY,
         |s| {
-            vmpriv_tests::have_tool(
+            vmpriv_tests::require_tool(
                 "qemu_gets_two_nics_through_one_vmpriv_tap",
                 QEMU,
                 "apt-get install qemu-system-x86",

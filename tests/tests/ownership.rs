@@ -728,17 +728,20 @@ fn two_users_racing_for_one_slot_never_both_keep_it() {
             for (inet, inet6) in [(true, true), (true, false), (false, true)] {
                 let local = slot_1_0(inet, inet6);
                 let stop = std::sync::atomic::AtomicBool::new(false);
-                let mut b_got = 0;
-                std::thread::scope(|scope| {
-                    scope.spawn(|| {
+                let (mut b_got, mut b_refused) = (0, 0);
+                let a_got = std::thread::scope(|scope| {
+                    let a_thread = scope.spawn(|| {
+                        let mut got = 0;
                         while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                             if a.configure(&tap_a, &local).is_ok() {
+                                got += 1;
                                 if !shared_addrs().is_empty() {
-                                    return; // keeps them
+                                    return got; // keeps them
                                 }
                                 a.reset(&tap_a).unwrap();
                             }
                         }
+                        got
                     });
                     for _ in 0..300 {
                         if b.configure(&tap_b, &local).is_ok() {
@@ -747,16 +750,27 @@ fn two_users_racing_for_one_slot_never_both_keep_it() {
                                 break; // keeps them
                             }
                             b.reset(&tap_b).unwrap();
+                        } else {
+                            b_refused += 1;
                         }
                     }
                     stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                    a_thread.join().unwrap()
                 });
                 let shared = shared_addrs();
                 assert!(
                     shared.is_empty(),
                     "inet {inet}, inet6 {inet6}: kept by two taps: {shared:?}"
                 );
-                assert!(b_got > 0, "inet {inet}, inet6 {inet6}: the race did not run");
+                // The race ran: both users held the slot at times, and the second was turned away
+                // while the first held it (a loop where one side never won checked nothing).
+                println!(
+                    "MEASURED inet {inet}, inet6 {inet6}: a got the slot {a_got} times, b {b_got}, b refused {b_refused}"
+                );
+                assert!(
+                    a_got > 0 && b_got > 0 && b_refused > 0,
+                    "inet {inet}, inet6 {inet6}: no race: a got it {a_got} times, b {b_got}, b refused {b_refused}"
+                );
                 a.reset(&tap_a).unwrap();
                 b.reset(&tap_b).unwrap();
             }
@@ -835,13 +849,11 @@ fn a_killed_helper_cannot_leave_a_slot_held_twice() {
         bins!(),
         "allow user * local\n",
         |s| {
-            if !vmpriv_tests::have_tool(
+            vmpriv_tests::require_tool(
                 "a_killed_helper_cannot_leave_a_slot_held_twice",
                 "strace",
                 "apt-get install strace",
-            ) {
-                return;
-            }
+            );
             let local = slot_1_0(true, false);
             let tap_b = as_nobody(|| helper(s).create_tap(&TapOptions::new()).unwrap());
             become_uid(OTHER);
@@ -922,11 +934,11 @@ fn a_tap_never_keeps_the_claims_of_killed_requests() {
         bins!(),
         "allow user * local\n",
         |s| {
-            assert!(vmpriv_tests::have_tool(
+            vmpriv_tests::require_tool(
                 "a_tap_never_keeps_the_claims_of_killed_requests",
                 "strace",
                 "apt-get install strace",
-            ));
+            );
             let tap = as_nobody(|| helper(s).create_tap(&TapOptions::new()).unwrap());
             // Which sendto is the claim: a dry run, then put back.
             let k = sendto_number(&dry_run(s, "sendto", &tap, &slot_inet(1)), "RTM_NEWLINKPROP");
@@ -986,11 +998,11 @@ fn a_failed_sysctl_write_after_an_mtu_change_rolls_back() {
         bins!(),
         "allow user * switch *\n",
         |s| {
-            assert!(vmpriv_tests::have_tool(
+            vmpriv_tests::require_tool(
                 "a_failed_sysctl_write_after_an_mtu_change_rolls_back",
                 "strace",
                 "apt-get install strace",
-            ));
+            );
             bridge("brsmall", Some(1400));
             bridge("br0", None);
             let tap = as_nobody(|| {
@@ -1497,6 +1509,27 @@ fn a_fresh_session_finds_the_end_of_the_held_slots() {
             assert_eq!(held[39].name(), mark(39));
             let next = helper(s).create_tap(&TapOptions::new().switch("br0")).unwrap();
             assert_eq!(next.name(), mark(40), "the first slot after the held run");
+            // Counted under strace: the next fresh session finds slot 41 in a few name lookups, not
+            // one per held slot, and its first TUNSETIFF is the one that succeeds (create_marked's
+            // walk over held names, which would hide a wrong slot, is not needed).
+            become_root();
+            let trace = s.dir.join("slots.trace");
+            let out = ["-o".to_owned(), trace.to_str().unwrap().to_owned()];
+            let mut traced = traced_helper(s, "sendto,ioctl", &out);
+            let counted = traced.create_tap(&TapOptions::new().switch("br0")).unwrap();
+            traced.close().unwrap();
+            let trace = std::fs::read_to_string(&trace).unwrap();
+            let lookups = trace.lines().filter(|l| l.contains("RTM_GETLINK")).count();
+            let busy = trace
+                .lines()
+                .filter(|l| l.contains("TUNSETIFF") && l.contains("EBUSY"))
+                .count();
+            println!("MEASURED slot 41 of a fresh session: {lookups} RTM_GETLINK, {busy} TUNSETIFF EBUSY");
+            assert_eq!(counted.name(), mark(41));
+            assert_eq!(busy, 0, "TUNSETIFF walked over held names:\n{trace}");
+            assert!(lookups <= 20, "{lookups} link lookups for slot 41:\n{trace}");
+            drop(counted);
+            become_nobody();
             // A hole at slot 2: a fresh session gets some free slot, none of the held ones.
             drop(held.remove(2));
             let other = helper(s).create_tap(&TapOptions::new().switch("br0")).unwrap();

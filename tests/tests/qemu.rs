@@ -19,8 +19,8 @@ deny user nobody switch br1
 ";
 const QEMU: &str = "qemu-system-x86_64";
 
-fn have_qemu(test: &str) -> bool {
-    vmpriv_tests::have_tool(test, QEMU, "apt-get install qemu-system-x86")
+fn require_qemu(test: &str) {
+    vmpriv_tests::require_tool(test, QEMU, "apt-get install qemu-system-x86");
 }
 
 /// QEMU as uid 65534 with one netdev and no guest: `-M none -S` opens the netdev and waits.
@@ -91,9 +91,8 @@ fn qemu_netdev_bridge_gets_a_tap_on_the_bridge() {
         bins!(),
         POLICY,
         |s| {
-            if have_qemu("qemu_netdev_bridge_gets_a_tap_on_the_bridge") {
-                check_qemu_tap(s, "bridge,id=n0");
-            }
+            require_qemu("qemu_netdev_bridge_gets_a_tap_on_the_bridge");
+            check_qemu_tap(s, "bridge,id=n0");
         },
     );
 }
@@ -105,9 +104,8 @@ fn qemu_netdev_tap_with_helper_gets_a_tap_on_the_bridge() {
         bins!(),
         POLICY,
         |s| {
-            if have_qemu("qemu_netdev_tap_with_helper_gets_a_tap_on_the_bridge") {
-                check_qemu_tap(s, "tap,id=n0");
-            }
+            require_qemu("qemu_netdev_tap_with_helper_gets_a_tap_on_the_bridge");
+            check_qemu_tap(s, "tap,id=n0");
         },
     );
 }
@@ -116,9 +114,7 @@ fn qemu_netdev_tap_with_helper_gets_a_tap_on_the_bridge() {
 #[test]
 fn qemu_hotplug_netdev_add_and_del() {
     scenario("qemu_hotplug_netdev_add_and_del", bins!(), POLICY, |s| {
-        if !have_qemu("qemu_hotplug_netdev_add_and_del") {
-            return;
-        }
+        require_qemu("qemu_hotplug_netdev_add_and_del");
         bridge("br0", None);
         let run = s.dir.join("run");
         std::fs::create_dir(&run).unwrap();
@@ -184,9 +180,7 @@ fn qemu_fails_cleanly_on_a_bridge_not_granted() {
         bins!(),
         POLICY,
         |s| {
-            if !have_qemu("qemu_fails_cleanly_on_a_bridge_not_granted") {
-                return;
-            }
+            require_qemu("qemu_fails_cleanly_on_a_bridge_not_granted");
             bridge("br1", None);
             bridge("secretbridge123", None);
             for br in ["br1", "nosuchbr", "secretbridge123X"] {

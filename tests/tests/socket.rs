@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 use vmpriv_client::{ClientError, Helper, TapOptions};
 use vmpriv_protocol::wire::{self, Request};
 use vmpriv_tests::{
-    NOBODY, Scenario, as_root, become_nobody, become_root, become_uid, bins, bridge, chmod, have_tool, link,
-    master, nobody_command, proc_status, run, scenario, sh, taps,
+    NOBODY, Scenario, as_root, become_nobody, become_root, become_uid, bins, bridge, chmod, link, master,
+    nobody_command, proc_status, require_tool, run, scenario, sh, taps,
 };
 
 /// A second user, named in the scenario's `/etc/passwd`, granted only through its supplementary
@@ -50,11 +50,11 @@ impl Activator {
 
     /// [`Activator::start`] under `wrapper` (a command and its arguments, e.g. strace's).
     fn start_under(s: &Scenario, socket: &Path, wrapper: &[&OsStr]) -> Activator {
-        assert!(have_tool(
+        require_tool(
             "socket activation",
             "systemd-socket-activate",
-            "Debian package systemd"
-        ));
+            "Debian package systemd",
+        );
         let helper = s.dir.join("vmpriv-helper-root");
         std::fs::copy(&s.helper, &helper).unwrap();
         chmod(&helper, 0o755);
@@ -591,11 +591,11 @@ fn activated_helper_refuses_without_systemds_marks_or_a_peer() {
 #[test]
 fn units_pass_systemd_analyze_verify() {
     scenario("units_pass_systemd_analyze_verify", bins!(), "", |s| {
-        assert!(have_tool(
+        require_tool(
             "units_pass_systemd_analyze_verify",
             "systemd-analyze",
-            "Debian package systemd"
-        ));
+            "Debian package systemd",
+        );
         // verify checks that ExecStart's binary exists: put one there, in this mount namespace only.
         sh(&["mount", "-t", "tmpfs", "-o", "mode=0755", "tmpfs", "/usr/libexec"]);
         std::fs::create_dir("/usr/libexec/vmpriv").unwrap();
@@ -811,7 +811,7 @@ fn without_so_peerpidfd_a_user_namespace_is_refused_too() {
         POLICY,
         |s| {
             bridge("br0", None);
-            assert!(have_tool("the pidfd fallback", "strace", "Debian package strace"));
+            require_tool("the pidfd fallback", "strace", "Debian package strace");
             unprivileged_user_namespaces_work();
             let trace = s.dir.join("strace.out");
             let wrapper: Vec<&OsStr> = [
