@@ -463,3 +463,27 @@ fn without_os_error(text: &str) -> String {
     out.push_str(rest);
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusal_lines_drop_the_os_error_suffix_and_nothing_else() {
+        let cut = without_os_error;
+        assert_eq!(
+            cut("/dev/net/tun: Permission denied (os error 13)"),
+            "/dev/net/tun: Permission denied"
+        );
+        assert_eq!(cut("a (os error 1) and b (os error 22)."), "a and b.");
+        // Not the suffix: no digits, other characters, or no closing parenthesis.
+        for kept in [
+            "x (os error )",
+            "x (os error 1a)",
+            "x (os error 12",
+            "x (os error",
+        ] {
+            assert_eq!(cut(kept), kept);
+        }
+    }
+}

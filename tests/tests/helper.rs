@@ -723,6 +723,13 @@ fn the_helper_refuses_an_unsafe_policy_file_or_a_chosen_one() {
             check("policy directory that is a symlink");
             std::fs::remove_file("/etc/vmpriv").unwrap();
             std::fs::rename("/etc/vmpriv.real", "/etc/vmpriv").unwrap();
+            // One byte past 1 MiB (comments only) is refused, not read up to the bound.
+            let mut big = POLICY.to_owned();
+            big.push_str(&"#".repeat(1024 * 1024 + 1 - POLICY.len() - 1));
+            big.push('\n');
+            assert_eq!(big.len(), 1024 * 1024 + 1);
+            vmpriv_tests::write_policy(&big);
+            check("policy larger than 1 MiB");
             vmpriv_tests::write_policy("allow user nobody swich br0\n");
             check("policy with a typo: fail closed");
             vmpriv_tests::write_policy(POLICY);
@@ -758,6 +765,33 @@ fn the_helper_refuses_an_unsafe_policy_file_or_a_chosen_one() {
             );
             drop(root);
             assert!(as_nobody(|| Helper::spawn_at(&s.helper).is_ok()));
+        },
+    );
+}
+
+/// A /dev/net/tun the helper cannot open for a reason other than permission (here a device node with
+/// no driver: ENXIO) stops the start-up (exit 1); only EACCES means "this install has no tun fds".
+#[test]
+fn a_tun_device_that_fails_to_open_stops_the_start_up() {
+    scenario(
+        "a_tun_device_that_fails_to_open_stops_the_start_up",
+        bins!(),
+        POLICY,
+        |s| {
+            let node = s.dir.join("no-driver");
+            nix::sys::stat::mknod(
+                &node,
+                nix::sys::stat::SFlag::S_IFCHR,
+                nix::sys::stat::Mode::from_bits_truncate(0o600),
+                nix::sys::stat::makedev(4000, 0),
+            )
+            .unwrap();
+            vmpriv_tests::sh(&["mount", "--bind", node.to_str().unwrap(), "/dev/net/tun"]);
+            let e = as_nobody(|| Helper::spawn_at(&s.helper).err());
+            assert!(
+                matches!(&e, Some(ClientError::HelperExited { status }) if status.code() == Some(1)),
+                "{e:?}"
+            );
         },
     );
 }
