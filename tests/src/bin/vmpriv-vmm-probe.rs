@@ -39,10 +39,14 @@ fn refuse(what: &str) -> ! {
 fn ifreq(name: &str, flags: libc::c_int) -> libc::ifreq {
     // SAFETY: a plain C struct of integers, arrays and a union of them; all zeroes is a valid value.
     let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
+    assert!(
+        name.len() < ifr.ifr_name.len(),
+        "{name}: longer than an interface name"
+    );
     for (d, s) in ifr.ifr_name.iter_mut().zip(name.bytes()) {
         *d = s.cast_signed();
     }
-    ifr.ifr_ifru.ifru_flags = i16::try_from(flags).unwrap_or(0);
+    ifr.ifr_ifru.ifru_flags = i16::try_from(flags).expect("tun flags fit the ifreq's 16 bits");
     ifr
 }
 
