@@ -516,6 +516,8 @@ fn floor(n: usize) {
     let mut nl = Netlink::open().unwrap();
     let br = nl.get_link(0, Some("br0")).unwrap().index;
     let mut keep = Vec::new();
+    println!("mark pids {}", std::process::id());
+    mark("loop_start");
     for i in 0..n {
         let t = Instant::now();
         // Named as vmpriv names its taps (a chosen name, not tap%d); IFF_TUN_EXCL.
@@ -562,10 +564,27 @@ fn floor(n: usize) {
         keep.push(tun);
         println!("nic {:.1}", t.elapsed().as_secs_f64() * 1e6);
     }
+    mark("loop_end");
     let t = Instant::now();
     sh(&["ip", "link", "delete", "group", &FLOOR_GROUP.to_string()]);
     println!("stat teardown_root_group_s {:.4}", t.elapsed().as_secs_f64());
     assert_eq!(taps_left(), 0, "floor: taps left after `ip link delete group`");
+}
+
+/// Prints `mark NAME SECONDS` (CLOCK_MONOTONIC; the parent ignores it): with `perf record -k
+/// CLOCK_MONOTONIC` around `vmpriv-bench --run CONTENDER N`, the samples between `loop_start` and
+/// `loop_end` are the NIC loop alone (docs/performance.md, the profile).
+fn mark(name: &str) {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec through a valid pointer.
+    assert_eq!(
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut ts) },
+        0
+    );
+    println!("mark {name} {}.{:09}", ts.tv_sec, ts.tv_nsec);
 }
 
 /// The floor's interface group.
@@ -703,6 +722,8 @@ fn worker(kind: &str, n: usize, helper: &Path) {
             rtts.sort_by(f64::total_cmp);
             println!("stat hello_rtt_us {:.1}", rtts[rtts.len() / 2]);
             let mut keep = Vec::new();
+            println!("mark pids {} {}", std::process::id(), h.pid());
+            mark("loop_start");
             for i in 0..n {
                 let (vm, desc) = plan(i);
                 let opts = TapOptions::new()
@@ -714,6 +735,7 @@ fn worker(kind: &str, n: usize, helper: &Path) {
                 println!("nic {:.1}", t.elapsed().as_secs_f64() * 1e6);
                 keep.push(tap);
             }
+            mark("loop_end");
             let status = std::fs::read_to_string(format!("/proc/{}/status", h.pid())).unwrap();
             let hwm = status.lines().find_map(|l| l.strip_prefix("VmHWM:")).unwrap();
             println!("stat helper_vmhwm_kib {}", hwm.trim().trim_end_matches(" kB"));
