@@ -41,9 +41,10 @@ counts = collections.defaultdict(collections.Counter)
 own = collections.Counter()
 comm = t = pid = None; frames = []
 def flush():
-    if comm is not None and start <= t <= end and (pids is None or pid in pids or comm.startswith("kworker")):
+    mine = comm is not None and pids is not None and (pid in pids or "comm:" + comm in pids)
+    if comm is not None and start <= t <= end and (mine or comm.startswith("kworker")):
         counts[comm][classify(frames)] += 1
-        own[comm] += pids is not None and pid in pids
+        own[comm] += mine
 for line in sys.stdin:
     if not line.strip():
         flush(); comm = None; frames = []; continue
@@ -63,4 +64,4 @@ for c, cnt in sorted(counts.items(), key=lambda kv: -sum(kv[1].values())):
         print(f"   {v*us:7.1f}  {k}")
 mine = sum(own.values())
 print(f"the contender's processes: {mine*us:.0f} us/NIC on CPU; kernel workers {(total-mine)*us:.0f}; "
-      f"loop wall {(end-start)*1e6/nics:.0f} us/NIC")
+      f"wall {(end-start)*1e6/nics:.0f} us/NIC")

@@ -566,7 +566,9 @@ fn floor(n: usize) {
     }
     mark("loop_end");
     let t = Instant::now();
+    mark("teardown_start");
     sh(&["ip", "link", "delete", "group", &FLOOR_GROUP.to_string()]);
+    mark("teardown_end");
     println!("stat teardown_root_group_s {:.4}", t.elapsed().as_secs_f64());
     assert_eq!(taps_left(), 0, "floor: taps left after `ip link delete group`");
 }
@@ -744,7 +746,9 @@ fn worker(kind: &str, n: usize, helper: &Path) {
             // its taps (each close unregisters its tap alone). Both wait for the kernel to finish.
             let t = Instant::now();
             if kind == "vmpriv-warm" {
+                mark("teardown_start");
                 assert_eq!(h.destroy(keep).unwrap() as usize, n, "every tap removed");
+                mark("teardown_end");
                 println!("stat teardown_batched_s {:.4}", t.elapsed().as_secs_f64());
             } else {
                 for tap in keep {
