@@ -468,9 +468,17 @@ fn tun_0666(dir: &Path) {
 /// Runs this binary's worker side as uid 65534 (optionally under strace), passing its output through.
 fn as_worker(kind: &str, n: usize, helper: &Path) {
     let exe = std::env::current_exe().unwrap();
-    let strace = std::env::var_os("VMPRIV_BENCH_STRACE").is_some();
+    // VMPRIV_BENCH_STRACE=1: counts (`strace -c`); =FILE (a path): every call, to FILE.
+    let strace = std::env::var_os("VMPRIV_BENCH_STRACE");
+    let full = strace
+        .as_ref()
+        .filter(|v| v.to_str().is_some_and(|v| v.starts_with('/')));
     let log = helper.with_file_name("strace.log");
-    let mut cmd = if strace {
+    let mut cmd = if let Some(file) = full {
+        let mut c = Command::new("strace");
+        c.args(["-f", "-tt", "-T", "-o"]).arg(file).arg("setpriv");
+        c
+    } else if strace.is_some() {
         let mut c = Command::new("strace");
         c.args(["-f", "-c", "-o"]).arg(&log).arg("setpriv");
         c
@@ -495,7 +503,7 @@ fn as_worker(kind: &str, n: usize, helper: &Path) {
         String::from_utf8_lossy(&out.stderr)
     );
     std::io::stdout().write_all(&out.stdout).unwrap();
-    if strace {
+    if strace.is_some() && full.is_none() {
         let text = std::fs::read_to_string(&log).unwrap();
         let total = text.lines().find(|l| l.trim_end().ends_with("total")).unwrap();
         let calls: f64 = total.split_whitespace().nth(3).unwrap().parse().unwrap();
