@@ -71,6 +71,15 @@ pub fn require_tool(test: &str, tool: &str, install: &str) {
 /// with `policy` at `/etc/vmpriv/policy.conf`. `bins` comes from [`bins!`].
 pub fn scenario(test: &str, bins: (&str, &str, &str), policy: &str, body: impl FnOnce(&Scenario)) {
     if std::env::var("VMPRIV_SCENARIO").as_deref() == Ok(test) {
+        // What a scenario execs starts with only fds 0-2, as from a shell: cargo's jobserver pipes
+        // (inherited under cargo-mutants, make or `cargo test` from a script holding fds) would
+        // otherwise reach `vmpriv tap`, whose taps then rightly take the first free fds above them,
+        // and every "fds from 3" assertion would fail for a reason unrelated to what it tests (under
+        // cargo-mutants every mutant was "caught" so).
+        #[allow(unsafe_code)]
+        // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets a flag on this process's fds.
+        let r = unsafe { libc::close_range(3, libc::c_uint::MAX, libc::CLOSE_RANGE_CLOEXEC.cast_signed()) };
+        assert_eq!(r, 0, "close_range: {}", std::io::Error::last_os_error());
         let s = setup(test, bins, policy);
         body(&s);
         become_root();
