@@ -236,7 +236,7 @@ pub fn as_nobody<T>(f: impl FnOnce() -> T) -> T {
 
 /// `ip -j ARGS` as JSON, failing loudly: a reader that returned an empty list when it could not read
 /// would turn every "nothing left behind" check into one that cannot fail.
-fn ip_json(args: &[&str]) -> Vec<Value> {
+pub fn ip_json(args: &[&str]) -> Vec<Value> {
     let mut all = vec!["ip", "-j"];
     all.extend_from_slice(args);
     let out = run(&all);

@@ -795,3 +795,141 @@ fn a_tun_device_that_fails_to_open_stops_the_start_up() {
         },
     );
 }
+
+/// A `Configure` of a tap that is already somewhere: asking again for its own bridge is no change and
+/// is served; another bridge is refused (`OtherMaster`) and the tap stays where it was.
+#[test]
+fn a_tap_on_a_bridge_may_ask_for_it_again_but_not_for_another() {
+    scenario(
+        "a_tap_on_a_bridge_may_ask_for_it_again_but_not_for_another",
+        bins!(),
+        POLICY,
+        |s| {
+            bridge("br0", None);
+            bridge("secretbridge123", None);
+            become_nobody();
+            let mut h = helper(s);
+            let tap = h.create_tap(&TapOptions::new().switch("br0")).unwrap();
+            h.attach(&tap, "br0").unwrap();
+            assert_eq!(master(tap.name()).as_deref(), Some("br0"));
+            let e = h.attach(&tap, "secretbridge123").unwrap_err();
+            assert!(matches!(e, ClientError::Invalid(Invalid::OtherMaster)), "{e:?}");
+            assert_eq!(master(tap.name()).as_deref(), Some("br0"));
+        },
+    );
+}
+
+/// An rdomain whose device is there but is not a VRF (here a bridge, which every kernel has) is
+/// refused as a missing VRF, and the tap is enslaved to nothing. (The matrix's VRF tests cover the
+/// real VRF; this one runs everywhere.)
+#[test]
+fn an_rdomain_whose_device_is_a_bridge_is_refused() {
+    scenario(
+        "an_rdomain_whose_device_is_a_bridge_is_refused",
+        bins!(),
+        POLICY,
+        |s| {
+            bridge("vrf-blue", None);
+            become_nobody();
+            let mut h = helper(s);
+            let tap = h.create_tap(&TapOptions::new()).unwrap();
+            let e = h.set_rdomain(&tap, 1).unwrap_err();
+            assert!(matches!(e, ClientError::Unsupported(Unsupported::Vrf)), "{e:?}");
+            assert_eq!(master(tap.name()), None);
+            let e = h.create_tap(&TapOptions::new().rdomain(1)).unwrap_err();
+            assert!(matches!(e, ClientError::Unsupported(Unsupported::Vrf)), "{e:?}");
+            assert_eq!(taps(), [tap.name()]);
+        },
+    );
+}
+
+/// The in-use check of a local /31 for a tap that exists (a `Configure`, not a create): an address
+/// another interface holds is refused there too, and the tap gets nothing. The namespace's default
+/// route, which matches every address, does not count as "in use".
+#[test]
+fn local_addresses_for_an_existing_tap_are_checked_and_a_default_route_is_no_conflict() {
+    scenario(
+        "local_addresses_for_an_existing_tap_are_checked_and_a_default_route_is_no_conflict",
+        bins!(),
+        POLICY,
+        |s| {
+            sh(&[
+                "ip", "link", "add", "veth0", "type", "veth", "peer", "name", "veth1",
+            ]);
+            sh(&["ip", "link", "set", "veth0", "up"]);
+            sh(&["ip", "addr", "add", "100.64.2.3/31", "dev", "veth0"]); // vm 2 nic 0's VM side
+            sh(&["ip", "addr", "add", "192.0.2.1/24", "dev", "veth0"]);
+            sh(&[
+                "ip",
+                "route",
+                "add",
+                "default",
+                "via",
+                "192.0.2.2",
+                "dev",
+                "veth0",
+            ]);
+            sh(&["ip", "-6", "route", "add", "default", "dev", "veth0"]);
+            become_nobody();
+            let mut h = helper(s);
+            let tap = h.create_tap(&TapOptions::new()).unwrap();
+            let e = h.add_local_inet(&tap, 2, 0).unwrap_err();
+            assert!(matches!(e, ClientError::Invalid(Invalid::AddressInUse)), "{e:?}");
+            assert!(addrs(tap.name()).is_empty(), "{:?}", addrs(tap.name()));
+            // vm 3 is free: only the default routes match it.
+            h.add_local_inet(&tap, 3, 0).unwrap();
+            h.add_local_inet6(&tap, 3, 0).unwrap();
+            let mut got = addrs(tap.name());
+            got.sort();
+            assert_eq!(got, ["100.64.3.2/31", "fd00::6440:303:0:1/96"]);
+        },
+    );
+}
+
+/// A claim left by a killed request (an alternative name `vl-…`, no address with it) on a tap that is
+/// up, so it has its IPv6 link-local address: the next slot request of that tap replaces the stale
+/// claim (a link-local address is not a slot's address).
+#[test]
+fn a_stale_claim_on_a_tap_with_a_link_local_address_is_replaced() {
+    scenario(
+        "a_stale_claim_on_a_tap_with_a_link_local_address_is_replaced",
+        bins!(),
+        POLICY,
+        |s| {
+            become_nobody();
+            let mut h = helper(s);
+            let tap = h.create_tap(&TapOptions::new().up(true)).unwrap();
+            become_root();
+            let name = tap.name().to_owned();
+            sh(&[
+                "ip",
+                "link",
+                "property",
+                "add",
+                "dev",
+                &name,
+                "altname",
+                "vl-000005-00",
+            ]);
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            let link_local = || {
+                vmpriv_tests::ip_json(&["-6", "addr", "show", "dev", &name, "scope", "link"])
+                    .first()
+                    .is_some_and(|l| l["addr_info"].as_array().is_some_and(|a| !a.is_empty()))
+            };
+            while !link_local() {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "{name} never got its fe80:: address"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            become_nobody();
+            h.add_local_inet(&tap, 6, 0).unwrap();
+            become_root();
+            let l = link(&name).unwrap();
+            assert_eq!(l["altnames"], serde_json::json!(["vl-000006-00"]), "{l}");
+            assert_eq!(addrs(&name), ["100.64.6.2/31"]);
+        },
+    );
+}
