@@ -1551,3 +1551,59 @@ fn a_fresh_session_finds_the_end_of_the_held_slots() {
         },
     );
 }
+
+/// Two sessions of one caller configuring one tap for two slots at once: the first claims vm 7, and
+/// strace holds its next `sendto` (the address) for 5 s; meanwhile the second session finds vm 7's
+/// claim without an address (stale, as if its request had been killed), replaces it and takes vm 8
+/// whole. The first then adds vm 7's address, and its read-back finds vm 8's claim instead of its
+/// own: it is refused and takes its address back, so the tap holds vm 8's alone (never two slots'
+/// addresses behind one claim, which would leave vm 7's address unclaimed for another user's tap).
+#[test]
+fn a_tap_configured_by_two_sessions_at_once_keeps_one_slot() {
+    scenario(
+        "a_tap_configured_by_two_sessions_at_once_keeps_one_slot",
+        bins!(),
+        "allow user * local\n",
+        |s| {
+            vmpriv_tests::require_tool(
+                "a_tap_configured_by_two_sessions_at_once_keeps_one_slot",
+                "strace",
+                "apt-get install strace",
+            );
+            let tap = as_nobody(|| helper(s).create_tap(&TapOptions::new()).unwrap());
+            let k = sendto_number(&dry_run(s, "sendto", &tap, &slot_inet(7)), "RTM_NEWLINKPROP");
+            as_nobody(|| helper(s).reset(&tap).unwrap());
+            assert!(claims(tap.name()).is_empty() && addrs(tap.name()).is_empty());
+            let mut slow = traced_helper(
+                s,
+                "sendto",
+                &[
+                    "-o".into(),
+                    "/dev/null".into(),
+                    format!("-einject=sendto:delay_enter=5000000:when={}", k + 1),
+                ],
+            );
+            std::thread::scope(|scope| {
+                let first = scope.spawn(|| slow.configure(&tap, &slot_inet(7)));
+                let deadline = Instant::now() + Duration::from_secs(60);
+                while claims(tap.name()) != ["vl-000007-00"] {
+                    assert!(Instant::now() < deadline, "the first session's claim never came");
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                assert!(
+                    addrs(tap.name()).is_empty(),
+                    "the first session's address is held back"
+                );
+                as_nobody(|| helper(s).configure(&tap, &slot_inet(8)).unwrap());
+                assert_eq!(claims(tap.name()), ["vl-000008-00"], "the second session's slot");
+                let e = first.join().unwrap().unwrap_err();
+                assert!(
+                    matches!(e, ClientError::Invalid(Invalid::AddressAssigned)),
+                    "{e:?}"
+                );
+            });
+            assert_eq!(claims(tap.name()), ["vl-000008-00"]);
+            assert_eq!(addrs(tap.name()), ["100.64.8.2/31"]);
+        },
+    );
+}
