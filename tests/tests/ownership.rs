@@ -1607,3 +1607,29 @@ fn a_tap_configured_by_two_sessions_at_once_keeps_one_slot() {
         },
     );
 }
+
+/// Only names exactly as the helper writes its marks count as a caller's taps: root's persistent taps
+/// named like a mark with a leading zero (`vp0fffe-0`) or with the slot one past the last
+/// (`vpfffe-10000`) are not nobody's: not in its count, and its leftover removal leaves them.
+#[test]
+fn names_that_only_resemble_a_mark_are_not_the_callers() {
+    scenario(
+        "names_that_only_resemble_a_mark_are_not_the_callers",
+        bins!(),
+        POLICY,
+        |s| {
+            let fakes = ["vp0fffe-0", "vpfffe-10000"];
+            for name in fakes {
+                sh(&["ip", "tuntap", "add", "dev", name, "mode", "tap"]);
+            }
+            become_nobody();
+            let mut h = helper(s);
+            assert_eq!(h.status().unwrap().in_use, 0);
+            assert_eq!(h.remove_leftovers().unwrap(), 0);
+            become_root();
+            let mut left = taps();
+            left.sort_unstable();
+            assert_eq!(left, fakes);
+        },
+    );
+}
