@@ -1633,3 +1633,48 @@ fn names_that_only_resemble_a_mark_are_not_the_callers() {
         },
     );
 }
+
+/// A batch counts each tap once, however often its fds come (twice in one message, again after it was
+/// staged), and with nothing else in its group it is deleted by the group in one `RTM_DELLINK`
+/// (strace counts them), not one by one.
+#[test]
+fn a_batch_counts_each_tap_once_and_deletes_by_its_group() {
+    scenario(
+        "a_batch_counts_each_tap_once_and_deletes_by_its_group",
+        bins!(),
+        POLICY,
+        |s| {
+            vmpriv_tests::require_tool(
+                "a_batch_counts_each_tap_once_and_deletes_by_its_group",
+                "strace",
+                "apt-get install strace",
+            );
+            let trace = s.dir.join("trace");
+            let mut h = traced_helper(s, "sendto", &["-o".into(), trace.to_str().unwrap().into()]);
+            let taps_made: Vec<_> = (0..3)
+                .map(|_| h.create_tap(&TapOptions::new()).unwrap())
+                .collect();
+            let fd = |i: usize| taps_made[i].fds()[0].as_fd();
+            let stage = vmpriv_protocol::Request::DestroyTaps { count: 2, more: true };
+            let (r, _) = h.call(&stage, &[fd(0), fd(0)]).unwrap();
+            assert!(
+                matches!(r, vmpriv_protocol::Response::Staged { count: 1 }),
+                "{r:?}"
+            );
+            let last = vmpriv_protocol::Request::DestroyTaps {
+                count: 3,
+                more: false,
+            };
+            let (r, _) = h.call(&last, &[fd(0), fd(1), fd(2)]).unwrap();
+            assert!(
+                matches!(r, vmpriv_protocol::Response::Removed { count: 3 }),
+                "{r:?}"
+            );
+            h.close().unwrap();
+            assert!(taps().is_empty(), "{:?}", taps());
+            let text = std::fs::read_to_string(&trace).unwrap();
+            let deletes = text.lines().filter(|l| l.contains("RTM_DELLINK")).count();
+            assert_eq!(deletes, 1, "{text}");
+        },
+    );
+}
