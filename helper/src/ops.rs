@@ -433,6 +433,8 @@ mod tests {
         let first = BATCH_GROUP_HIGH_BIT | std::process::id();
         assert_eq!(batch_group(&[]).unwrap(), first);
         assert_eq!(batch_group(&[first, 42]).unwrap(), first | 1 << PID_BITS);
+        let taken: Vec<u32> = (0..511).map(|k| first | k << PID_BITS).collect();
+        assert_eq!(batch_group(&taken).unwrap(), first | 511 << PID_BITS);
         let every: Vec<u32> = (0..512).map(|k| first | k << PID_BITS).collect();
         assert!(batch_group(&every).is_err());
     }
