@@ -1678,3 +1678,53 @@ fn a_batch_counts_each_tap_once_and_deletes_by_its_group() {
         },
     );
 }
+
+/// Leftover removal checks each tap again right before its delete: strace holds the helper's
+/// re-check (the `sendto` after its dump), and meanwhile the tap is held again (attached by name);
+/// the helper then finds it held and leaves it.
+#[test]
+fn a_leftover_held_again_before_its_delete_is_left() {
+    scenario(
+        "a_leftover_held_again_before_its_delete_is_left",
+        bins!(),
+        POLICY,
+        |s| {
+            vmpriv_tests::require_tool(
+                "a_leftover_held_again_before_its_delete_is_left",
+                "strace",
+                "apt-get install strace",
+            );
+            let leftover = || {
+                let tap = as_nobody(|| helper(s).create_tap(&TapOptions::new()).unwrap());
+                tun_set_persist(&tap.fds()[0], true).unwrap();
+                tap.name().to_owned()
+            };
+            // Which sendto is the re-check: the one after the dump, in a run that removes one.
+            let first = leftover();
+            let trace = s.dir.join("trace");
+            let mut dry = traced_helper(s, "sendto", &["-o".into(), trace.to_str().unwrap().into()]);
+            assert_eq!(dry.remove_leftovers().unwrap(), 1);
+            dry.close().unwrap();
+            assert!(link(&first).is_none());
+            let k = 1 + sendto_number(&std::fs::read_to_string(&trace).unwrap(), "NLM_F_DUMP");
+            let name = leftover();
+            let mut slow = traced_helper(
+                s,
+                "sendto",
+                &[
+                    "-o".into(),
+                    "/dev/null".into(),
+                    format!("-einject=sendto:delay_enter=3000000:when={k}"),
+                ],
+            );
+            std::thread::scope(|scope| {
+                let removal = scope.spawn(|| slow.remove_leftovers());
+                std::thread::sleep(Duration::from_secs(1));
+                let held = tun_attach(&name, libc::IFF_TAP | libc::IFF_NO_PI).unwrap();
+                assert_eq!(removal.join().unwrap().unwrap(), 0);
+                assert!(link(&name).is_some(), "the held tap was deleted");
+                drop(held);
+            });
+        },
+    );
+}
