@@ -15,15 +15,40 @@ REFINE = ["rtnl_newlink", "rtnl_setlink", "rtnl_getlink", "rtnl_dump_ifinfo", "i
           "dev_set_mtu", "dev_set_alias", "dev_set_group", "tun_attach", "__dev_open", "dev_set_mac_address",
           "rtnl_dump_all", "netlink_dump", "proc_sys_write", "proc_sys_read", "path_openat", "synchronize_net",
           "synchronize_rcu", "rtnl_lock", "mutex_lock", "__mutex_lock", "fib6_run_gc", "rt6_sync_up",
-          "fib6_clean_all", "inet6_ifa_notify", "netlink_broadcast", "call_netdevice_notifiers"]
+          "fib6_clean_all", "inet6_ifa_notify", "netlink_broadcast", "call_netdevice_notifiers",
+          "inet_rtm_getroute", "inet6_rtm_getroute", "rtnl_newlinkprop", "rtnl_linkprop", "unix_seqpacket_recvmsg",
+          "kernfs_fop_read_iter", "proc_sys_call_handler"]
+# Steps folded into what they are for (--summary), first match wins.
+CATEGORIES = [
+    ("tap creation (TUNSETIFF)", ["register_netdevice", "tun_set_iff", "tun_chr_open"]),
+    ("MAC (SIOCSIFHWADDR)", ["dev_set_mac_address"]),
+    ("bridge port (IFLA_MASTER)", ["br_add_if"]),
+    ("slot claim (altname)", ["linkprop"]),
+    ("addresses (RTM_NEWADDR)", ["rtm_newaddr"]),
+    ("lookups (links, routes, dumps)", ["rtnl_getlink", "getroute", "dump"]),
+    ("deletes (RTM_DELLINK)", ["rtnl_dellink"]),
+    ("IPv6 FIB walks on link events (rt6_sync_up)", ["rt6_sync_up"]),
+    ("up, alias, MTU, group (RTM_SETLINK)", ["rtnl_setlink"]),
+    ("other tun ioctls", ["ioctl"]),
+    ("sysfs and sysctl files", ["openat", "read", "write", "close", "newfstatat", "statx"]),
+    ("IPC with the caller", ["unix_", "recvmsg", "sendmsg"]),
+    ("user space", ["user"]),
+]
+def category(step):
+    for name, keys in CATEGORIES:
+        if any(k in step for k in keys):
+            return name
+    return "other kernel"
 KW = ["addrconf_dad_work", "addrconf_verify_work", "linkwatch_event", "rt6_probe_deferred", "mld_ifc_work",
       "mld_dad_work", "mld_gq_work", "fib6_gc_timer_cb", "flush_all_backlogs", "netstamp_clear", "cleanup_net",
       "br_multicast", "rcu_", "process_one_work"]
 def classify(frames):
     syscall = None
     for f in frames:
-        if f.startswith("__x64_sys_") or f.startswith("__do_sys_") or f.startswith("__se_sys_"):
-            syscall = f.replace("__x64_sys_", "").replace("__do_sys_", "").replace("__se_sys_", "")
+        if f.startswith(("__x64_sys_", "__do_sys_", "__se_sys_", "__sys_", "ksys_")):
+            for prefix in ("__x64_sys_", "__do_sys_", "__se_sys_", "__sys_", "ksys_"):
+                f = f.removeprefix(prefix)
+            syscall = f
             break
     if syscall is None and any(f == "worker_thread" for f in frames):
         for f in reversed(frames):
@@ -62,6 +87,16 @@ for c, cnt in sorted(counts.items(), key=lambda kv: -sum(kv[1].values())):
     print(f"{c}: {s*us:.0f} us/NIC on CPU")
     for k, v in cnt.most_common(25):
         print(f"   {v*us:7.1f}  {k}")
+if "--summary" in sys.argv:
+    for c, cnt in counts.items():
+        if c.startswith("kworker"):
+            continue
+        cats = collections.Counter()
+        for k, v in cnt.items():
+            cats[category(k)] += v
+        print(f"{c}, by what the step is for:")
+        for k, v in cats.most_common():
+            print(f"   {v*us:7.1f}  {k}")
 mine = sum(own.values())
 print(f"the contender's processes: {mine*us:.0f} us/NIC on CPU; kernel workers {(total-mine)*us:.0f}; "
       f"wall {(end-start)*1e6/nics:.0f} us/NIC")
