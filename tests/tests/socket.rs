@@ -13,6 +13,7 @@
 use std::ffi::OsStr;
 use std::io::{BufRead, BufReader};
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -80,6 +81,9 @@ impl Activator {
             .stdin(Stdio::null())
             .stdout(out.try_clone().unwrap())
             .stderr(out)
+            // Its own process group, which drop kills whole: under a wrapper (strace) the child is
+            // the wrapper, and killing it alone left systemd-socket-activate running after the test.
+            .process_group(0)
             .spawn()
             .expect("systemd-socket-activate runs");
         // Listening, not only bound: the path appears at bind(2), and a connect between that and
@@ -142,7 +146,8 @@ impl Drop for Activator {
     /// failing scenario ends instead of waiting for it.
     fn drop(&mut self) {
         as_root(|| {
-            let _ = self.child.kill();
+            let group = nix::unistd::Pid::from_raw(-i32::try_from(self.child.id()).unwrap());
+            let _ = nix::sys::signal::kill(group, nix::sys::signal::Signal::SIGKILL);
             let _ = self.child.wait();
         });
     }
