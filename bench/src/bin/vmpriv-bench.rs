@@ -768,11 +768,22 @@ fn worker(kind: &str, n: usize, helper: &Path) {
         }
         "vmpriv-oneshot" | "qemu-bridge-helper" => {
             let mut keep = Vec::new();
+            // One helper process per NIC: the profile keeps them by name (15 bytes, the kernel's comm).
+            let comm: String = helper
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .chars()
+                .take(15)
+                .collect();
+            println!("mark pids {} comm:{comm}", std::process::id());
+            mark("loop_start");
             for _ in 0..n {
                 let t = Instant::now();
                 keep.push(oneshot(helper));
                 println!("nic {:.1}", t.elapsed().as_secs_f64() * 1e6);
             }
+            mark("loop_end");
         }
         "startup" => {
             // Interleaved, so that all see the same machine: the static hello world, spawned exactly
