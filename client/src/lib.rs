@@ -360,6 +360,10 @@ pub struct Helper {
 /// queue (EBUSY), each in a fresh session.
 pub const MQ_CREATE_TRIES: u32 = 8;
 
+/// [`Helper::create_taps`]' requests in the socket at most at once: far below what fills a socket
+/// buffer with replies and their fds, so neither side ever blocks on the other's full buffer.
+pub const PIPELINE_DEPTH: usize = 16;
+
 /// How the session began, to begin a fresh one the same way when this one has used its tun fds.
 enum Origin {
     /// We started this helper binary on a socket pair.
@@ -684,6 +688,60 @@ impl Helper {
                 Origin::Socket { path } => Helper::connect(&path.clone())?,
             };
             let _old = std::mem::replace(self, fresh); // the old session ends on drop
+        }
+    }
+
+    /// Creates a tap for each of `all`, in order, with their requests pipelined: up to
+    /// [`PIPELINE_DEPTH`] are in the socket before their replies are read, so the helper goes from
+    /// one create to the next without waiting for this process to be woken in between (on an idle
+    /// 2-vCPU VM a round trip with no kernel work costs 60-70 µs, most of a request's overhead:
+    /// docs/performance.md). All or nothing: on the first refusal no further request is sent, the
+    /// replies already asked for are read, every tap made is closed (a tap goes with its last fd) and
+    /// that refusal is returned. It does not retry as [`Helper::create_tap`] does (a multi-queue
+    /// create another user spoiled, a session out of start-up tun fds): use that for those.
+    ///
+    /// ```no_run
+    /// use vmpriv_client::{Helper, TapOptions};
+    /// let mut helper = Helper::spawn()?;
+    /// let nics = [TapOptions::new().switch("br0"), TapOptions::new().local(1, 1, true)];
+    /// let taps = helper.create_taps(&nics)?;
+    /// assert_eq!(taps.len(), 2);
+    /// # Ok::<(), vmpriv_client::ClientError>(())
+    /// ```
+    pub fn create_taps(&mut self, all: &[TapOptions]) -> Result<Vec<Tap>, ClientError> {
+        let frames = all
+            .iter()
+            .map(|opts| {
+                let req = Request::CreateTap {
+                    queues: opts.queues,
+                    vnet_hdr: opts.vnet_hdr,
+                    config: opts.config.clone(),
+                };
+                wire::encode(&req).map_err(|_| ClientError::Protocol)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut taps = Vec::with_capacity(all.len());
+        let (mut sent, mut answered, mut refused) = (0, 0, None);
+        while answered < sent || (refused.is_none() && sent < frames.len()) {
+            while refused.is_none() && sent < frames.len() && sent - answered < PIPELINE_DEPTH {
+                self.send(&frames[sent], &[])?;
+                sent += 1;
+            }
+            let queues = usize::from(all[answered].queues);
+            answered += 1;
+            match self.receive() {
+                Ok((Response::Tap(info), fds)) if fds.len() == queues => taps.push(Tap { fds, info }),
+                Ok(_) => return Err(ClientError::Protocol),
+                Err(e @ (ClientError::HelperDied | ClientError::Protocol | ClientError::Io(_))) => {
+                    return Err(e);
+                }
+                // A refusal is one reply like any other: the session stays in step.
+                Err(e) => refused = refused.or(Some(e)),
+            }
+        }
+        match refused {
+            Some(e) => Err(e),
+            None => Ok(taps),
         }
     }
 

@@ -931,3 +931,54 @@ fn a_stale_claim_on_a_tap_with_a_link_local_address_is_replaced() {
         },
     );
 }
+
+/// `create_taps` pipelines its requests: the taps come back in the order asked, each as asked; a
+/// refusal in the middle leaves no tap of that batch, and the session goes on in step.
+#[test]
+fn pipelined_creates_are_in_order_and_all_or_nothing() {
+    scenario(
+        "pipelined_creates_are_in_order_and_all_or_nothing",
+        bins!(),
+        POLICY,
+        |s| {
+            bridge("br0", None);
+            bridge("br1", None);
+            become_nobody();
+            let mut h = helper(s);
+            let made = h
+                .create_taps(&[
+                    TapOptions::new().switch("br0").description("first"),
+                    TapOptions::new().local(1, 0, false),
+                    TapOptions::new().switch("br0").description("third"),
+                ])
+                .unwrap();
+            become_root();
+            let names: Vec<&str> = made.iter().map(vmpriv_client::Tap::name).collect();
+            let mut all = taps();
+            all.sort_unstable();
+            let mut want = names.clone();
+            want.sort_unstable();
+            assert_eq!(all, want);
+            assert_eq!(link(names[0]).unwrap()["ifalias"], "first");
+            assert_eq!(master(names[0]).as_deref(), Some("br0"));
+            assert_eq!(master(names[1]), None);
+            assert_eq!(addrs(names[1]), ["100.64.1.2/31"]);
+            assert_eq!(link(names[2]).unwrap()["ifalias"], "third");
+            assert_eq!(master(names[2]).as_deref(), Some("br0"));
+            drop(made);
+            assert!(taps().is_empty());
+            become_nobody();
+            let e = h
+                .create_taps(&[
+                    TapOptions::new().switch("br0"),
+                    TapOptions::new().switch("br1"),
+                    TapOptions::new().switch("br0"),
+                ])
+                .unwrap_err();
+            assert!(matches!(e, ClientError::Denied), "{e:?}");
+            assert!(taps().is_empty(), "{:?}", taps());
+            let tap = h.create_tap(&TapOptions::new().switch("br0")).unwrap();
+            assert_eq!(master(tap.name()).as_deref(), Some("br0"));
+        },
+    );
+}

@@ -33,9 +33,10 @@ use vmpriv_protocol::addr::{local_inet, local_inet6};
 use vmpriv_protocol::{Inet4Prefix, Inet6Prefix};
 use vmpriv_tests::{NOBODY, sh};
 
-const CONTENDERS: [&str; 7] = [
+const CONTENDERS: [&str; 8] = [
     "vmpriv-warm",
     "vmpriv-warm-quota",
+    "vmpriv-warm-pipelined",
     "vmpriv-oneshot",
     "iproute2",
     "ip-batch",
@@ -275,7 +276,10 @@ fn report(
     );
     println!("  a free quota slot (one lookup by name: the tap is created under its name vpUID-SLOT);");
     println!(
-        "  vmpriv-oneshot = one setuid helper process per NIC in QEMU mode (tap, switch, MTU, MAC, up: no"
+        "  vmpriv-warm-pipelined = vmpriv-warm's NICs asked for 8 at a time (Helper::create_taps, pipelined);"
+    );
+    println!(
+        "  vmpriv-oneshot = one setuid bridge helper process per NIC, QEMU's contract (tap, switch, MTU, MAC, up: no"
     );
     println!(
         "  description, no addresses), the same work as qemu-bridge-helper; iproute2 = 6 ip processes per NIC;"
@@ -320,6 +324,10 @@ fn report(
     println!();
     println!("warm_vs_floor={:.3}", warm / floor);
     println!("warm_quota_vs_floor={:.3}", med("vmpriv-warm-quota") / floor);
+    println!(
+        "warm_pipelined_vs_floor={:.3}",
+        med("vmpriv-warm-pipelined") / floor
+    );
     println!("teardown_{n}_s={:.3}", s("teardown_batched_s"));
     println!(
         "teardown_vs_root_batch={:.3}",
@@ -414,7 +422,7 @@ fn run(contender: &str, n: usize) {
         "floor" => floor(n),
         "iproute2" => iproute2(n),
         "ip-batch" => ip_batch(n),
-        "vmpriv-warm" | "vmpriv-warm-quota" | "vmpriv-oneshot" => {
+        "vmpriv-warm" | "vmpriv-warm-quota" | "vmpriv-warm-pipelined" | "vmpriv-oneshot" => {
             let dir = exe_dir();
             let s = vmpriv_tests::setup(
                 &format!("bench-{contender}"),
@@ -597,6 +605,9 @@ fn mark(name: &str) {
     println!("mark {name} {}.{:09}", ts.tv_sec, ts.tv_nsec);
 }
 
+/// NICs per `create_taps` call in the pipelined contender.
+const PIPELINED_BATCH: usize = 8;
+
 /// The floor's interface group.
 const FLOOR_GROUP: u32 = 7;
 
@@ -764,6 +775,36 @@ fn worker(kind: &str, n: usize, helper: &Path) {
                 }
                 println!("stat teardown_close_s {:.4}", t.elapsed().as_secs_f64());
             }
+            assert_eq!(taps_left(), 0, "{kind}: taps left after teardown");
+        }
+        "vmpriv-warm-pipelined" => {
+            // The same NICs, asked for eight at a time (a VM's NICs at its start) with
+            // `Helper::create_taps`, which pipelines the requests; each NIC is charged an eighth of
+            // its batch.
+            let mut h = Helper::spawn_at(helper).unwrap();
+            let mut keep = Vec::new();
+            println!("mark pids {} {}", std::process::id(), h.pid());
+            mark("loop_start");
+            for first in (0..n).step_by(PIPELINED_BATCH) {
+                let batch: Vec<TapOptions> = (first..n.min(first + PIPELINED_BATCH))
+                    .map(|i| {
+                        let (vm, desc) = plan(i);
+                        TapOptions::new()
+                            .switch("br0")
+                            .description(&desc)
+                            .local(vm, 0, true)
+                    })
+                    .collect();
+                let t = Instant::now();
+                let taps = h.create_taps(&batch).unwrap();
+                let each = t.elapsed().as_secs_f64() * 1e6 / batch.len() as f64;
+                for _ in &taps {
+                    println!("nic {each:.1}");
+                }
+                keep.extend(taps);
+            }
+            mark("loop_end");
+            assert_eq!(h.destroy(keep).unwrap() as usize, n, "every tap removed");
             assert_eq!(taps_left(), 0, "{kind}: taps left after teardown");
         }
         "vmpriv-oneshot" | "qemu-bridge-helper" => {
