@@ -41,3 +41,19 @@ pub(crate) fn parse_fd(v: &str) -> Result<i32, ArgError> {
         _ => Err(ArgError::BadFd),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::parse_fd;
+
+    #[test]
+    fn fds_have_at_most_nine_digits() {
+        assert_eq!(parse_fd("123456789").ok(), Some(123_456_789));
+        assert!(
+            parse_fd("1234567890").is_err(),
+            "ten digits, although i32 holds it"
+        );
+        assert!(parse_fd("0000000003").is_err());
+        assert_eq!(parse_fd("000000003").ok(), Some(3));
+    }
+}

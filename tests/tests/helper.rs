@@ -982,3 +982,51 @@ fn pipelined_creates_are_in_order_and_all_or_nothing() {
         },
     );
 }
+
+/// The audit log: a refusal's details go to the log as an authpriv record at info level, under the
+/// helper's name: the journal's fields where there is no `/dev/log` (this machine), a syslog record
+/// (`<86>`, authpriv.info) where there is. A done request is logged too.
+#[test]
+fn refusals_and_done_requests_are_logged_as_authpriv() {
+    scenario(
+        "refusals_and_done_requests_are_logged_as_authpriv",
+        bins!(),
+        POLICY,
+        |s| {
+            bridge("br0", None);
+            bridge("br1", None);
+            let log = vmpriv_tests::capture_helper_log();
+            become_nobody();
+            let mut h = helper(s);
+            let e = h.create_tap(&TapOptions::new().switch("br1")).unwrap_err();
+            assert!(matches!(e, ClientError::Denied), "{e:?}");
+            let tap = h.create_tap(&TapOptions::new().switch("br0")).unwrap();
+            drop(h);
+            become_root();
+            let lines = vmpriv_tests::log_lines(&log);
+            let find = |what: &str| {
+                lines
+                    .iter()
+                    .find(|l| l.contains(what))
+                    .unwrap_or_else(|| panic!("no log record with {what:?}: {lines:#?}"))
+                    .clone()
+            };
+            let refused = find("op=create-tap decision=refused");
+            let done = find(&format!("target={} decision=done", tap.name()));
+            for record in [&refused, &done] {
+                if record.starts_with('<') {
+                    assert!(record.starts_with("<86>"), "{record}");
+                } else {
+                    for field in [
+                        "SYSLOG_FACILITY=10\n",
+                        "PRIORITY=6\n",
+                        "SYSLOG_IDENTIFIER=vmpriv-helper\n",
+                        "MESSAGE=uid=65534 ",
+                    ] {
+                        assert!(record.contains(field), "{field:?} in {record}");
+                    }
+                }
+            }
+        },
+    );
+}
