@@ -667,3 +667,81 @@ fn denied_and_absent_replies_are_byte_identical() {
         },
     );
 }
+
+/// Whatever fds its caller leaves open, the helper holds none of them once it serves: here a file on
+/// every number from 3 to 63 but 4, the session socket's, so one of them sits alone right below the
+/// socket (fd 3) and the rest above it. After the `Hello` reply, no fd of the helper is that file.
+#[test]
+fn inherited_fds_are_closed_at_start_up_whatever_their_numbers() {
+    scenario(
+        "inherited_fds_are_closed_at_start_up_whatever_their_numbers",
+        bins!(),
+        POLICY,
+        |s| {
+            let secret = s.dir.join("callers-file");
+            std::fs::write(&secret, "not the helper's").unwrap();
+            vmpriv_tests::chmod(&secret, 0o666);
+            become_nobody();
+            let file = std::fs::File::open(&secret).unwrap();
+            let (ours, theirs) = socketpair(
+                AddressFamily::Unix,
+                SockType::SeqPacket,
+                None,
+                SockFlag::SOCK_CLOEXEC,
+            )
+            .unwrap();
+            let (file_fd, sock_fd) = (file.as_raw_fd(), theirs.as_raw_fd());
+            let mut cmd = Command::new(&s.helper);
+            cmd.args(["--session", "--fd=4"]);
+            // SAFETY: only dup2, fcntl and close, which are async-signal-safe.
+            #[allow(unsafe_code)]
+            unsafe {
+                cmd.pre_exec(move || {
+                    // Both out of the way first, then the socket to 4 and the file on every other
+                    // number (dup2 clears close-on-exec; std's own pipe for exec errors is among
+                    // those replaced, which only loses the report of a failed exec).
+                    let sock = libc::fcntl(sock_fd, libc::F_DUPFD_CLOEXEC, 100);
+                    let file = libc::fcntl(file_fd, libc::F_DUPFD_CLOEXEC, 100);
+                    if sock < 0 || file < 0 || libc::dup2(sock, 4) != 4 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    for fd in (3..64).filter(|&fd| fd != 4) {
+                        if libc::dup2(file, fd) != fd {
+                            return Err(std::io::Error::last_os_error());
+                        }
+                    }
+                    Ok(())
+                });
+            }
+            let child = cmd.spawn().unwrap();
+            drop(theirs);
+            let hello = wire::encode(&Request::Hello).unwrap();
+            assert!(matches!(
+                reply(&exchange(&ours, &hello, &[])),
+                Response::Hello { .. }
+            ));
+            let pid = child.id();
+            let held: Vec<String> = vmpriv_tests::as_root(|| {
+                std::fs::read_dir(format!("/proc/{pid}/fd"))
+                    .unwrap()
+                    .map(|e| {
+                        let e = e.unwrap();
+                        format!(
+                            "{} -> {}",
+                            e.file_name().to_string_lossy(),
+                            std::fs::read_link(e.path()).unwrap().display()
+                        )
+                    })
+                    .collect()
+            });
+            assert!(held.iter().any(|l| l.starts_with("4 -> socket:")), "{held:?}");
+            assert!(
+                !held.iter().any(|l| l.contains("callers-file")),
+                "the helper still holds its caller's file: {held:?}"
+            );
+            drop(ours);
+            let mut child = child;
+            assert!(child.wait().unwrap().success(), "the session ends cleanly");
+        },
+    );
+}
