@@ -745,3 +745,38 @@ fn inherited_fds_are_closed_at_start_up_whatever_their_numbers() {
         },
     );
 }
+
+/// A tun ioctl is only ever issued on the tun device: the same numbers mean other things to other
+/// drivers. A request naming `/dev/null` (a character device too) as its tap is refused as not a tap,
+/// and strace sees no `TUNGETIFF` in that session.
+#[test]
+fn a_character_device_that_is_not_tun_never_gets_a_tun_ioctl() {
+    scenario(
+        "a_character_device_that_is_not_tun_never_gets_a_tun_ioctl",
+        bins!(),
+        POLICY,
+        |s| {
+            vmpriv_tests::require_tool(
+                "a_character_device_that_is_not_tun_never_gets_a_tun_ioctl",
+                "strace",
+                "apt-get install strace",
+            );
+            let trace = s.dir.join("trace");
+            let mut cmd = Command::new("strace");
+            cmd.args(["-u", "nobody", "-f", "-qq", "-e", "trace=ioctl", "-o"])
+                .arg(&trace)
+                .arg(&s.helper);
+            let mut h = Helper::spawn_command(cmd, &s.helper).unwrap();
+            let null = std::fs::File::open("/dev/null").unwrap();
+            let e = h.set_description(&null, "not a tap").unwrap_err();
+            assert!(matches!(e, ClientError::Invalid(Invalid::NotATap)), "{e:?}");
+            // The same session still names a real tap by its fd (TUNGETIFF is traced when issued).
+            let tap = h.create_tap(&TapOptions::new()).unwrap();
+            h.set_description(&tap, "a tap").unwrap();
+            h.close().unwrap();
+            let text = std::fs::read_to_string(&trace).unwrap();
+            let getiff = text.lines().filter(|l| l.contains("TUNGETIFF")).count();
+            assert_eq!(getiff, 1, "one TUNGETIFF, on the tap's fd: {text}");
+        },
+    );
+}
