@@ -1030,3 +1030,34 @@ fn refusals_and_done_requests_are_logged_as_authpriv() {
         },
     );
 }
+
+/// Each new tap keeps the kernel's random MAC with only its first octet set to 0xfe (locally
+/// administered, never a bridge's lowest): three taps, three MACs, each as the kernel lists it.
+#[test]
+fn each_tap_gets_its_own_mac_with_0xfe_first() {
+    scenario(
+        "each_tap_gets_its_own_mac_with_0xfe_first",
+        bins!(),
+        POLICY,
+        |s| {
+            become_nobody();
+            let mut h = helper(s);
+            let made: Vec<_> = (0..3)
+                .map(|_| h.create_tap(&TapOptions::new()).unwrap())
+                .collect();
+            become_root();
+            let mut macs: Vec<String> = made
+                .iter()
+                .map(|t| {
+                    let kernel = link(t.name()).unwrap()["address"].as_str().unwrap().to_owned();
+                    assert_eq!(kernel, t.mac_string(), "the reported MAC is the tap's");
+                    assert!(kernel.starts_with("fe:"), "{kernel}");
+                    kernel
+                })
+                .collect();
+            macs.sort_unstable();
+            macs.dedup();
+            assert_eq!(macs.len(), 3, "three taps, three MACs: {macs:?}");
+        },
+    );
+}
