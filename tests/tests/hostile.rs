@@ -780,3 +780,130 @@ fn a_character_device_that_is_not_tun_never_gets_a_tun_ioctl() {
         },
     );
 }
+
+/// Landlock is in force once the helper serves: strace sees the ruleset made with every filesystem
+/// right this kernel's ABI handles, the tun device allowed read, write and ioctl only, and
+/// `landlock_restrict_self` succeed. (What Landlock then refuses cannot be asked for: no request
+/// carries a path.)
+#[test]
+fn landlock_is_in_force_with_every_right_handled() {
+    scenario(
+        "landlock_is_in_force_with_every_right_handled",
+        bins!(),
+        POLICY,
+        |s| {
+            vmpriv_tests::require_tool(
+                "landlock_is_in_force_with_every_right_handled",
+                "strace",
+                "apt-get install strace",
+            );
+            let trace = s.dir.join("trace");
+            let mut cmd = Command::new("strace");
+            cmd.args([
+                "-u",
+                "nobody",
+                "-f",
+                "-qq",
+                "-e",
+                "trace=landlock_create_ruleset,landlock_add_rule,landlock_restrict_self",
+                "-o",
+            ])
+            .arg(&trace)
+            .arg(&s.helper);
+            let mut h = Helper::spawn_command(cmd, &s.helper).unwrap();
+            h.status().unwrap();
+            h.close().unwrap();
+            let text = std::fs::read_to_string(&trace).unwrap();
+            let query = text
+                .lines()
+                .find(|l| l.contains("LANDLOCK_CREATE_RULESET_VERSION"))
+                .unwrap_or_else(|| panic!("no ABI query: {text}"));
+            let Some(abi) = query
+                .rsplit("= ")
+                .next()
+                .and_then(|v| v.trim().parse::<u32>().ok())
+            else {
+                // A kernel without Landlock (not in its `lsm=` list): the helper goes on without it.
+                assert!(query.contains("EOPNOTSUPP"), "{query}");
+                assert!(!text.contains("landlock_restrict_self("), "{text}");
+                println!("MEASURED this kernel has no Landlock: {query}");
+                return;
+            };
+            let handled = landlock_mask(
+                text.lines()
+                    .find(|l| l.contains("landlock_create_ruleset({"))
+                    .unwrap_or_else(|| panic!("no ruleset: {text}")),
+                "handled_access_fs=",
+            );
+            // ABI 1's 13 rights, then REFER (2), TRUNCATE (3), IOCTL_DEV (5).
+            let mut want = (1u64 << 13) - 1;
+            for (bit, since) in [(13, 2), (14, 3), (15, 5)] {
+                if abi >= since {
+                    want |= 1 << bit;
+                }
+            }
+            assert_eq!(handled, want, "handled rights, ABI {abi}: {text}");
+            let rules: Vec<u64> = text
+                .lines()
+                .filter(|l| l.contains("landlock_add_rule("))
+                .map(|l| landlock_mask(l, "allowed_access="))
+                .collect();
+            // /dev/net/tun: read, write and (ABI 5 on) its ioctls; the rest read or write beneath.
+            let device = (1 << 1) | (1 << 2) | if abi >= 5 { 1 << 15 } else { 0 };
+            assert!(rules.contains(&device), "no rule for the tun device: {text}");
+            assert!(
+                rules.iter().all(|&r| r == device || r == 1 << 1 || r == 1 << 2),
+                "a rule allows more: {text}"
+            );
+            assert!(
+                text.lines()
+                    .any(|l| l.contains("landlock_restrict_self(") && l.trim_end().ends_with("= 0")),
+                "Landlock never restricted the helper: {text}"
+            );
+        },
+    );
+}
+
+/// The Landlock access mask strace printed after `key` (names, or hex for the rights it cannot name).
+fn landlock_mask(line: &str, key: &str) -> u64 {
+    const NAMES: [&str; 16] = [
+        "EXECUTE",
+        "WRITE_FILE",
+        "READ_FILE",
+        "READ_DIR",
+        "REMOVE_DIR",
+        "REMOVE_FILE",
+        "MAKE_CHAR",
+        "MAKE_DIR",
+        "MAKE_REG",
+        "MAKE_SOCK",
+        "MAKE_FIFO",
+        "MAKE_BLOCK",
+        "MAKE_SYM",
+        "REFER",
+        "TRUNCATE",
+        "IOCTL_DEV",
+    ];
+    let field = line
+        .split(key)
+        .nth(1)
+        .unwrap_or_else(|| panic!("no {key} in {line}"));
+    let field = field.split([',', '}']).next().unwrap();
+    field
+        .split('|')
+        .map(|t| {
+            let t = t.trim();
+            if let Some(hex) = t.strip_prefix("0x") {
+                u64::from_str_radix(hex, 16).unwrap()
+            } else {
+                let name = t
+                    .strip_prefix("LANDLOCK_ACCESS_FS_")
+                    .unwrap_or_else(|| panic!("{t} in {line}"));
+                1 << NAMES
+                    .iter()
+                    .position(|n| *n == name)
+                    .unwrap_or_else(|| panic!("{t} in {line}"))
+            }
+        })
+        .fold(0, |a, b| a | b)
+}
