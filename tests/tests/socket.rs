@@ -858,3 +858,37 @@ fn without_so_peerpidfd_a_user_namespace_is_refused_too() {
         },
     );
 }
+
+/// `SO_PEERGROUPS` of a caller in 20,000 supplementary groups (a process may have 65,536): the
+/// activated helper reads them all, so the grant through the last one, vmnet, counts.
+#[test]
+fn a_caller_in_twenty_thousand_groups_has_them_all_read() {
+    scenario(
+        "a_caller_in_twenty_thousand_groups_has_them_all_read",
+        bins!(),
+        POLICY,
+        |s| {
+            bridge("br0", None);
+            add_users();
+            let act = Activator::start(s, &s.dir.join("vmpriv.sock"));
+            let groups: Vec<String> = (1..20_000)
+                .map(|g| g.to_string())
+                .chain([VMNET.to_string()])
+                .collect();
+            let out = Command::new("setpriv")
+                .args([
+                    format!("--reuid={MEMBER}"),
+                    format!("--regid={MEMBER}"),
+                    format!("--groups={}", groups.join(",")),
+                ])
+                .arg(&s.cli)
+                .args(["tap", "--switch", "br0", "--json", "--", "true"])
+                .env_remove("VMPRIV_HELPER")
+                .env("VMPRIV_SOCKET", &act.socket)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            assert!(String::from_utf8_lossy(&out.stdout).contains("\"switch\":\"br0\""));
+        },
+    );
+}
