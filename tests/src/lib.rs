@@ -460,6 +460,17 @@ pub fn tun_device_mode(mode: u32) {
     sh(&["mount", "--bind", node, "/dev/net/tun"]);
 }
 
+/// The helper as uid 65534 under strace, tracing `calls` (`-e trace=…`), with `extra` strace options
+/// (`-o FILE`, `-einject=…`).
+pub fn traced_helper(s: &Scenario, calls: &str, extra: &[String]) -> vmpriv_client::Helper {
+    let mut cmd = Command::new("strace");
+    cmd.args(["-u", "nobody", "-f", "-qq", "-e"])
+        .arg(format!("trace={calls}"))
+        .args(extra)
+        .arg(&s.helper);
+    vmpriv_client::Helper::spawn_command(cmd, &s.helper).unwrap()
+}
+
 /// As root, in a scenario: helpers started from now on log into the returned socket instead of the
 /// host's log: a tmpfs on `/run` (this mount namespace's only) holds the journal's socket, also bound
 /// over `/dev/log` where that exists. Read the lines with [`log_lines`].

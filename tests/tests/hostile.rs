@@ -762,11 +762,7 @@ fn a_character_device_that_is_not_tun_never_gets_a_tun_ioctl() {
                 "apt-get install strace",
             );
             let trace = s.dir.join("trace");
-            let mut cmd = Command::new("strace");
-            cmd.args(["-u", "nobody", "-f", "-qq", "-e", "trace=ioctl", "-o"])
-                .arg(&trace)
-                .arg(&s.helper);
-            let mut h = Helper::spawn_command(cmd, &s.helper).unwrap();
+            let mut h = vmpriv_tests::traced_helper(s, "ioctl", &["-o".into(), trace.display().to_string()]);
             let null = std::fs::File::open("/dev/null").unwrap();
             let e = h.set_description(&null, "not a tap").unwrap_err();
             assert!(matches!(e, ClientError::Invalid(Invalid::NotATap)), "{e:?}");
@@ -798,19 +794,11 @@ fn landlock_is_in_force_with_every_right_handled() {
                 "apt-get install strace",
             );
             let trace = s.dir.join("trace");
-            let mut cmd = Command::new("strace");
-            cmd.args([
-                "-u",
-                "nobody",
-                "-f",
-                "-qq",
-                "-e",
-                "trace=landlock_create_ruleset,landlock_add_rule,landlock_restrict_self",
-                "-o",
-            ])
-            .arg(&trace)
-            .arg(&s.helper);
-            let mut h = Helper::spawn_command(cmd, &s.helper).unwrap();
+            let mut h = vmpriv_tests::traced_helper(
+                s,
+                "landlock_create_ruleset,landlock_add_rule,landlock_restrict_self",
+                &["-o".into(), trace.display().to_string()],
+            );
             h.status().unwrap();
             h.close().unwrap();
             let text = std::fs::read_to_string(&trace).unwrap();

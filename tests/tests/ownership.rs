@@ -19,7 +19,7 @@ use vmpriv_protocol::addr::{Inet6Prefix, local_inet6};
 use vmpriv_protocol::{Inet4Prefix, Invalid};
 use vmpriv_tests::{
     NOBODY, Scenario, addrs, as_nobody, become_nobody, become_root, become_uid, bins, bridge, link, master,
-    routes, scenario, sh, taps, tun_attach, tun_set_owner, tun_set_persist,
+    routes, scenario, sh, taps, traced_helper, tun_attach, tun_set_owner, tun_set_persist,
 };
 
 /// The other user: a uid the policy names only through `user *`.
@@ -801,16 +801,6 @@ fn claims(tap: &str) -> Vec<String> {
         .map(|n| n.as_str().unwrap().to_owned())
         .filter(|n| n.starts_with("vl-"))
         .collect()
-}
-
-/// The helper as uid 65534 under strace, tracing `calls` (`-e trace=…`), with `extra` strace options.
-fn traced_helper(s: &Scenario, calls: &str, extra: &[String]) -> Helper {
-    let mut cmd = Command::new("strace");
-    cmd.args(["-u", "nobody", "-f", "-qq", "-e"])
-        .arg(format!("trace={calls}"))
-        .args(extra)
-        .arg(&s.helper);
-    Helper::spawn_command(cmd, &s.helper).unwrap()
 }
 
 /// What strace saw of `calls` while a helper applied `config` to `tap` (a dry run: the caller puts the
