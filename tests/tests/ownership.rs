@@ -280,8 +280,8 @@ fn multi_queue_create_race_is_never_won() {
     scenario("multi_queue_create_race_is_never_won", bins!(), POLICY, |s| {
         vmpriv_tests::tun_device_mode(0o666);
         let names = ["vpfffe-0", "vpfffe-1", "vpfffe-2", "vpfffe-3"];
-        for hit_and_run in [false, true] {
-            let attacker = spawn_queue_thief(OTHER, &names, hit_and_run);
+        for theft in [Theft::Keep, Theft::HitAndRun] {
+            let attacker = spawn_queue_thief(OTHER, &names, theft);
             become_nobody();
             let mut h = helper(s);
             let (mut ok, mut refused) = (0, 0);
@@ -307,13 +307,82 @@ fn multi_queue_create_race_is_never_won() {
             become_root();
             drop(attacker);
             println!(
-                "MEASURED mq race (hit and run: {hit_and_run}): {ok} creates clean, {refused} lost \
-                 every try to a foreign queue or group and were refused"
+                "MEASURED mq race ({theft:?}): {ok} creates clean, {refused} lost every try to a \
+                 foreign queue or group and were refused"
             );
             assert_eq!(ok + refused, 100);
             assert!(taps().is_empty(), "nothing persists: {:?}", taps());
         }
     });
+}
+
+/// The same window held open: strace delays each of the helper's ioctls by 50 ms, so the other user's
+/// thief always attaches a queue between `TUNSETIFF` and `TUNSETOWNER`; it changes every setting it
+/// can but the group (persistence, link type, send buffer, vnet header size and byte order, carrier)
+/// and detaches. The tap handed out has each of them as a new tap has it: read back from the kernel
+/// and through our own queue's fd (`tun_reset_shared_state`).
+#[test]
+fn what_a_queue_thief_left_behind_is_put_back() {
+    scenario(
+        "what_a_queue_thief_left_behind_is_put_back",
+        bins!(),
+        POLICY,
+        |s| {
+            vmpriv_tests::tun_device_mode(0o666);
+            let names = ["vpfffe-0", "vpfffe-1", "vpfffe-2", "vpfffe-3"];
+            vmpriv_tests::require_tool(
+                "what_a_queue_thief_left_behind_is_put_back",
+                "strace",
+                "apt-get install strace",
+            );
+            let thief = spawn_queue_thief(OTHER, &names, Theft::LeaveSettings);
+            // strace (root) runs the helper as uid 65534.
+            let mut h = traced_helper(s, "ioctl", &["-einject=ioctl:delay_enter=50000".into()]);
+            let mut kept = Vec::new();
+            for round in 0..3 {
+                let tap = h.create_tap(&TapOptions::new().queues(2).up(false)).unwrap();
+                assert!(
+                    thief.wins() > 0,
+                    "round {round}: the thief never got in: this shows nothing"
+                );
+                let l = as_root_link(tap.name());
+                let data = &l["linkinfo"]["info_data"];
+                assert_eq!(data["numqueues"].as_u64(), Some(2), "round {round}: {l}");
+                assert_eq!(data["persist"], false, "round {round}: {l}");
+                assert!(data["group"].is_null(), "round {round}: {l}");
+                assert_eq!(l["link_type"], "ether", "round {round}: {l}");
+                let q = tap.fds()[0].as_raw_fd();
+                let settings = [
+                    ("sndbuf", tun_get_int(q, libc::TUNGETSNDBUF), libc::c_int::MAX),
+                    ("vnet header size", tun_get_int(q, libc::TUNGETVNETHDRSZ), 10),
+                    ("vnet little-endian", tun_get_int(q, libc::TUNGETVNETLE), 0),
+                ];
+                for (what, got, new) in settings {
+                    assert_eq!(got, new, "round {round}: {what}");
+                }
+                kept.push(tap);
+            }
+            drop(kept);
+            drop(h);
+            drop(thief);
+            assert!(taps().is_empty(), "nothing persists: {:?}", taps());
+        },
+    );
+}
+
+/// One `int` a tun ioctl reads back through its pointer (`TUNGETSNDBUF`, …).
+fn tun_get_int(fd: std::os::fd::RawFd, request: libc::Ioctl) -> libc::c_int {
+    let mut value: libc::c_int = -1;
+    // SAFETY: each request used here writes one int through the pointer, which lives across the call.
+    #[allow(unsafe_code)]
+    let r = unsafe { libc::ioctl(fd, request, &raw mut value) };
+    assert_eq!(
+        r,
+        0,
+        "tun ioctl {request:#x}: {}",
+        std::io::Error::last_os_error()
+    );
+    value
 }
 
 /// Weak 3 of issue 19: on a 0666 `/dev/net/tun`, another user spinning `TUNSETIFF(IFF_MULTI_QUEUE)` on
@@ -331,7 +400,11 @@ fn multi_queue_creates_outlast_a_queue_thief() {
             let bound = usize::try_from(vmpriv_client::MQ_CREATE_TRIES).unwrap();
             vmpriv_tests::tun_device_mode(0o666);
             let log = vmpriv_tests::capture_helper_log();
-            let thief = spawn_queue_thief(OTHER, &["vpfffe-0", "vpfffe-1", "vpfffe-2", "vpfffe-3"], false);
+            let thief = spawn_queue_thief(
+                OTHER,
+                &["vpfffe-0", "vpfffe-1", "vpfffe-2", "vpfffe-3"],
+                Theft::Keep,
+            );
             become_nobody();
             let (mut made, mut lost, mut failures) = (0, 0, Vec::new());
             for round in 0..CREATES {
@@ -390,12 +463,24 @@ fn as_root_link(name: &str) -> serde_json::Value {
     vmpriv_tests::as_root(|| link(name).unwrap())
 }
 
+/// What a queue thief does with a queue it attached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Theft {
+    /// Keeps it for a while.
+    Keep,
+    /// Makes the tap persistent, gives it the thief's group, shrinks its send buffer and detaches.
+    HitAndRun,
+    /// Changes every setting it can read back but no group (which the helper refuses outright) and
+    /// detaches: persistence, link type, send buffer, vnet header size and byte order, carrier.
+    LeaveSettings,
+}
+
 /// A child process, as `uid`, that opens `/dev/net/tun` and tries to attach a multi-queue tap queue
-/// to each of `names` in a tight loop, keeping what it gets for a while, or with `hit_and_run` setting
-/// persistence, its group and a tiny send buffer and detaching at once. Only raw syscalls after fork.
-/// Killed when the returned guard drops, also when the test panics (else it would spin on, holding
-/// the scenario's output pipe open).
-fn spawn_queue_thief(uid: u32, names: &[&str], hit_and_run: bool) -> Thief {
+/// to each of `names` in a tight loop, then does what `theft` says with what it got, writing one byte
+/// to its pipe for each queue it attached (`Thief::wins`). Only raw syscalls after fork. Killed when
+/// the returned guard drops, also when the test panics (else it would spin on, holding the scenario's
+/// output pipe open).
+fn spawn_queue_thief(uid: u32, names: &[&str], theft: Theft) -> Thief {
     let reqs: Vec<libc::ifreq> = names
         .iter()
         .map(|n| {
@@ -410,12 +495,15 @@ fn spawn_queue_thief(uid: u32, names: &[&str], hit_and_run: bool) -> Thief {
             ifr
         })
         .collect();
-    // SAFETY: the child makes only async-signal-safe syscalls (setres[ug]id, open, ioctl, close) on
-    // memory prepared before the fork, and never returns.
+    let (wins, won) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_NONBLOCK | nix::fcntl::OFlag::O_CLOEXEC).unwrap();
+    let won = won.as_raw_fd();
+    // SAFETY: the child makes only async-signal-safe syscalls (setres[ug]id, open, ioctl, write,
+    // close) on memory prepared before the fork, and never returns.
     #[allow(unsafe_code)]
     unsafe {
         match nix::unistd::fork().unwrap() {
-            nix::unistd::ForkResult::Parent { child } => Thief(child),
+            nix::unistd::ForkResult::Parent { child } => Thief { pid: child, wins },
             nix::unistd::ForkResult::Child => {
                 libc::setgroups(0, std::ptr::null());
                 libc::setresgid(uid, uid, uid);
@@ -430,17 +518,30 @@ fn spawn_queue_thief(uid: u32, names: &[&str], hit_and_run: bool) -> Thief {
                         }
                         let mut ifr = *r;
                         let got = libc::ioctl(fd, libc::TUNSETIFF, &raw mut ifr) == 0;
-                        if got && hit_and_run {
+                        if got && theft == Theft::HitAndRun {
                             let one: libc::c_int = 1;
                             libc::ioctl(fd, libc::TUNSETPERSIST, 1 as libc::c_ulong);
                             libc::ioctl(fd, libc::TUNSETGROUP, libc::c_ulong::from(uid));
                             libc::ioctl(fd, libc::TUNSETSNDBUF, &raw const one);
+                            libc::close(fd);
+                        } else if got && theft == Theft::LeaveSettings {
+                            let (small, hdr, on, off): (libc::c_int, libc::c_int, libc::c_int, libc::c_int) =
+                                (4096, 12, 1, 0);
+                            libc::ioctl(fd, libc::TUNSETPERSIST, 1 as libc::c_ulong);
+                            libc::ioctl(fd, libc::TUNSETLINK, libc::c_ulong::from(libc::ARPHRD_NONE));
+                            libc::ioctl(fd, libc::TUNSETSNDBUF, &raw const small);
+                            libc::ioctl(fd, libc::TUNSETVNETHDRSZ, &raw const hdr);
+                            libc::ioctl(fd, libc::TUNSETVNETLE, &raw const on);
+                            libc::ioctl(fd, libc::TUNSETCARRIER, &raw const off);
                             libc::close(fd);
                         } else if got && n < kept.len() {
                             kept[n] = fd;
                             n += 1;
                         } else {
                             libc::close(fd);
+                        }
+                        if got {
+                            libc::write(won, c"x".as_ptr().cast(), 1);
                         }
                         if n == kept.len() {
                             for k in &mut kept {
@@ -456,13 +557,32 @@ fn spawn_queue_thief(uid: u32, names: &[&str], hit_and_run: bool) -> Thief {
     }
 }
 
-struct Thief(nix::unistd::Pid);
+struct Thief {
+    pid: nix::unistd::Pid,
+    /// One byte per queue the thief attached.
+    wins: OwnedFd,
+}
+
+impl Thief {
+    /// How many queues the thief attached since the last call.
+    fn wins(&self) -> usize {
+        let mut total = 0;
+        let mut buf = [0u8; 4096];
+        loop {
+            match nix::unistd::read(&self.wins, &mut buf) {
+                Ok(0) | Err(nix::errno::Errno::EAGAIN) => return total,
+                Ok(n) => total += n,
+                Err(e) => panic!("reading the thief's wins: {e}"),
+            }
+        }
+    }
+}
 
 impl Drop for Thief {
     fn drop(&mut self) {
         vmpriv_tests::as_root(|| {
-            let _ = nix::sys::signal::kill(self.0, nix::sys::signal::SIGKILL);
-            let _ = nix::sys::wait::waitpid(self.0, None);
+            let _ = nix::sys::signal::kill(self.pid, nix::sys::signal::SIGKILL);
+            let _ = nix::sys::wait::waitpid(self.pid, None);
         });
     }
 }
