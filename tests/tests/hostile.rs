@@ -19,6 +19,7 @@ use nix::sys::socket::{
     socketpair, sockopt,
 };
 use vmpriv_client::{ClientError, Helper, TapOptions};
+use vmpriv_protocol::name::NameError;
 use vmpriv_protocol::wire::{self, FdIndex, IfConfig, MAX_FRAME, Request, Response, VERSION};
 use vmpriv_protocol::{Error, Invalid};
 use vmpriv_tests::{
@@ -109,6 +110,41 @@ fn ended_without_more(mut child: Child, sock: &OwnedFd) {
     assert!(
         status.success() && status.signal().is_none(),
         "ended cleanly: {status:?}"
+    );
+}
+
+/// The frame size bound, over the wire: a request of exactly `MAX_FRAME` bytes (`SwitchExists` with
+/// a 2,044-byte name) is one frame, read whole (its name is what is refused) and the session goes on; the same frame with one byte
+/// more is refused as malformed and ends the session, although its first `MAX_FRAME` bytes alone are
+/// that valid request.
+#[test]
+fn a_frame_of_max_frame_bytes_is_read_and_one_byte_more_is_not() {
+    scenario(
+        "a_frame_of_max_frame_bytes_is_read_and_one_byte_more_is_not",
+        bins!(),
+        POLICY,
+        |s| {
+            bridge("br0", None);
+            become_nobody();
+            let exactly = wire::encode(&Request::SwitchExists {
+                switch: "x".repeat(MAX_FRAME - 4),
+            })
+            .unwrap();
+            assert_eq!(exactly.len(), MAX_FRAME);
+            let mut h = helper(s);
+            let (bytes, _) = h.call_raw(&exactly, &[]).unwrap();
+            assert_eq!(
+                reply(&bytes),
+                Response::Error(Error::Invalid(Invalid::SwitchName(NameError::TooLong))),
+                "read whole: the name is what is wrong"
+            );
+            assert_eq!(h.switch_exists("br0").unwrap().name, "br0", "the session goes on");
+            let mut one_more = exactly;
+            one_more.push(0);
+            let (bytes, _) = h.call_raw(&one_more, &[]).unwrap();
+            assert_eq!(reply(&bytes), Response::Error(Error::Invalid(Invalid::Malformed)));
+            ended_cleanly(s, h);
+        },
     );
 }
 
