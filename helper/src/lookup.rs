@@ -516,6 +516,19 @@ mod tests {
             .unwrap()
     }
 
+    #[test]
+    fn a_nested_string_too_long_for_its_attribute_fails_the_whole_request() {
+        let nested = |s: &str| {
+            Msg::new(RTM_NEWLINK, 0, 1)
+                .ifinfomsg(1, 0, 0)
+                .attr_nested_str(IFLA_PROP_LIST, IFLA_ALT_IFNAME, s)
+                .finish()
+        };
+        assert!(nested("vl-000001-00").is_some());
+        // The inner attribute's u16 length cannot hold it; the outer one alone would still fit.
+        assert!(nested(&"x".repeat(usize::from(u16::MAX))).is_none());
+    }
+
     fn payload(msg: &[u8]) -> &[u8] {
         messages(msg).next().unwrap().unwrap().1
     }

@@ -1744,6 +1744,66 @@ fn names_that_only_resemble_a_mark_are_not_the_callers() {
     );
 }
 
+/// A multi-queue tap's holders are counted by its queues (the kernel reports `numqueues` for
+/// multi-queue taps only): one the caller made persistent and closed is a leftover and goes, one it
+/// still holds stays with both queues.
+#[test]
+fn a_multi_queue_leftover_goes_and_a_held_one_stays() {
+    scenario(
+        "a_multi_queue_leftover_goes_and_a_held_one_stays",
+        bins!(),
+        POLICY,
+        |s| {
+            become_nobody();
+            let mut h = helper(s);
+            let left = h.create_tap(&TapOptions::new().queues(2).up(false)).unwrap();
+            tun_set_persist(&left.fds()[0], true).unwrap();
+            let left_name = left.name().to_owned();
+            drop(left);
+            let held = h.create_tap(&TapOptions::new().queues(2).up(false)).unwrap();
+            become_root();
+            let queues = |name: &str| link(name).unwrap()["linkinfo"]["info_data"]["numqueues"].as_u64();
+            assert_eq!(queues(&left_name), Some(0), "persistent, no fd");
+            assert_eq!(queues(held.name()), Some(2));
+            become_nobody();
+            assert_eq!(h.remove_leftovers().unwrap(), 1);
+            become_root();
+            assert_eq!(taps(), [held.name()], "the leftover went, the held tap stayed");
+            assert_eq!(queues(held.name()), Some(2));
+        },
+    );
+}
+
+/// A tun device (`IFF_TUN`, not a tap) named with the caller's mark and owned by it, as root could
+/// make one, is not the caller's tap: passed by its fd, it is refused as not a tap (the fd's own
+/// flags say so, before the link's kind is read) and stays off the bridge.
+#[test]
+fn a_tun_device_under_the_callers_mark_is_not_its_tap() {
+    scenario(
+        "a_tun_device_under_the_callers_mark_is_not_its_tap",
+        bins!(),
+        POLICY,
+        |s| {
+            bridge("br0", None);
+            sh(&[
+                "ip", "tuntap", "add", "dev", "vpfffe-0", "mode", "tun", "user", "nobody",
+            ]);
+            let fd = tun_attach("vpfffe-0", libc::IFF_TUN).unwrap();
+            become_nobody();
+            let mut h = helper(s);
+            let e = h.attach(&fd, "br0").unwrap_err();
+            assert!(matches!(e, ClientError::Invalid(Invalid::NotATap)), "{e:?}");
+            become_root();
+            assert_eq!(master("vpfffe-0"), None, "not on the bridge");
+            assert_eq!(
+                link("vpfffe-0").unwrap()["link_type"],
+                "none",
+                "still the tun device"
+            );
+        },
+    );
+}
+
 /// A batch counts each tap once, however often its fds come (twice in one message, again after it was
 /// staged), and with nothing else in its group it is deleted by the group in one `RTM_DELLINK`
 /// (strace counts them), not one by one.
