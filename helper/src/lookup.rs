@@ -33,7 +33,6 @@ pub(crate) const RTM_DELLINKPROP: u16 = 109;
 const RTM_F_FIB_MATCH: u32 = 0x2000;
 const RTA_DST: u16 = 1;
 const RTA_OIF: u16 = 4;
-const RTA_TABLE: u16 = 15;
 /// `rtm_type`s of routes that deliver nowhere: an admin reserving a range.
 pub(crate) const RTN_BLACKHOLE: u8 = 6;
 pub(crate) const RTN_UNREACHABLE: u8 = 7;
@@ -49,10 +48,8 @@ pub(crate) const AF_INET6: u8 = 10;
 const GROUP_IPV6_IFADDR: u32 = 1 << (9 - 1);
 const IFADDRMSG_LEN: usize = 8;
 const NLA_F_NESTED: u16 = 0x8000;
-const IFLA_TUN_OWNER: u16 = 1;
 const IFLA_TUN_TYPE: u16 = 3;
 const IFLA_TUN_GROUP: u16 = 2;
-const IFLA_TUN_PERSIST: u16 = 6;
 const IFLA_TUN_NUM_QUEUES: u16 = 8;
 const IFLA_TUN_NUM_DISABLED_QUEUES: u16 = 9;
 
@@ -95,12 +92,8 @@ impl MsgExt for Msg {
 pub(crate) struct TunInfo {
     /// 1 = tun, 2 = tap.
     pub(crate) dev_type: u8,
-    /// The owner uid, if one is set.
-    pub(crate) owner: Option<u32>,
     /// The group gid, if one is set.
     pub(crate) group: Option<u32>,
-    /// Whether it outlives its fds.
-    pub(crate) persist: bool,
     /// Queues attached now, enabled and disabled (`IFLA_TUN_NUM_QUEUES` + `…_DISABLED_QUEUES`): the
     /// number of open fds that hold the tap. The kernel reports it for multi-queue taps only.
     pub(crate) queues: Option<u32>,
@@ -192,9 +185,7 @@ fn parse_tun(data: &[u8]) -> Result<TunInfo, ParseError> {
         let (ty, data) = a?;
         match ty {
             IFLA_TUN_TYPE => tun.dev_type = data.first().copied().unwrap_or(0),
-            IFLA_TUN_OWNER => tun.owner = u32_at(data, 0),
             IFLA_TUN_GROUP => tun.group = u32_at(data, 0),
-            IFLA_TUN_PERSIST => tun.persist = data.first().is_some_and(|&b| b != 0),
             IFLA_TUN_NUM_QUEUES | IFLA_TUN_NUM_DISABLED_QUEUES => {
                 let n = u32_at(data, 0).unwrap_or(0);
                 tun.queues = Some(tun.queues.unwrap_or(0).saturating_add(n));
@@ -245,9 +236,7 @@ pub(crate) fn parse_addr(payload: &[u8]) -> Result<Option<Addr>, ParseError> {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct Route {
     pub(crate) dst_len: u8,
-    pub(crate) protocol: u8,
     pub(crate) rtm_type: u8,
-    pub(crate) table: u32,
     pub(crate) oif: Option<u32>,
 }
 
@@ -256,17 +245,13 @@ pub(crate) fn parse_route(payload: &[u8]) -> Result<Route, ParseError> {
     let head = payload.get(..RTMSG_LEN).ok_or(ParseError::Short)?;
     let mut r = Route {
         dst_len: head.get(1).copied().unwrap_or(0),
-        protocol: head.get(5).copied().unwrap_or(0),
         rtm_type: head.get(7).copied().unwrap_or(0),
-        table: u32::from(head.get(4).copied().unwrap_or(0)),
         oif: None,
     };
     for a in attrs(payload.get(RTMSG_LEN..).ok_or(ParseError::Short)?) {
         let (ty, data) = a?;
-        match ty {
-            RTA_OIF => r.oif = u32_at(data, 0),
-            RTA_TABLE => r.table = u32_at(data, 0).unwrap_or(r.table),
-            _ => {}
+        if ty == RTA_OIF {
+            r.oif = u32_at(data, 0);
         }
     }
     Ok(r)
@@ -494,6 +479,9 @@ mod tests {
     /// `rtm_type` of a local (host) route; `rtm_protocol` of a route the kernel added.
     const RTN_LOCAL: u8 = 2;
     const RTPROT_KERNEL: u8 = 2;
+    const RTA_TABLE: u16 = 15;
+    const IFLA_TUN_OWNER: u16 = 1;
+    const IFLA_TUN_PERSIST: u16 = 6;
 
     fn link_msg() -> Vec<u8> {
         let tun = Msg::default()
@@ -554,7 +542,6 @@ mod tests {
         assert_eq!(link.mac, Some([0xfe, 1, 2, 3, 4, 5]));
         assert_eq!(link.altnames, ["vl-000001-00"]);
         assert!(link.is_tap());
-        assert_eq!(link.tun.as_ref().unwrap().owner, Some(65534));
     }
 
     #[test]
@@ -594,9 +581,7 @@ mod tests {
         let route = parse_route(payload(&route_msg())).unwrap();
         let want = Route {
             dst_len: 32,
-            protocol: RTPROT_KERNEL,
             rtm_type: RTN_LOCAL,
-            table: 255,
             oif: Some(7),
         };
         assert_eq!(route, want);
