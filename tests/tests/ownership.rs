@@ -691,7 +691,8 @@ fn an_empty_policy_grants_nothing() {
 
 /// Weak: a local /31 or /96 inside a route through another interface (a VPN's, a CGNAT range's)
 /// would steal its traffic, and an IPv6 address inside the /96 added with `noprefixroute` left no
-/// route to find. Both are "in use"; an admin's blackhole reserving the range is not.
+/// route to find (also with a peer outside it). Both are "in use"; an admin's blackhole reserving the
+/// range is not.
 #[test]
 fn routes_and_addresses_of_other_interfaces_are_in_use() {
     scenario(
@@ -741,6 +742,32 @@ fn routes_and_addresses_of_other_interfaces_are_in_use() {
             become_root();
             assert_eq!(addrs(v4_only.name()), ["100.64.2.2/31"]);
             drop(v4_only);
+            assert!(taps().is_empty());
+            assert_eq!(vmpriv_tests::all_addrs(), before);
+            // The same for an address with a peer: the address is the interface's own (IFA_LOCAL), not
+            // its peer's (IFA_ADDRESS, outside every /96 here).
+            let p6 = local_inet6(Inet4Prefix::DEFAULT, Inet6Prefix::DEFAULT, 3, 0).unwrap();
+            let mut inside = p6.host().octets();
+            inside[15] = 5;
+            let inside = std::net::Ipv6Addr::from(inside);
+            sh(&[
+                "ip",
+                "-6",
+                "addr",
+                "add",
+                &inside.to_string(),
+                "peer",
+                "2001:db8::1",
+                "dev",
+                "vpn0",
+                "noprefixroute",
+                "nodad",
+            ]);
+            let before = vmpriv_tests::all_addrs();
+            become_nobody();
+            let e = h.create_tap(&TapOptions::new().local(3, 0, true)).unwrap_err();
+            assert!(matches!(e, ClientError::Invalid(Invalid::AddressInUse)), "{e:?}");
+            become_root();
             assert!(taps().is_empty());
             assert_eq!(vmpriv_tests::all_addrs(), before);
             // An admin's blackhole for the whole range reserves it; it does not hold it.
