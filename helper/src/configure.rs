@@ -295,12 +295,22 @@ fn check_no_inet6_inside(ctx: &mut Ctx, index: u32, p: Inet6Pair) -> Result<(), 
 enum Undo {
     Alias(String),
     Master,
-    Mtu(u32),
+    /// The old MTU, and whether the link goes down first (up, and the old MTU brings IPv6 back).
+    Mtu(u32, bool),
     Group(u32),
     Up(bool),
     Addr(IpAddr, u8),
     Claim(String),
     Unclaim(String),
+}
+
+/// Below this MTU a link has no IPv6; raised to it or more, the kernel gives the link new IPv6 state
+/// with the defaults (router advertisements accepted) until [`quiet_ipv6`] runs again.
+const IPV6_MIN_MTU: u32 = 1280;
+
+/// Whether an MTU change from `from` to `to` gives the link new IPv6 state with the defaults.
+fn ipv6_reborn(from: Option<u32>, to: u32) -> bool {
+    from.is_some_and(|m| m < IPV6_MIN_MTU) && to >= IPV6_MIN_MTU
 }
 
 /// The start of a tap's alternative name that claims a VM slot's local addresses: `vl-VM-NIC` in hex
@@ -400,12 +410,20 @@ pub(crate) fn configure_checked(ctx: &mut Ctx, link: &Link, plan: &Plan<'_>) -> 
             link_name(link),
             undo.len()
         );
+        let down_for_ipv6 = undo.iter().any(|u| matches!(u, Undo::Mtu(_, true)));
         rollback(&mut ctx.base.nl, link.index, undo);
-        // The rollback may have put the MTU back, which can bring the defaults (RAs on) back too.
-        if plan.bridge.as_ref().is_some_and(|b| b.mtu != link.mtu)
-            && let Err(q) = quiet_ipv6(ctx.ipv6_conf.as_ref(), &link_name(link))
-        {
-            log::error!("after the rollback, ifindex {}: {q}", link.index);
+        // The rollback may have put the MTU back, which can bring the defaults (RAs on) back too; a
+        // link that went down for that comes up once they are off.
+        if plan.bridge.as_ref().is_some_and(|b| b.mtu != link.mtu) {
+            match quiet_ipv6(ctx.ipv6_conf.as_ref(), &link_name(link)) {
+                Err(q) => log::error!("after the rollback, ifindex {}: {q}", link.index),
+                Ok(()) if down_for_ipv6 => {
+                    if let Err(e) = setlink(&mut ctx.base.nl, link.index, IFF_UP, IFF_UP, None) {
+                        log::error!("after the rollback, ifindex {}: up again: {e}", link.index);
+                    }
+                }
+                Ok(()) => {}
+            }
         }
     }
     result
@@ -419,16 +437,36 @@ fn apply(ctx: &mut Ctx, link: &Link, plan: &Plan<'_>, undo: &mut Vec<Undo>) -> R
         claim_slot(&mut ctx.base.nl, link, plan, slot, undo)?;
     }
     // The switch's MTU first, on its own: it can reset the IPv6 sysctls, which are quieted again
-    // before the tap can come up (a failure rolls the request back like any other).
+    // before the tap can come up (a failure rolls the request back like any other). An up link whose
+    // IPv6 comes back with the defaults goes down for that moment, so that a helper killed in between
+    // leaves it down, where the tun driver takes no frame from its VM; it comes up again only through
+    // a request, which quiets it first (below).
+    let up = link.flags & IFF_UP != 0;
+    let mut quieted = false;
     if let Some(mtu) = plan
         .bridge
         .as_ref()
         .and_then(|b| b.mtu)
         .filter(|&m| Some(m) != link.mtu)
     {
+        let old = link.mtu.unwrap_or(mtu);
+        let down = up && ipv6_reborn(link.mtu, mtu);
+        if down {
+            setlink(&mut ctx.base.nl, index, 0, IFF_UP, None).or_kernel()?;
+            undo.push(Undo::Up(true));
+        }
         set_u32(&mut ctx.base.nl, index, IFLA_MTU, mtu).or_kernel()?;
-        undo.push(Undo::Mtu(link.mtu.unwrap_or(mtu)));
+        undo.push(Undo::Mtu(old, up && ipv6_reborn(Some(mtu), old)));
         info.mtu = mtu;
+        quiet_ipv6(ctx.base.ipv6_conf.as_ref(), &info.ifname)?;
+        quieted = true;
+        if down {
+            setlink(&mut ctx.base.nl, index, IFF_UP, IFF_UP, None).or_kernel()?;
+        }
+    }
+    // A tap that is down may hold the defaults a killed helper left (above); a new one was quieted
+    // when it was made.
+    if plan.existing && !up && !quieted && config.up() == Some(true) {
         quiet_ipv6(ctx.base.ipv6_conf.as_ref(), &info.ifname)?;
     }
     // The rest in vmd's order (description, switch or rdomain, group, up, addresses), in one round
@@ -527,7 +565,12 @@ fn rollback(nl: &mut Netlink, index: IfIndex, undo: Vec<Undo>) {
         let r = match u {
             Undo::Alias(a) => setlink(nl, index, 0, 0, Some((IFLA_IFALIAS, a.as_bytes()))),
             Undo::Master => set_u32(nl, index, IFLA_MASTER, 0),
-            Undo::Mtu(m) => set_u32(nl, index, IFLA_MTU, m),
+            Undo::Mtu(m, down) => {
+                if down && let Err(e) = setlink(nl, index, 0, IFF_UP, None) {
+                    log::error!("rollback on ifindex {index}: down before the MTU: {e}");
+                }
+                set_u32(nl, index, IFLA_MTU, m)
+            }
             Undo::Group(g) => set_u32(nl, index, IFLA_GROUP, g),
             Undo::Up(up) => setlink(nl, index, if up { IFF_UP } else { 0 }, IFF_UP, None),
             Undo::Addr(ip, len) => nl.request(|seq| addr_msg(RTM_DELADDR, 0, seq, index, ip, len)),

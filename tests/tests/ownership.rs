@@ -1050,6 +1050,109 @@ fn a_killed_helper_cannot_leave_a_slot_held_twice() {
     );
 }
 
+/// Below 1280 a link has no IPv6; raised to 1280 or more, the kernel gives it new IPv6 state with the
+/// defaults (router advertisements accepted) until the helper quiets it again. A caller that kills its
+/// helper in that moment must not keep an up tap that takes its VM's router advertisements (a default
+/// route for the host through the VM). Here an up tap on no switch has MTU 1000 (what a helper killed
+/// after its MTU step leaves), and attaching it to br0 (MTU 1500) is killed at the first sysctl open
+/// after the MTU change: the tap is down then, and the tun driver takes no frame; brought up again
+/// through vmpriv, it is quieted first. The VM's RA installs no route either time; the control (root
+/// turning RAs on) shows the frame is one the kernel acts on.
+#[test]
+fn a_helper_killed_after_an_mtu_change_leaves_no_tap_taking_router_advertisements() {
+    scenario(
+        "a_helper_killed_after_an_mtu_change_leaves_no_tap_taking_router_advertisements",
+        bins!(),
+        "allow user * switch br0\nallow user * local\n",
+        |s| {
+            vmpriv_tests::require_tool(
+                "a_helper_killed_after_an_mtu_change_leaves_no_tap_taking_router_advertisements",
+                "strace",
+                "apt-get install strace",
+            );
+            bridge("br0", Some(1500));
+            let (dry, tap) = as_nobody(|| {
+                let mut h = helper(s);
+                let up = TapOptions::new().up(true);
+                (h.create_tap(&up).unwrap(), h.create_tap(&up).unwrap())
+            });
+            for t in [&dry, &tap] {
+                sh(&["ip", "link", "set", t.name(), "mtu", "1000"]);
+            }
+            let attach = IfConfig {
+                switch: Some("br0".to_owned()),
+                ..IfConfig::default()
+            };
+            // Which openat is the first sysctl the helper opens after the MTU step: a dry run on the
+            // twin tap.
+            let trace = dry_run(s, "openat", &dry, &attach);
+            let k = 1 + trace
+                .lines()
+                .filter(|l| l.contains("openat("))
+                .position(|l| l.contains("accept_ra"))
+                .unwrap_or_else(|| panic!("no accept_ra open: {trace}"));
+            let name = tap.name().to_owned();
+            let mut killed = traced_helper(
+                s,
+                "openat",
+                &[
+                    "-o".into(),
+                    "/dev/null".into(),
+                    format!("-einject=openat:signal=KILL:when={k}"),
+                ],
+            );
+            assert!(killed.configure(&tap, &attach).is_err(), "killed");
+            drop(killed);
+            let l = link(&name).unwrap();
+            assert_eq!(l["mtu"], 1500, "the MTU step ran: {l}");
+            assert!(master(&name).is_none(), "killed before the attach: {l}");
+            let sysctl = |key: &str| {
+                std::fs::read_to_string(format!("/proc/sys/net/ipv6/conf/{name}/{key}"))
+                    .map(|v| v.trim().to_owned())
+                    .unwrap_or_default()
+            };
+            let is_up = |l: &serde_json::Value| l["flags"].as_array().unwrap().iter().any(|f| f == "UP");
+            assert!(
+                !is_up(&l) || sysctl("accept_ra") == "0",
+                "an up tap with RAs accepted ({}): {l}",
+                sysctl("accept_ra")
+            );
+            let prefix: std::net::Ipv6Addr = "2001:db8:1::".parse().unwrap();
+            let ra = vmpriv_tests::ping::router_advertisement(vmpriv_tests::ping::VM_MAC, prefix);
+            let defaults = || routes("-6").iter().filter(|r| r["dst"] == "default").count();
+            let send_ras = |what: &str| {
+                for _ in 0..3 {
+                    // A down tap refuses the write (EIO): nothing reaches the kernel.
+                    let _ = nix::unistd::write(tap.fds()[0].as_fd(), &ra);
+                    std::thread::sleep(Duration::from_millis(300));
+                }
+                assert_eq!(defaults(), 0, "{what}: {:?}", routes("-6"));
+            };
+            send_ras("after the kill");
+            // Up again through vmpriv: quieted first.
+            let up = IfConfig {
+                up: Some(true),
+                ..IfConfig::default()
+            };
+            as_nobody(|| helper(s).configure(&tap, &up).unwrap());
+            assert!(is_up(&link(&name).unwrap()));
+            for key in ["accept_ra", "autoconf", "accept_redirects"] {
+                assert_eq!(sysctl(key), "0", "{key} after the next up");
+            }
+            std::thread::sleep(Duration::from_millis(300));
+            send_ras("up again");
+            // Control: the same frame on a tap that accepts RAs takes the route.
+            std::fs::write(format!("/proc/sys/net/ipv6/conf/{name}/accept_ra"), "1").unwrap();
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while defaults() == 0 && Instant::now() < deadline {
+                let _ = nix::unistd::write(tap.fds()[0].as_fd(), &ra);
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            assert_eq!(defaults(), 1, "control: {:?}", routes("-6"));
+        },
+    );
+}
+
 /// A `Configure` that asks for vm `vm` nic 0's IPv4 local address.
 fn slot_inet(vm: u32) -> IfConfig {
     IfConfig {
