@@ -1153,6 +1153,99 @@ fn a_helper_killed_after_an_mtu_change_leaves_no_tap_taking_router_advertisement
     );
 }
 
+/// The same moment in a rollback: an up tap (MTU 1500) asked onto brsmall (MTU 1000) with a local /96
+/// fails at the address (no IPv6 below 1280), and the rollback puts MTU 1500 back, which brings IPv6
+/// back with the defaults. Done whole (the dry run on the twin), the tap ends up as before: up, RAs
+/// off. Killed at the sysctl open after that rollback, the tap is down, and the VM's RA installs no
+/// route.
+#[test]
+fn a_helper_killed_in_a_rollback_that_brings_ipv6_back_leaves_the_tap_down() {
+    scenario(
+        "a_helper_killed_in_a_rollback_that_brings_ipv6_back_leaves_the_tap_down",
+        bins!(),
+        "allow user * switch brsmall\nallow user * local\n",
+        |s| {
+            vmpriv_tests::require_tool(
+                "a_helper_killed_in_a_rollback_that_brings_ipv6_back_leaves_the_tap_down",
+                "strace",
+                "apt-get install strace",
+            );
+            bridge("brsmall", Some(1000));
+            let (dry, tap) = as_nobody(|| {
+                let mut h = helper(s);
+                let up = TapOptions::new().up(true);
+                (h.create_tap(&up).unwrap(), h.create_tap(&up).unwrap())
+            });
+            let request = IfConfig {
+                switch: Some("brsmall".to_owned()),
+                local: Some(LocalRequest {
+                    vm: 1,
+                    nic: 0,
+                    inet: false,
+                    inet6: true,
+                }),
+                ..IfConfig::default()
+            };
+            let is_up = |name: &str| {
+                link(name).unwrap()["flags"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|f| f == "UP")
+            };
+            let sysctl = |name: &str, key: &str| {
+                std::fs::read_to_string(format!("/proc/sys/net/ipv6/conf/{name}/{key}"))
+                    .map(|v| v.trim().to_owned())
+                    .unwrap_or_default()
+            };
+            // The whole request, traced: it fails, and the twin is as before.
+            let trace = s.dir.join("trace");
+            let mut h = traced_helper(s, "openat", &["-o".into(), trace.display().to_string()]);
+            assert!(h.configure(&dry, &request).is_err(), "no IPv6 below 1280");
+            h.close().unwrap();
+            let trace = std::fs::read_to_string(&trace).unwrap();
+            assert_eq!(link(dry.name()).unwrap()["mtu"], 1500);
+            assert!(is_up(dry.name()) && sysctl(dry.name(), "accept_ra") == "0");
+            // The sysctl opens: after the MTU step (none there below 1280), then after the rollback.
+            let opens: Vec<usize> = trace
+                .lines()
+                .filter(|l| l.contains("openat("))
+                .enumerate()
+                .filter(|(_, l)| l.contains("accept_ra"))
+                .map(|(k, _)| k + 1)
+                .collect();
+            assert_eq!(opens.len(), 2, "{trace}");
+            let mut killed = traced_helper(
+                s,
+                "openat",
+                &[
+                    "-o".into(),
+                    "/dev/null".into(),
+                    format!("-einject=openat:signal=KILL:when={}", opens[1]),
+                ],
+            );
+            assert!(killed.configure(&tap, &request).is_err(), "killed");
+            drop(killed);
+            let name = tap.name().to_owned();
+            assert_eq!(link(&name).unwrap()["mtu"], 1500, "the rollback's MTU step ran");
+            assert!(
+                !is_up(&name) || sysctl(&name, "accept_ra") == "0",
+                "an up tap with RAs accepted ({}): {}",
+                sysctl(&name, "accept_ra"),
+                link(&name).unwrap()
+            );
+            let prefix: std::net::Ipv6Addr = "2001:db8:1::".parse().unwrap();
+            let ra = vmpriv_tests::ping::router_advertisement(vmpriv_tests::ping::VM_MAC, prefix);
+            for _ in 0..3 {
+                let _ = nix::unistd::write(tap.fds()[0].as_fd(), &ra);
+                std::thread::sleep(Duration::from_millis(300));
+            }
+            let defaults = routes("-6").iter().filter(|r| r["dst"] == "default").count();
+            assert_eq!(defaults, 0, "{:?}", routes("-6"));
+        },
+    );
+}
+
 /// A `Configure` that asks for vm `vm` nic 0's IPv4 local address.
 fn slot_inet(vm: u32) -> IfConfig {
     IfConfig {
