@@ -1246,6 +1246,68 @@ fn a_helper_killed_in_a_rollback_that_brings_ipv6_back_leaves_the_tap_down() {
     );
 }
 
+/// Only an MTU change that brings IPv6 back takes an up tap down for its moment: a down tap so changed
+/// stays down (nothing asked it up), and an up tap whose IPv6 lives on (1280 to 1500, 1500 to 1400) is
+/// never taken down, which would have flushed its local /96 (`keep_addr_on_down` is 0).
+#[test]
+fn only_an_mtu_change_that_brings_ipv6_back_takes_a_tap_down() {
+    scenario(
+        "only_an_mtu_change_that_brings_ipv6_back_takes_a_tap_down",
+        bins!(),
+        "allow user * switch *\nallow user * local\n",
+        |s| {
+            bridge("br0", Some(1500));
+            bridge("br1400", Some(1400));
+            let is_up = |name: &str| {
+                link(name).unwrap()["flags"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|f| f == "UP")
+            };
+            let attach = |switch: &str| IfConfig {
+                switch: Some(switch.to_owned()),
+                ..IfConfig::default()
+            };
+            become_nobody();
+            let mut h = helper(s);
+            let down = h.create_tap(&TapOptions::new().up(false)).unwrap();
+            let at_1280 = h
+                .create_tap(&TapOptions::new().local(1, 0, true).up(true))
+                .unwrap();
+            let at_1500 = h
+                .create_tap(&TapOptions::new().local(2, 0, true).up(true))
+                .unwrap();
+            become_root();
+            sh(&["ip", "link", "set", down.name(), "mtu", "1000"]);
+            sh(&["ip", "link", "set", at_1280.name(), "mtu", "1280"]);
+            let before = [addrs(at_1280.name()), addrs(at_1500.name())];
+            assert!(
+                before.iter().all(|a| a.len() == 2),
+                "a /31 and a /96 each: {before:?}"
+            );
+            become_nobody();
+            h.configure(&down, &attach("br0")).unwrap();
+            h.configure(&at_1280, &attach("br0")).unwrap();
+            h.configure(&at_1500, &attach("br1400")).unwrap();
+            become_root();
+            assert!(!is_up(down.name()), "{}", link(down.name()).unwrap());
+            let v = std::fs::read_to_string(format!("/proc/sys/net/ipv6/conf/{}/accept_ra", down.name()))
+                .unwrap();
+            assert_eq!(v.trim(), "0");
+            assert_eq!(link(down.name()).unwrap()["mtu"], 1500);
+            assert_eq!(link(at_1280.name()).unwrap()["mtu"], 1500);
+            assert_eq!(link(at_1500.name()).unwrap()["mtu"], 1400);
+            assert!(is_up(at_1280.name()) && is_up(at_1500.name()));
+            assert_eq!(
+                [addrs(at_1280.name()), addrs(at_1500.name())],
+                before,
+                "never flushed"
+            );
+        },
+    );
+}
+
 /// A `Configure` that asks for vm `vm` nic 0's IPv4 local address.
 fn slot_inet(vm: u32) -> IfConfig {
     IfConfig {
