@@ -316,7 +316,8 @@ fn multi_queue_create_race_is_never_won() {
     });
 }
 
-/// The same window held open: strace delays each of the helper's ioctls by 50 ms, so the other user's
+/// The same window held open: strace delays each of the helper's ioctls by 200 ms (50 ms was
+/// too short once under TCG in the stock-kernel matrix), so the other user's
 /// thief always attaches a queue between `TUNSETIFF` and `TUNSETOWNER`; it changes every setting it
 /// can but the group (persistence, link type, send buffer, vnet header size and byte order, carrier)
 /// and detaches. The tap handed out has each of them as a new tap has it: read back from the kernel
@@ -337,12 +338,19 @@ fn what_a_queue_thief_left_behind_is_put_back() {
             );
             let thief = spawn_queue_thief(OTHER, &names, Theft::LeaveSettings);
             // strace (root) runs the helper as uid 65534.
-            let mut h = traced_helper(s, "ioctl", &["-einject=ioctl:delay_enter=50000".into()]);
+            let mut h = traced_helper(s, "ioctl", &["-einject=ioctl:delay_enter=200000".into()]);
             let mut kept = Vec::new();
             for round in 0..3 {
                 let tap = h.create_tap(&TapOptions::new().queues(2).up(false)).unwrap();
+                // Its byte comes after its own ioctls; on a slow guest, a moment after our reply.
+                let deadline = Instant::now() + Duration::from_secs(3);
+                let mut won = thief.wins();
+                while won == 0 && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(50));
+                    won = thief.wins();
+                }
                 assert!(
-                    thief.wins() > 0,
+                    won > 0,
                     "round {round}: the thief never got in: this shows nothing"
                 );
                 let l = as_root_link(tap.name());
