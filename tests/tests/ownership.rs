@@ -1115,9 +1115,14 @@ fn a_helper_killed_after_an_mtu_change_leaves_no_tap_taking_router_advertisement
             assert_eq!(l["mtu"], 1500, "the MTU step ran: {l}");
             assert!(master(&name).is_none(), "killed before the attach: {l}");
             let sysctl = |key: &str| {
-                std::fs::read_to_string(format!("/proc/sys/net/ipv6/conf/{name}/{key}"))
-                    .map(|v| v.trim().to_owned())
-                    .unwrap_or_default()
+                std::fs::read_to_string(format!("/proc/sys/net/ipv6/conf/{name}/{key}")).map_or_else(
+                    // No such file: the link has no IPv6 (an MTU below 1280), which is no "0".
+                    |e| {
+                        assert_eq!(e.kind(), std::io::ErrorKind::NotFound, "{key}: {e}");
+                        "no IPv6 on the link".to_owned()
+                    },
+                    |v| v.trim().to_owned(),
+                )
             };
             let is_up = |l: &serde_json::Value| l["flags"].as_array().unwrap().iter().any(|f| f == "UP");
             assert!(
@@ -1202,9 +1207,14 @@ fn a_helper_killed_in_a_rollback_that_brings_ipv6_back_leaves_the_tap_down() {
                     .any(|f| f == "UP")
             };
             let sysctl = |name: &str, key: &str| {
-                std::fs::read_to_string(format!("/proc/sys/net/ipv6/conf/{name}/{key}"))
-                    .map(|v| v.trim().to_owned())
-                    .unwrap_or_default()
+                std::fs::read_to_string(format!("/proc/sys/net/ipv6/conf/{name}/{key}")).map_or_else(
+                    // No such file: the link has no IPv6 (an MTU below 1280), which is no "0".
+                    |e| {
+                        assert_eq!(e.kind(), std::io::ErrorKind::NotFound, "{key}: {e}");
+                        "no IPv6 on the link".to_owned()
+                    },
+                    |v| v.trim().to_owned(),
+                )
             };
             // The whole request, traced: it fails, and the twin is as before.
             let trace = s.dir.join("trace");
